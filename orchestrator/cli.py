@@ -1,0 +1,85 @@
+"""The ``doodl`` command line.
+
+Exit codes: 0 success, 1 the work ran but some of it failed, 2 bad input (one line on
+stderr naming the field or file; nothing written), 130 cancelled with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from orchestrator.mlflow_sink import DEFAULT_TRACKING_URI
+from orchestrator.store import DEFAULT_STORE
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="doodl", description="Loss-landscape sweeps on Ray, recorded in Parquet and MLflow.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def store_args(sp):
+        sp.add_argument("--store", default=os.environ.get("DOODL_STORE", DEFAULT_STORE),
+                        help="store directory or URI (s3://, gs://, ...); default %(default)s")
+
+    sw = sub.add_parser("sweep", help="train every variant of a spec not yet in the store")
+    sw.add_argument("spec", help="sweep spec (YAML)")
+    store_args(sw)
+    sw.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+                    help="MLflow tracking URI; default %(default)s")
+    sw.add_argument("--address", default=None,
+                    help="Ray cluster to join (e.g. 'auto' or host:port); default: start a local Ray")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    st = sub.add_parser("status", help="show the variants of a sweep and how far they are")
+    st.add_argument("sweep", help="sweep id (the spec's name)")
+    store_args(st)
+    return p
+
+
+def _bad_input(message: str) -> int:
+    print(f"doodl: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``doodl`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from orchestrator.spec import SpecError
+    from orchestrator.store import StoreError, SweepStore
+
+    try:
+        if args.command == "sweep":
+            from orchestrator.driver import run_sweep
+            from orchestrator.spec import load_spec
+
+            spec = load_spec(args.spec)
+            outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,
+                                address=args.address, show_progress=not args.no_progress)
+            print(
+                f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
+                f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
+                f"failed {len(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
+                f"in {outcome.seconds:.1f}s"
+            )
+            if outcome.mlflow_error:
+                print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
+            return EXIT_FAILED if outcome.failed_units else EXIT_OK
+        if args.command == "status":
+            from orchestrator.status import print_status
+
+            print_status(SweepStore(args.store, args.sweep))
+            return EXIT_OK
+    except (SpecError, StoreError) as exc:
+        return _bad_input(str(exc))
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The Ray driver: a pool of long-lived actors fed work units from a queue.
+
+Units already committed in the store are skipped (resume). Each actor holds one unit at
+a time; ``ray.wait`` hands the next unit to whichever actor finishes first. A unit whose
+actor dies is retried on a fresh actor up to ``resources.max_retries`` times. After every
+committed unit the driver (the only MLflow writer) logs that unit's variants.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import ray
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from orchestrator.expand import WorkUnit, expand, pack
+from orchestrator.mlflow_sink import MlflowSink
+from orchestrator.spec import SweepSpec
+from orchestrator.store import SweepStore
+from workers.actor import UnitTrainer
+
+logger = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+
+@dataclass
+class SweepOutcome:
+    """What a ``doodl sweep`` call did."""
+
+    sweep_id: str
+    n_variants: int
+    n_units: int
+    trained_units: int = 0
+    skipped_units: int = 0
+    failed_units: dict[str, str] = field(default_factory=dict)
+    logged_runs: int = 0
+    mlflow_error: str | None = None
+    seconds: float = 0.0
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at ``address`` or start a local Ray; reuse an existing session."""
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+
+
+def _open_sink(tracking_uri: str, spec: SweepSpec, outcome: SweepOutcome) -> MlflowSink | None:
+    try:
+        return MlflowSink(tracking_uri, spec.name, spec.name)
+    except Exception as exc:  # any failure to reach MLflow must not stop training
+        outcome.mlflow_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        console.print(
+            f"[yellow]warning:[/] MLflow at {tracking_uri} is unreachable ({outcome.mlflow_error}); "
+            "training goes on and logging is deferred: re-run the same command to log."
+        )
+        return None
+
+
+def _log_units(sink: MlflowSink | None, store: SweepStore, variants: list[dict], unit_ids: list[str],
+               outcome: SweepOutcome) -> None:
+    if sink is None or not unit_ids:
+        return
+    wanted = [v for v in variants if v["unit_id"] in set(unit_ids) and v["run_id"] not in sink.logged]
+    if not wanted:
+        return
+    try:
+        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", "train_loss", "train_acc", "grad_norm"])
+        fin = store.read_unit_rows(
+            "finals", unit_ids,
+            ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],
+        )
+        outcome.logged_runs += sink.log_variants(wanted, traj, fin)
+    except Exception as exc:
+        outcome.mlflow_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    store_uri: str,
+    tracking_uri: str,
+    address: str | None = None,
+    show_progress: bool = True,
+) -> SweepOutcome:
+    """Train every variant of ``spec`` not yet in the store, then log it to MLflow."""
+    start = time.perf_counter()
+    variants = expand(spec)
+    units = pack(variants, spec.resources.variants_per_unit)
+    store = SweepStore(store_uri, spec.name)
+    store.initialise(spec, variants, units)
+    rows = store.read_variants().to_pylist()
+    states = store.unit_states([u.unit_id for u in units])
+    done = [u for u in units if states[u.unit_id].state == "committed"]
+    todo = [u for u in units if states[u.unit_id].state != "committed"]
+    for u in todo:
+        if states[u.unit_id].state == "torn":
+            console.print(f"[yellow]unit {u.unit_id} is torn ({states[u.unit_id].problem}); retraining it[/]")
+    outcome = SweepOutcome(spec.name, len(variants), len(units), skipped_units=len(done))
+
+    sink = _open_sink(tracking_uri, spec, outcome)
+    if sink is not None:
+        try:
+            sink.log_parent({"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,
+                             "store": store.uri})
+        except Exception as exc:
+            outcome.mlflow_error = str(exc).splitlines()[0][:300]
+            sink = None
+    _log_units(sink, store, rows, [u.unit_id for u in done], outcome)
+
+    if todo:
+        connect(address)
+        _train(spec, store, todo, rows, sink, outcome,
+               already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
+    if sink is not None and not outcome.failed_units:
+        try:
+            n_div = sum(1 for r in store.read_unit_rows("finals", [u.unit_id for u in units], ["status"])
+                        .column("status").to_pylist() if r == "diverged")
+            sink.log_parent({}, {"n_variants_done": len(variants), "n_diverged": n_div}, finished=True)
+        except Exception as exc:
+            outcome.mlflow_error = str(exc).splitlines()[0][:300]
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _train(spec, store, todo: list[WorkUnit], rows, sink, outcome, *, already: int, total: int,
+           show_progress: bool) -> None:
+    res = spec.resources
+    cpus = ray.cluster_resources().get("CPU", 1)
+    n_actors = res.num_actors or max(1, int(cpus // res.cpus_per_actor))
+    n_actors = min(n_actors, len(todo))
+    actor_cls = ray.remote(UnitTrainer).options(
+        num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0
+    )
+
+    def new_actor():
+        return actor_cls.remote(store.uri)
+
+    queue = deque(todo)
+    attempts = {u.unit_id: 0 for u in todo}
+    by_id = {u.unit_id: u for u in todo}
+    inflight: dict[ray.ObjectRef, tuple[object, str]] = {}
+
+    def submit(actor) -> None:
+        if not queue:
+            return
+        unit = queue.popleft()
+        attempts[unit.unit_id] += 1
+        ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants], attempts[unit.unit_id])
+        inflight[ref] = (actor, unit.unit_id)
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("variants"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show_progress,
+        transient=False,
+    )
+    actors = [new_actor() for _ in range(n_actors)]
+    t0 = time.perf_counter()
+    trained_variants = 0
+    try:
+        with progress:
+            task = progress.add_task(f"sweep {spec.name}", total=total, completed=already, rate="")
+            for a in actors:
+                submit(a)
+            while inflight:
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                ref = ready[0]
+                actor, unit_id = inflight.pop(ref)
+                try:
+                    summary = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
+                        ray.exceptions.WorkerCrashedError) as exc:
+                    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                    if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
+                        replacement = actor  # the actor lives on; only the unit failed
+                    else:
+                        ray.kill(actor, no_restart=True)
+                        replacement = new_actor()
+                        actors.append(replacement)
+                    if attempts[unit_id] <= res.max_retries:
+                        console.print(f"[yellow]unit {unit_id} failed ({reason}); retry {attempts[unit_id]}"
+                                      f"/{res.max_retries}[/]")
+                        queue.appendleft(by_id[unit_id])
+                    else:
+                        console.print(f"[red]unit {unit_id} failed after {attempts[unit_id]} attempts: {reason}[/]")
+                        outcome.failed_units[unit_id] = reason
+                    submit(replacement)
+                    continue
+                outcome.trained_units += 1
+                trained_variants += len(summary["runs"])
+                rate = trained_variants / max(time.perf_counter() - t0, 1e-9)
+                progress.update(task, advance=len(summary["runs"]), rate=f"{rate:.1f}/s")
+                submit(actor)
+                _log_units(sink, store, rows, [unit_id], outcome)
+    except KeyboardInterrupt:
+        for a in actors:
+            ray.kill(a, no_restart=True)
+        console.print(
+            f"[red]cancelled[/]: {outcome.trained_units + outcome.skipped_units}/{outcome.n_units} units are "
+            "committed; run the same command again to finish the rest."
+        )
+        raise
+    finally:
+        for a in actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass

@@ -1,0 +1,103 @@
+"""Expanding a spec into variants and packing variants into work units.
+
+A work unit is what one actor trains in one go: variants with the same parameter shapes,
+batch size and optimiser, trained as one batched model. The packing is deterministic, so
+the same spec always gives the same units (which is what resume relies on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+
+from orchestrator.spec import SweepSpec
+from workers.config import VariantConfig
+
+# The axes in grid order; the first two are the default phase-diagram axes later on.
+AXES = ("width", "depth", "label_noise", "train_fraction", "lr", "batch_size", "weight_decay")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A batch of variants that train together; ``unit_id`` hashes their run ids."""
+
+    unit_id: str
+    variants: tuple[VariantConfig, ...]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [v.run_id for v in self.variants]
+
+
+def axis_values(spec: SweepSpec) -> dict[str, list]:
+    """The values of every grid axis, in ``AXES`` order."""
+    return {
+        "width": spec.model.width,
+        "depth": spec.model.depth,
+        "label_noise": spec.data.label_noise,
+        "train_fraction": spec.data.train_fraction,
+        "lr": spec.optimizer.lr,
+        "batch_size": spec.optimizer.batch_size,
+        "weight_decay": spec.optimizer.weight_decay,
+    }
+
+
+def swept_axes(spec: SweepSpec) -> list[str]:
+    """Axes with more than one value, in ``AXES`` order."""
+    return [k for k, vals in axis_values(spec).items() if len(vals) > 1]
+
+
+def expand(spec: SweepSpec) -> list[VariantConfig]:
+    """Every variant of the grid (axes x seeds), in a deterministic order."""
+    axes = axis_values(spec)
+    opt, rec = spec.optimizer, spec.record
+    out = []
+    for values in itertools.product(*axes.values(), spec.seed_list):
+        point = dict(zip([*axes, "seed"], values))
+        out.append(
+            VariantConfig(
+                dataset=spec.dataset.name,
+                dataset_options=tuple(sorted(spec.dataset.options.items())),
+                test_fraction=spec.dataset.test_fraction,
+                split_seed=spec.dataset.split_seed,
+                label_noise=float(point["label_noise"]),
+                train_fraction=float(point["train_fraction"]),
+                model=spec.model.family,
+                width=int(point["width"]),
+                depth=int(point["depth"]),
+                optimizer=opt.name,
+                lr=float(point["lr"]),
+                batch_size=int(point["batch_size"]),
+                weight_decay=float(point["weight_decay"]),
+                steps=opt.steps,
+                momentum=opt.momentum,
+                beta1=opt.betas[0],
+                beta2=opt.betas[1],
+                eps=opt.eps,
+                record_every=rec.every,
+                projection_dim=rec.projection.dim if rec.projection else 0,
+                projection_seed=rec.projection.seed if rec.projection else 0,
+                seed=int(point["seed"]),
+            )
+        )
+    return out
+
+
+def pack(variants: list[VariantConfig], variants_per_unit: int) -> list[WorkUnit]:
+    """Pack variants into units of at most ``variants_per_unit`` sharing a ``shape_key``.
+
+    Within a shape class the units are balanced (sizes differ by at most one), so no
+    actor gets a straggler unit of one variant.
+    """
+    classes: dict[tuple, list[VariantConfig]] = {}
+    for v in variants:
+        classes.setdefault(v.shape_key, []).append(v)
+    units = []
+    for members in classes.values():
+        n_units = -(-len(members) // variants_per_unit)
+        for i in range(n_units):
+            chunk = tuple(members[i::n_units])
+            digest = hashlib.sha256(",".join(v.run_id for v in chunk).encode()).hexdigest()[:16]
+            units.append(WorkUnit(unit_id=digest, variants=chunk))
+    return units

@@ -1,0 +1,167 @@
+"""The MLflow view of a sweep, written only by the driver.
+
+One experiment per sweep name, one parent run per sweep (tag ``doodl.sweep_id``), one
+child run per variant (tag ``doodl.run_id``). A child's params, metrics and its
+``doodl.logged`` tag go in a single ``log_batch`` call, which the SQL stores apply in one
+transaction: a child is either fully logged or will be logged again, and re-running a
+sweep finds the existing runs by tag instead of creating new ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
+CURVE_POINTS = 100  # per curve: enough to compare runs, cheap to log and plot
+CURVES = ("train_loss", "train_acc", "grad_norm")
+TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
+    "doodl.sweep_id",
+    "doodl.run_id",
+    "doodl.group_id",
+    "doodl.role",
+    "doodl.logged",
+)
+# config fields shown as MLflow params (the rest are in variants.parquet)
+PARAM_FIELDS = (
+    "dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width", "depth",
+    "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum", "record_every", "projection_dim", "seed",
+)
+
+
+def subsample_steps(n_steps: int, points: int = CURVE_POINTS) -> np.ndarray:
+    """Indices ``0..n_steps-1`` thinned to at most ``points``, always keeping the last."""
+    if n_steps <= points:
+        return np.arange(n_steps)
+    return np.unique(np.linspace(0, n_steps - 1, points).round().astype(np.int64))
+
+
+def run_name(cfg: dict) -> str:
+    """A readable child-run name; the id keeps names of equal configs apart."""
+    return (
+        f"w{cfg['width']}-d{cfg['depth']}-noise{cfg['label_noise']:g}-frac{cfg['train_fraction']:g}"
+        f"-lr{cfg['lr']:g}-bs{cfg['batch_size']}-s{cfg['seed']}-{cfg['run_id'][:6]}"
+    )
+
+
+class MlflowSink:
+    """Parent and child runs of one sweep in one experiment; idempotent by tags."""
+
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.sweep_id = sweep_id
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.parent_id = self._find_or_create_parent()
+        self.children: dict[str, str] = {}
+        self.logged: set[str] = set()
+        for run in self._search(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_ROLE}` = 'child'"):
+            rid = run.data.tags.get(TAG_RUN)
+            self.children[rid] = run.info.run_id
+            if run.data.tags.get(TAG_LOGGED) == "1":
+                self.logged.add(rid)
+
+    def _search(self, filter_string: str):
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def _find_or_create_parent(self) -> str:
+        found = list(self._search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_ROLE}` = 'parent'"))
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=self.sweep_id, tags={TAG_SWEEP: self.sweep_id, TAG_ROLE: "parent"}
+        )
+        return run.info.run_id
+
+    def log_parent(self, params: dict, metrics: dict | None = None, finished: bool = False) -> None:
+        """Sweep-level params (logged once; MLflow refuses changed values) and metrics."""
+        from mlflow.entities import Metric, Param
+
+        existing = self.client.get_run(self.parent_id).data.params
+        new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        now = int(time.time() * 1000)
+        mets = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+        if new or mets:
+            self.client.log_batch(self.parent_id, metrics=mets, params=new)
+        if finished:
+            self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def log_variants(self, variants: Iterable[dict], trajectories: pa.Table, finals: pa.Table) -> int:
+        """Log every not-yet-logged variant among ``variants`` (rows of variants.parquet).
+
+        ``trajectories`` (without ``theta``) and ``finals`` hold their committed rows.
+        Returns how many child runs were logged now.
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        todo = [v for v in variants if v["run_id"] not in self.logged]
+        if not todo:
+            return 0
+        traj = _rows_by_run(trajectories)
+        fin = {r["run_id"]: r for r in finals.to_pylist()}
+        now = int(time.time() * 1000)
+        for cfg in todo:
+            rid = cfg["run_id"]
+            steps, cols = traj[rid]
+            keep = subsample_steps(len(steps))
+            metrics = [
+                Metric(name, float(cols[name][i]), now, int(steps[i]))
+                for name in CURVES
+                for i in keep
+                if np.isfinite(cols[name][i])
+            ]
+            final = fin[rid]
+            metrics += [
+                Metric(k, float(final[k]), now, int(final["steps"]))
+                for k in ("final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc")
+                if final[k] is not None and np.isfinite(final[k])
+            ]
+            child = self.children.get(rid)
+            if child is None:
+                child = self.client.create_run(
+                    self.experiment_id,
+                    run_name=run_name(cfg),
+                    tags={
+                        "mlflow.parentRunId": self.parent_id,
+                        TAG_SWEEP: self.sweep_id,
+                        TAG_RUN: rid,
+                        TAG_GROUP: cfg["group_id"],
+                        TAG_ROLE: "child",
+                    },
+                ).info.run_id
+                self.children[rid] = child
+            params = [Param(k, str(cfg[k])) for k in PARAM_FIELDS] + [Param("unit_id", cfg["unit_id"])]
+            tags = [RunTag("doodl.status", final["status"]), RunTag(TAG_LOGGED, "1")]
+            self.client.log_batch(child, metrics=metrics, params=params, tags=tags)
+            self.client.set_terminated(child, "FINISHED" if final["status"] == "ok" else "FAILED")
+            self.logged.add(rid)
+        return len(todo)
+
+
+def _rows_by_run(table: pa.Table) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Split trajectory rows into per-run numpy columns ordered by step."""
+    table = table.sort_by([("run_id", "ascending"), ("step", "ascending")])
+    run_ids = table.column("run_id").to_numpy(zero_copy_only=False)
+    steps = table.column("step").to_numpy()
+    cols = {c: table.column(c).to_numpy() for c in CURVES}
+    bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
+    out = {}
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        out[run_ids[a]] = (steps[a:b], {c: v[a:b] for c, v in cols.items()})
+    return out

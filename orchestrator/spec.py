@@ -1,0 +1,237 @@
+"""The sweep spec: a validated YAML document. Every list-valued axis multiplies the grid.
+
+Example (``examples/quickstart.yaml``)::
+
+    name: quickstart
+    dataset: {name: digits, test_fraction: 0.2, split_seed: 0}
+    data: {label_noise: [0.0, 0.2], train_fraction: 1.0}
+    model: {family: mlp, width: [16, 32], depth: 2}
+    optimizer: {name: sgd, lr: 0.05, momentum: 0.9, batch_size: [32, 64], steps: 200}
+    seeds: 3
+    record: {every: 10}
+    resources: {variants_per_unit: 12, num_actors: 2}
+
+Validation refuses a bad spec before anything is written, with one line naming the
+field path (``optimizer.batch_size[1]``) and what is wrong: see :class:`SpecError`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from workers.datasets import BUILTIN_DATASETS, load_split
+from workers.models import MODEL_FAMILIES
+
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run; ``str()`` is the one line shown to the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+NoiseFraction = Annotated[float, Field(ge=0, lt=1)]
+TrainFraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def _axis(item_type):
+    """A non-empty list of values (a scalar in YAML is read as a one-value axis)."""
+    return Annotated[list[item_type], Field(min_length=1)]
+
+
+class _AxisModel(_Strict):
+    """A spec section whose ``axes`` fields accept a scalar or a list."""
+
+    axes: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listify(cls, data):
+        if isinstance(data, dict):
+            data = {k: ([v] if k in cls.axes and not isinstance(v, list) else v) for k, v in data.items()}
+        return data
+
+
+class DatasetSpec(_Strict):
+    """The base data set and the sweep-wide held-out split."""
+
+    name: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or a path to an .npz with x and y")
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    split_seed: int = 0
+    options: dict[str, Union[int, float, str]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v in BUILTIN_DATASETS:
+            return v
+        if not v.endswith(".npz"):
+            raise ValueError(f"unknown data set {v!r}; use one of {', '.join(BUILTIN_DATASETS)} or an .npz path")
+        if not Path(v).is_file():
+            raise ValueError(f"data file not found: {v}")
+        return str(Path(v).resolve())
+
+
+class DataSpec(_AxisModel):
+    """Data-quality axes, applied per variant from its seed."""
+
+    axes = ("label_noise", "train_fraction")
+    label_noise: _axis(NoiseFraction) = [0.0]
+    train_fraction: _axis(TrainFraction) = [1.0]
+
+
+class ModelSpec(_AxisModel):
+    axes = ("width", "depth")
+    family: Literal["mlp"] = "mlp"
+    width: _axis(PositiveInt) = [32]
+    depth: _axis(PositiveInt) = [2]
+
+
+class OptimizerSpec(_AxisModel):
+    axes = ("lr", "batch_size", "weight_decay")
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: _axis(PositiveFloat) = [0.05]
+    batch_size: _axis(PositiveInt) = [32]
+    weight_decay: _axis(NonNegFloat) = [0.0]
+    steps: PositiveInt = 200
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+
+class ProjectionSpec(_Strict):
+    dim: PositiveInt
+    seed: int = 0
+
+
+class RecordSpec(_Strict):
+    every: PositiveInt = 10
+    projection: ProjectionSpec | None = None
+
+
+class ResourcesSpec(_Strict):
+    variants_per_unit: PositiveInt = 16
+    num_actors: PositiveInt | None = None  # default: as many as the cluster has CPUs for
+    cpus_per_actor: PositiveFloat = 1.0
+    gpus_per_actor: NonNegFloat = 0.0
+    max_retries: Annotated[int, Field(ge=0)] = 2
+
+
+class SweepSpec(_Strict):
+    """A whole sweep: what to train, how to record it, and with what resources."""
+
+    name: str
+    dataset: DatasetSpec
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    seeds: Union[PositiveInt, Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = 1
+    record: RecordSpec = RecordSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not SWEEP_NAME.match(v):
+            raise ValueError("must be 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or str(part).startswith(("function-", "constrained-")):
+            continue  # pydantic's union-branch labels (``int``, ``list[int]``) mean nothing to a user
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    return f"{_format_loc(first['loc'])}: {msg}"
+
+
+def parse_spec(data: object, source: str = "spec") -> SweepSpec:
+    """Validate a spec given as a mapping; raise :class:`SpecError` with one line."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of fields at the top level")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(f"{source}: {_first_error(err)}") from None
+    _check_against_data(spec, source)
+    return spec
+
+
+def _check_against_data(spec: SweepSpec, source: str) -> None:
+    """Checks that need the data set: every batch must fit in every training set."""
+    try:
+        split = load_split(spec.dataset.name, spec.dataset.test_fraction, spec.dataset.split_seed,
+                           tuple(sorted(spec.dataset.options.items())))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise SpecError(f"{source}: dataset.name: cannot load data set ({exc})") from None
+    if split.n_classes < 2:
+        raise SpecError(f"{source}: dataset.name: needs at least 2 classes, found {split.n_classes}")
+    n_train = len(split.y_train)
+    smallest = max(1, int(round(min(spec.data.train_fraction) * n_train)))
+    for i, bs in enumerate(spec.optimizer.batch_size):
+        if bs > smallest:
+            raise SpecError(
+                f"{source}: optimizer.batch_size[{i}]: {bs} is larger than the smallest training set "
+                f"({smallest} samples at train_fraction {min(spec.data.train_fraction)})"
+            )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML spec file (safe loader only)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: not valid YAML{where}") from None
+    return parse_spec(data, str(path))

@@ -1,0 +1,188 @@
+"""The sweep-level store layout: ``STORE/SWEEP_ID/{sweep.json, variants.parquet}``.
+
+The per-unit shards and commit markers below it belong to :mod:`workers.shards`; this
+module owns the sweep directory itself and answers "which units are done?".
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from orchestrator.expand import WorkUnit
+from orchestrator.spec import SWEEP_NAME, SweepSpec
+from workers import shards
+from workers.config import VariantConfig
+
+DEFAULT_STORE = "./doodl-store"
+SWEEP_JSON = "sweep.json"
+VARIANTS = "variants.parquet"
+
+
+class StoreError(ValueError):
+    """A store or sweep that cannot be used; ``str()`` is the one line shown to the user."""
+
+
+def doodl_version() -> str:
+    try:
+        return version("doodl")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "0+unknown"
+
+
+def _result_spec(spec: SweepSpec) -> dict:
+    """The parts of a spec that change results (resources only change how fast)."""
+    return spec.model_dump(mode="json", exclude={"resources"})
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What the store says about one unit: committed and sound, torn, or not yet done."""
+
+    unit_id: str
+    state: str  # "committed" | "torn" | "pending"
+    attempt: int = 0
+    problem: str | None = None
+
+
+class SweepStore:
+    """One sweep's directory in a store (a local path or any ``pyarrow.fs`` URI)."""
+
+    def __init__(self, store_uri: str, sweep_id: str):
+        if not SWEEP_NAME.match(sweep_id):
+            raise StoreError(f"sweep id {sweep_id!r}: must be letters, digits, '_', '-' or '.'")
+        try:
+            self.fs, base = shards.resolve_filesystem(store_uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+            raise StoreError(f"store {store_uri}: not a usable location ({exc})") from None
+        self.store_uri = store_uri
+        self.sweep_id = sweep_id
+        self.base = base.rstrip("/")
+        self.root = f"{self.base}/{sweep_id}"
+
+    @property
+    def uri(self) -> str:
+        """The sweep root as a URI a worker on another machine can open."""
+        if "://" not in self.store_uri:
+            return self.root
+        scheme = self.store_uri.split("://", 1)[0]
+        return f"{scheme}://{self.root}"
+
+    # --- checks -------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse a store that is a file or cannot be written, before writing anything."""
+        info = self.fs.get_file_info(self.base)
+        if info.type == pafs.FileType.File:
+            raise StoreError(f"store {self.store_uri}: is a file, not a directory")
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+        except OSError as exc:
+            raise StoreError(f"store {self.store_uri}: not writable ({exc})") from None
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(f"{self.root}/{SWEEP_JSON}").type == pafs.FileType.File
+
+    # --- sweep.json and variants.parquet -----------------------------------------
+    def read_sweep(self) -> dict:
+        try:
+            with self.fs.open_input_stream(f"{self.root}/{SWEEP_JSON}") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            raise StoreError(f"unknown sweep {self.sweep_id!r} in store {self.store_uri}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StoreError(f"{self.root}/{SWEEP_JSON}: corrupted (not JSON)") from None
+
+    def initialise(self, spec: SweepSpec, variants: list[VariantConfig], units: list[WorkUnit]) -> bool:
+        """Create the sweep directory, or check that it belongs to this same spec.
+
+        Returns True when the sweep is new. A sweep with the same name but a different
+        spec (other than ``resources``) is refused: its ids and data would not match.
+        """
+        if self.exists():
+            recorded = self.read_sweep()
+            if recorded.get("spec_results") != _result_spec(spec):
+                raise StoreError(
+                    f"sweep {self.sweep_id!r} already exists in {self.store_uri} with a different spec; "
+                    "give the changed sweep a new name"
+                )
+            self.read_variants()  # refuses a corrupted variants.parquet early
+            return False
+        self.check_writable()
+        table = variants_table(variants, units)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        with self.fs.open_output_stream(f"{self.root}/{VARIANTS}") as f:
+            f.write(sink.getvalue())
+        doc = {
+            "sweep_id": self.sweep_id,
+            "name": spec.name,
+            "spec": spec.model_dump(mode="json"),
+            "spec_results": _result_spec(spec),
+            "doodl_version": doodl_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "n_variants": len(variants),
+            "n_units": len(units),
+        }
+        # sweep.json last: its presence says the sweep directory is complete
+        with self.fs.open_output_stream(f"{self.root}/{SWEEP_JSON}") as f:
+            f.write(json.dumps(doc, indent=1).encode())
+        return True
+
+    def read_variants(self) -> pa.Table:
+        path = f"{self.root}/{VARIANTS}"
+        try:
+            with self.fs.open_input_file(path) as f:
+                return pq.read_table(f)
+        except FileNotFoundError:
+            raise StoreError(f"{path}: missing; the sweep directory is incomplete") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise StoreError(f"{path}: corrupted ({exc})") from None
+
+    # --- units ---------------------------------------------------------------------
+    def unit_states(self, unit_ids: list[str]) -> dict[str, UnitState]:
+        """The state of each unit: sound commits count, torn ones are reported and redone."""
+        found = shards.committed_units(self.fs, self.root, verify=True)
+        out = {}
+        for u in unit_ids:
+            c = found.get(u)
+            if c is None:
+                out[u] = UnitState(u, "pending")
+            elif c.problem:
+                out[u] = UnitState(u, "torn", int(c.marker.get("attempt", 0)), c.problem)
+            else:
+                out[u] = UnitState(u, "committed", int(c.marker.get("attempt", 1)))
+        return out
+
+    def read_unit_rows(self, kind: str, unit_ids: list[str], columns: list[str] | None = None) -> pa.Table:
+        """Trajectory or finals rows of committed units (callers pass only sound units)."""
+        return shards.read_units(self.fs, self.root, kind, unit_ids, columns)
+
+
+CONFIG_COLUMNS = [f for f in VariantConfig.__dataclass_fields__ if f != "dataset_options"]
+
+
+def variants_table(variants: list[VariantConfig], units: list[WorkUnit]) -> pa.Table:
+    """One row per variant: ids, its unit and its config columns."""
+    unit_of = {v.run_id: u.unit_id for u in units for v in u.variants}
+    rows = {
+        "run_id": [v.run_id for v in variants],
+        "group_id": [v.group_id for v in variants],
+        "unit_id": [unit_of[v.run_id] for v in variants],
+    }
+    for name in CONFIG_COLUMNS:
+        rows[name] = [getattr(v, name) for v in variants]
+    rows["dataset_options"] = [json.dumps(dict(v.dataset_options), sort_keys=True) for v in variants]
+    return pa.table(rows)
+
+
+def config_from_row(row: dict) -> VariantConfig:
+    """Rebuild a variant's config from its ``variants.parquet`` row."""
+    d = dict(row)
+    d["dataset_options"] = json.loads(d.get("dataset_options") or "{}")
+    return VariantConfig.from_dict(d)

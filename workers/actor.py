@@ -1,0 +1,72 @@
+"""The Ray actor that trains work units: long-lived, one torch thread, many units.
+
+The driver creates a pool of these (``ray.remote(UnitTrainer).options(...)``) and feeds
+them units. The actor trains a unit as one batched model, writes its shards and commit
+marker itself, and returns only a small summary, so no trajectory crosses the object store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from workers import shards
+from workers.config import VariantConfig
+from workers.engine import train_unit
+
+
+def pick_device() -> torch.device:
+    """The one place that chooses where training runs: the GPU Ray gave this actor, if any.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` for an actor that holds GPUs, so ``cuda`` is the
+    first of them; an actor without GPUs trains on the CPU even where CUDA exists.
+    """
+    try:
+        import ray
+
+        gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # outside a Ray worker
+        gpu_ids = []
+    if gpu_ids and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class UnitTrainer:
+    """Trains units of one sweep and writes them to the sweep's root in the store."""
+
+    def __init__(self, sweep_root_uri: str, threads: int = 1):
+        # tiny models: intra-op threads cost more than they give; parallelism comes
+        # from more actors and from batching variants
+        torch.set_num_threads(threads)
+        self.fs, self.root = shards.resolve_filesystem(sweep_root_uri)
+        self.device = pick_device()
+
+    def run_unit(self, unit_id: str, configs: list[dict], attempt: int = 1) -> dict:
+        """Train one unit, write its shards and marker, return a summary for the driver."""
+        start = time.perf_counter()
+        _maybe_fault(unit_id, attempt)
+        result = train_unit([VariantConfig.from_dict(c) for c in configs], self.device)
+        marker = shards.write_unit(self.fs, self.root, unit_id, result, attempt=attempt)
+        return {
+            "unit_id": unit_id,
+            "runs": marker["runs"],
+            "rows": marker["rows"],
+            "diverged": sum(s == "diverged" for s in result.status),
+            "attempt": attempt,
+            "seconds": time.perf_counter() - start,
+            "pid": os.getpid(),
+            "device": str(self.device),
+        }
+
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def _maybe_fault(unit_id: str, attempt: int) -> None:
+    """Test-only fault hook: ``DOODL_FAULT_EXIT_UNIT=<unit_id>`` kills the process on the
+    first attempt of that unit, as a crashed node would."""
+    if os.environ.get("DOODL_FAULT_EXIT_UNIT") == unit_id and attempt == 1:
+        os._exit(17)
