@@ -49,11 +49,26 @@ class SweepOutcome:
     seconds: float = 0.0
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster named by ``--address`` cannot be reached."""
+
+
 def connect(address: str | None) -> None:
     """Join the cluster at ``address`` or start a local Ray; reuse an existing session."""
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+        hint, chain = "", ""
+        cause: BaseException | None = exc
+        while cause is not None:  # ray wraps the AuthenticationError in a ConnectionError
+            chain += str(cause).lower()
+            cause = cause.__cause__ or cause.__context__
+        if "authentication" in chain or "auth_token" in chain:
+            hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and provide the token "
+                    "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)")
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}{hint}") from None
 
 
 def _open_sink(tracking_uri: str, spec: SweepSpec, outcome: SweepOutcome) -> MlflowSink | None:

@@ -12,7 +12,7 @@ SHA-256 checksums); readers go through :func:`committed_units` and ignore the re
 ``theta`` is a ``fixed_size_list<float32>[D]`` to readers, null on rows without a
 snapshot. pyarrow < 26 cannot read null fixed-size lists back from Parquet
 (apache/arrow#35692) and MLflow 3.17 pins pyarrow < 26, so on disk the column is a plain
-``list<float32>`` with ``D`` in the file's key-value metadata, and :func:`read_units`
+``list<float32>`` (``D`` also in the file's key-value metadata), and :func:`read_units`
 casts it back. Float columns use zstd with byte-stream-split encoding.
 """
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -143,11 +144,15 @@ def _storage_table(table: pa.Table) -> pa.Table:
 
 
 def _logical_table(table: pa.Table) -> pa.Table:
-    """Undo :func:`_storage_table` on a table read back (any subset of columns)."""
+    """Undo :func:`_storage_table` on rows read back: ``theta`` becomes a fixed-size list
+    again when all its rows have one size (units of different model shapes read together
+    keep a variable list, since one column cannot hold two fixed sizes)."""
     if "theta" not in table.column_names:
         return table
-    dim = int((table.schema.metadata or {})[THETA_DIM_KEY])
-    fields = [pa.field("theta", pa.list_(pa.float32(), dim)) if f.name == "theta" else f for f in table.schema]
+    sizes = pc.unique(pc.drop_null(pc.list_value_length(table["theta"]))).to_pylist()
+    if len(sizes) != 1:
+        return table
+    fields = [pa.field("theta", pa.list_(pa.float32(), sizes[0])) if f.name == "theta" else f for f in table.schema]
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
@@ -279,6 +284,4 @@ def read_units(
     paths = [unit_paths(root, u)[kind] for u in unit_ids]
     if not paths:
         raise ShardError(f"no committed units to read under {root}/{kind}")
-    dataset = ds.dataset(paths, filesystem=fs, format="parquet")
-    table = dataset.to_table(columns=columns)
-    return _logical_table(table.replace_schema_metadata(dataset.schema.metadata))
+    return _logical_table(ds.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns))

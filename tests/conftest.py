@@ -1,0 +1,48 @@
+"""Shared fixtures: one local Ray for the whole session, and small specs on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray started once; the driver reuses it instead of starting its own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def tiny_spec_dict(name: str = "tiny", **overrides) -> dict:
+    """A spec that trains in seconds: 8 variants of a small MLP on generated blobs."""
+    spec = {
+        "name": name,
+        "dataset": {"name": "blobs", "test_fraction": 0.25, "split_seed": 1,
+                    "options": {"n_samples": 400, "n_features": 6, "centers": 3}},
+        "data": {"label_noise": [0.0, 0.25], "train_fraction": 1.0},
+        "model": {"family": "mlp", "width": 8, "depth": 1},
+        "optimizer": {"name": "sgd", "lr": [0.05, 0.1], "batch_size": 16, "steps": 23},
+        "seeds": 2,
+        "record": {"every": 5},
+        "resources": {"variants_per_unit": 3, "num_actors": 2},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def write_spec(directory: Path, spec: dict, filename: str = "spec.yaml") -> Path:
+    path = Path(directory) / filename
+    path.write_text(yaml.safe_dump(spec))
+    return path

@@ -1,0 +1,101 @@
+"""The commands as a user types them, in fresh processes: the README quick start, and
+joining a cluster started with `ray start --head`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from orchestrator.store import SweepStore
+from tests.conftest import tiny_spec_dict, write_spec
+from workers.engine import snapshot_steps
+
+REPO = Path(__file__).resolve().parents[2]
+DOODL = shutil.which("doodl") or str(Path(sys.executable).with_name("doodl"))
+
+
+def _doodl(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([DOODL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_quickstart_as_in_the_readme(tmp_path):
+    """`doodl sweep examples/quickstart.yaml` on the embedded defaults, then again."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    done = _doodl("sweep", "examples/quickstart.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "24 variants" in done.stdout and "failed 0; logged 24 MLflow runs" in done.stdout
+    assert (tmp_path / "doodl-store" / "quickstart" / "sweep.json").is_file()
+    assert (tmp_path / "doodl-mlflow.db").is_file()
+
+    store = SweepStore(str(tmp_path / "doodl-store"), "quickstart")
+    variants = store.read_variants()
+    traj = store.read_unit_rows("trajectories", sorted(set(variants["unit_id"].to_pylist())),
+                                ["run_id", "step", "theta"])
+    steps, every = 300, 10
+    for run_id in variants["run_id"].to_pylist():
+        rows = traj.filter(pc.equal(traj["run_id"], run_id))
+        assert rows.num_rows == steps + 1
+        assert rows.num_rows - rows["theta"].null_count == len(snapshot_steps(steps, every)) == 31
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'doodl-mlflow.db'}")
+    exp = client.get_experiment_by_name("quickstart")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    roles = sorted(r.data.tags.get("doodl.role") for r in runs)
+    assert roles == ["child"] * 24 + ["parent"]
+
+    again = _doodl("sweep", "examples/quickstart.yaml", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "trained 0" in again.stdout and "logged 0 MLflow runs" in again.stdout
+    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == 25
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_joins_a_cluster_started_with_ray_start(tmp_path):
+    """`ray start --head` then `doodl sweep --address HOST:PORT`: the cluster path."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    port = _free_port()
+    log = tmp_path / "head.log"
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+        cwd=tmp_path, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        spec = write_spec(tmp_path, tiny_spec_dict(name="cluster"))
+        # `ray start` enables token auth and keeps the token in ~/.ray/auth_token; a client
+        # given an explicit address must be told to use it (`--address auto` learns it)
+        done = _doodl("sweep", str(spec), "--address", f"127.0.0.1:{port}", "--no-progress",
+                      "--store", str(tmp_path / "store"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                      cwd=tmp_path, env={"RAY_AUTH_MODE": "token"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "trained 3, already done 0, failed 0; logged 8 MLflow runs" in done.stdout
+        status = _doodl("status", "cluster", "--store", str(tmp_path / "store"), cwd=tmp_path)
+        assert "8 ok of 8 variants" in status.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head stops its cluster on SIGTERM
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            pytest.fail("ray head did not stop on SIGTERM")

@@ -1,0 +1,95 @@
+"""Spec validation: bad specs are refused with one line naming the field, exit code 2,
+and nothing is written (no store directory, no MLflow database)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.spec import SpecError, load_spec, parse_spec
+from tests.conftest import tiny_spec_dict, write_spec
+
+BAD_SPECS = [
+    # (overrides, expected message fragment)
+    ({"bogus": 1}, "spec.yaml: bogus: unknown field"),
+    ({"model": {"family": "mlp", "width": 8, "depth": 1, "widht": 4}}, "model.widht: unknown field"),
+    ({"model": {"width": "wide"}}, "model.width[0]: Input should be a valid integer"),
+    ({"data": {"label_noise": []}}, "data.label_noise: List should have at least 1 item"),
+    ({"data": {"label_noise": [0.0, 1.0]}}, "data.label_noise[1]: Input should be less than 1"),
+    ({"data": {"label_noise": -0.1}}, "data.label_noise[0]: Input should be greater than or equal to 0"),
+    ({"data": {"train_fraction": 0}}, "data.train_fraction[0]: Input should be greater than 0"),
+    ({"data": {"train_fraction": 1.5}}, "data.train_fraction[0]: Input should be less than or equal to 1"),
+    ({"model": {"width": [8, 0]}}, "model.width[1]: Input should be greater than 0"),
+    ({"optimizer": {"steps": 0}}, "optimizer.steps: Input should be greater than 0"),
+    ({"optimizer": {"lr": [0.1, -0.01]}}, "optimizer.lr[1]: Input should be greater than 0"),
+    ({"optimizer": {"batch_size": [16, 0]}}, "optimizer.batch_size[1]: Input should be greater than 0"),
+    ({"optimizer": {"batch_size": [16, 1000]}}, "optimizer.batch_size[1]: 1000 is larger than the smallest training set (300 samples"),
+    ({"optimizer": {"name": "rmsprop"}}, "optimizer.name: Input should be 'sgd' or 'adam'"),
+    ({"dataset": {"name": "no/such/file.npz"}}, "dataset.name: data file not found: no/such/file.npz"),
+    ({"dataset": {"name": "imagenet"}}, "dataset.name: unknown data set 'imagenet'"),
+    ({"name": "../escape"}, "name: must be 1-100 letters"),
+    ({"seeds": 0}, "seeds: Input should be greater than 0"),
+    ({"record": {"every": 0}}, "record.every: Input should be greater than 0"),
+]
+
+
+@pytest.mark.parametrize("overrides,expected", BAD_SPECS, ids=[e.split(":")[0] if ":" in e else e for _, e in BAD_SPECS])
+def test_bad_spec_is_refused_with_one_line_and_nothing_written(tmp_path, capsys, overrides, expected):
+    spec = tiny_spec_dict(**overrides)
+    if "dataset" in overrides:
+        spec["dataset"] = overrides["dataset"]
+    path = write_spec(tmp_path, spec)
+    store, db = tmp_path / "store", tmp_path / "mlflow.db"
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = main(["sweep", "spec.yaml", "--store", str(store), "--tracking-uri", f"sqlite:///{db}"])
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("doodl: error: ")
+    assert expected in lines[0], lines[0]
+    assert not store.exists() and not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_missing_spec_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML at line"):
+        load_spec(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(top)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['true']\ndataset: {name: iris}\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(evil)
+
+
+def test_scalars_become_one_value_axes_and_defaults_apply():
+    spec = parse_spec(tiny_spec_dict(model={"width": 8, "depth": [1, 2]}))
+    assert spec.model.width == [8] and spec.model.depth == [1, 2]
+    assert spec.data.train_fraction == [1.0]
+    assert spec.seed_list == [0, 1]
+    assert parse_spec(tiny_spec_dict(seeds=[7, 3])).seed_list == [7, 3]
+
+
+def test_npz_dataset_path_is_accepted(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(120, 5)), y=rng.integers(0, 3, size=120))
+    spec = parse_spec(tiny_spec_dict(dataset={"name": str(tmp_path / "d.npz")}, optimizer={"batch_size": 8}))
+    assert spec.dataset.name.endswith("d.npz")

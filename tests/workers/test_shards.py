@@ -1,0 +1,86 @@
+"""The shard format: rows per step, theta snapshots, commit markers that catch torn writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from workers import shards
+from workers.config import VariantConfig
+from workers.engine import snapshot_steps, train_unit
+
+BASE = VariantConfig(dataset="iris", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
+                     model="mlp", width=5, depth=1, optimizer="sgd", lr=0.05, batch_size=16,
+                     weight_decay=0.0, steps=17, record_every=4)
+
+
+@pytest.fixture(scope="module")
+def unit():
+    cfgs = [dataclasses.replace(BASE, seed=s, label_noise=n) for s, n in [(0, 0.0), (1, 0.1), (2, 0.2)]]
+    return cfgs, train_unit(cfgs)
+
+
+def test_rows_per_step_and_theta_at_recorded_steps(tmp_path, unit):
+    cfgs, result = unit
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    marker = shards.write_unit(fs, root, "u1", result, attempt=2)
+    assert marker["rows"] == 3 * (17 + 1) and marker["attempt"] == 2
+    table = shards.read_units(fs, root, "trajectories", ["u1"])
+    assert table.schema.field("theta").type == pa.list_(pa.float32(), 5 * 4 + 5 + 5 * 3 + 3)
+    assert table.schema.field("step").type == pa.int32()
+    for cfg in cfgs:
+        rows = table.filter(pa.compute.equal(table["run_id"], cfg.run_id)).sort_by("step")
+        assert rows["step"].to_pylist() == list(range(18))
+        has_theta = [i for i, t in enumerate(rows["theta"].to_pylist()) if t is not None]
+        assert has_theta == [0, 4, 8, 12, 16, 17] == list(snapshot_steps(17, 4))
+        assert set(rows["status"].to_pylist()) == {"ok"}
+    finals = shards.read_units(fs, root, "finals", ["u1"])
+    last = table.filter(pa.compute.equal(table["step"], 17)).sort_by("run_id")
+    fin = finals.sort_by("run_id")
+    np.testing.assert_array_equal(np.stack(last["theta"].to_numpy(zero_copy_only=False)),
+                                  np.stack(fin["theta"].to_numpy(zero_copy_only=False)))
+
+
+def test_projection_records_seeded_low_dimensional_theta(tmp_path):
+    cfgs = [dataclasses.replace(BASE, seed=s, projection_dim=3, projection_seed=9) for s in range(2)]
+    result = train_unit(cfgs)
+    assert result.snapshots.shape == (6, 2, 3)
+    assert result.final_params.shape == (2, 43)  # finals keep the full parameters
+    again = train_unit(cfgs)
+    np.testing.assert_array_equal(result.snapshots, again.snapshots)
+
+
+def test_commit_marker_catches_torn_units(tmp_path, unit):
+    _, result = unit
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    for u in ("good", "truncated", "rowcount", "nomarker"):
+        shards.write_unit(fs, root, u, result)
+    paths = shards.unit_paths(root, "truncated")
+    data = open(paths["trajectories"], "rb").read()
+    open(paths["trajectories"], "wb").write(data[: len(data) // 2])
+    mpath = shards.unit_paths(root, "rowcount")["_commits"]
+    marker = json.load(open(mpath))
+    marker["files"]["trajectories"]["rows"] += 1
+    json.dump(marker, open(mpath, "w"))
+    (tmp_path / "sweep" / "_commits" / "nomarker.json").unlink()
+
+    found = shards.committed_units(fs, root, verify=True)
+    assert set(found) == {"good", "truncated", "rowcount"}
+    assert found["good"].problem is None
+    assert "checksum mismatch" in found["truncated"].problem
+    assert "marker says" in found["rowcount"].problem
+
+
+def test_diverging_variant_is_frozen_and_does_not_disturb_the_others():
+    ok = [dataclasses.replace(BASE, seed=s) for s in range(2)]
+    wild = dataclasses.replace(BASE, seed=5, lr=1e6)
+    alone = train_unit(ok)
+    mixed = train_unit([ok[0], wild, ok[1]])
+    assert mixed.status == ["ok", "diverged", "ok"]
+    assert mixed.last_step[1] < 17
+    np.testing.assert_array_equal(mixed.final_params[[0, 2]], alone.final_params)
+    np.testing.assert_array_equal(mixed.loss[[0, 2]], alone.loss)
