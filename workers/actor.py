@@ -61,8 +61,9 @@ class UnitTrainer:
             "device": str(self.device),
         }
 
-    def ping(self) -> int:
-        return os.getpid()
+    def ping(self) -> dict:
+        """Where and how this actor trains: process id, torch threads, device."""
+        return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device)}
 
 
 def _maybe_fault(unit_id: str, attempt: int) -> None:
