@@ -3,11 +3,11 @@
 Parameters of ``V`` variants are stacked along a leading dimension and the model is
 called through ``torch.func.functional_call`` under ``vmap``; per-variant learning rates,
 weight decays, label noise and data subsets are just per-variant tensors and indices.
-The optimisers are written functionally over the stacked tensors and follow
+The optimisers are written directly over the stacked tensors (updated in place) and follow
 ``torch.optim.SGD`` (momentum, no dampening) and ``torch.optim.Adam`` (L2 weight decay)
 operation for operation, which the equivalence test checks against ``torch.optim``.
 
-A variant whose loss turns NaN or infinite is frozen (its updates are masked), marked
+A variant whose loss turns NaN or infinite is frozen (its updates are undone), marked
 ``diverged`` and its trajectory ends at that step; the others are unaffected because
 every batched operation is independent across the variant dimension.
 """
@@ -90,36 +90,43 @@ class _Optimizer:
         self.cfg = cfg
         self.lr = {k: _per_variant(lrs, p) for k, p in params.items()}
         self.wd = {k: _per_variant(wds, p) for k, p in params.items()}
+        # like torch.optim, skip the decay term when no variant uses it (g + 0 * p == g)
+        self.use_wd = any(w != 0 for w in wds)
         self.t = 0
         self.buf: dict[str, torch.Tensor] = {}
         self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()} if self.kind == "adam" else {}
         self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()} if self.kind == "adam" else {}
 
-    def step(self, params, grads, alive: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step(self, params: dict[str, torch.Tensor], grads, frozen: torch.Tensor | None = None) -> None:
+        """Update ``params`` and the optimiser state in place; variants where the (V,) bool
+        ``frozen`` is true keep their parameters and state unchanged."""
         self.t += 1
-        out = {}
+        # In-place updates allocate far less than out-of-place ones (same arithmetic, so
+        # the same floats). Frozen variants are updated too, then restored: every op is
+        # independent across variants, so their NaNs cannot reach the others.
+        state = [*params.values(), *self.buf.values(), *self.exp_avg.values(), *self.exp_avg_sq.values()]
+        saved = [s[frozen] for s in state] if frozen is not None else []
         for k, p in params.items():
-            g = grads[k] + self.wd[k] * p
-            mask = alive.view(-1, *([1] * (p.dim() - 1)))
+            g = grads[k] + self.wd[k] * p if self.use_wd else grads[k]
             if self.kind == "sgd":
                 m = self.cfg.momentum
                 if m != 0:
-                    buf = g.clone() if k not in self.buf else self.buf[k] * m + g
-                    self.buf[k] = torch.where(mask, buf, self.buf.get(k, buf))
-                    g = buf
-                new = p - self.lr[k] * g
+                    if k in self.buf:
+                        self.buf[k].mul_(m).add_(g)
+                    else:
+                        self.buf[k] = g.clone()
+                    g = self.buf[k]
+                p.sub_(self.lr[k] * g)
             else:  # adam, as torch.optim.Adam (single-tensor path)
                 b1, b2 = self.cfg.beta1, self.cfg.beta2
-                ea = torch.lerp(self.exp_avg[k], g, 1 - b1)
-                eas = self.exp_avg_sq[k] * b2 + (1 - b2) * g * g
-                self.exp_avg[k] = torch.where(mask, ea, self.exp_avg[k])
-                self.exp_avg_sq[k] = torch.where(mask, eas, self.exp_avg_sq[k])
+                ea = self.exp_avg[k].lerp_(g, 1 - b1)
+                eas = self.exp_avg_sq[k].mul_(b2).add_((1 - b2) * g * g)
                 bc1 = 1 - b1**self.t
                 bc2 = 1 - b2**self.t
                 denom = eas.sqrt() / (bc2**0.5) + self.cfg.eps
-                new = p - (self.lr[k] / bc1) * ea / denom
-            out[k] = torch.where(mask, new, p)
-        return out
+                p.sub_((self.lr[k] / bc1) * ea / denom)
+        for s, old in zip(state, saved):
+            s[frozen] = old
 
 
 def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "cpu") -> UnitResult:
@@ -164,6 +171,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     opt = _Optimizer(c0, [c.lr for c in configs], [c.weight_decay for c in configs], params)
 
     snap_steps = snapshot_steps(T, c0.record_every)
+    snap_set = set(snap_steps.tolist())  # O(1) membership; `in` on the array scans it
     proj = None
     if c0.projection_dim:
         proj = torch.from_numpy(projection_matrix(n_params, c0.projection_dim, c0.projection_seed)).to(device)
@@ -173,8 +181,8 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     acc_h = torch.full((V, T + 1), float("nan"), device=device)
     gn_h = torch.full((V, T + 1), float("nan"), device=device)
     alive = torch.ones(V, dtype=torch.bool, device=device)
+    all_alive = True  # while true, no masking is needed anywhere
     last_step = np.full(V, T, dtype=np.int64)
-    vrange = torch.arange(V, device=device)[:, None]
 
     block = None
     for t in range(T + 1):
@@ -182,24 +190,30 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             n_block = min(_SAMPLE_BLOCK, T + 1 - t)
             block = torch.from_numpy(np.stack([s.take(n_block) for s in streams], axis=1)).to(device)
         pos = block[t % _SAMPLE_BLOCK]  # (V, B) positions in each variant's training set
-        xb = x_train[pos_to_row[vrange, pos]]
-        yb = labels[vrange, pos]
-        if t in snap_steps:
+        # gather + index_select pick the same rows as fancy indexing, several times faster
+        rows = torch.gather(pos_to_row, 1, pos)
+        xb = x_train.index_select(0, rows.view(-1)).view(V, B, -1)
+        yb = torch.gather(labels, 1, pos)
+        if t in snap_set:
             flat = flatten_params(params, batch_dims=1)
             snaps.append(flat @ proj.T if proj is not None else flat.clone())
         grads, (loss, logits) = step_fn(params, xb, yb)
-        # record only for variants still training: a diverged one keeps its last row
-        loss_h[:, t] = torch.where(alive, loss.detach(), loss_h[:, t])
-        acc_h[:, t] = torch.where(alive, (logits.argmax(-1) == yb).float().mean(-1), acc_h[:, t])
+        acc = (logits.argmax(-1) == yb).float().mean(-1)
         gn = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
-        gn_h[:, t] = torch.where(alive, gn, gn_h[:, t])
+        if all_alive:
+            loss_h[:, t], acc_h[:, t], gn_h[:, t] = loss.detach(), acc, gn
+        else:  # record only for variants still training: a diverged one keeps its last row
+            loss_h[:, t] = torch.where(alive, loss.detach(), loss_h[:, t])
+            acc_h[:, t] = torch.where(alive, acc, acc_h[:, t])
+            gn_h[:, t] = torch.where(alive, gn, gn_h[:, t])
         bad = alive & ~torch.isfinite(loss)
         if bool(bad.any()):
             for v in torch.nonzero(bad).flatten().tolist():
                 last_step[v] = t
             alive = alive & ~bad
+            all_alive = False
         if t < T:
-            params = opt.step(params, grads, alive)
+            opt.step(params, grads, frozen=None if all_alive else ~alive)
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
     final_metrics = _evaluate(model, params, split, x_train, pos_to_row, labels, valid, device)
