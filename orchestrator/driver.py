@@ -9,6 +9,7 @@ committed unit the driver (the only MLflow writer) logs that unit's variants.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,9 +55,15 @@ class ClusterError(RuntimeError):
 
 
 def connect(address: str | None) -> None:
-    """Join the cluster at ``address`` or start a local Ray; reuse an existing session."""
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as ``ray job submit`` sets it),
+    else start a new local Ray; reuse a session that is already connected.
+
+    Without an address this never joins a cluster found on the machine (Ray's own default
+    would, even a dead one whose address file was left behind): ``--address auto`` does.
+    """
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:

@@ -118,3 +118,17 @@ def test_unknown_sweep_and_store_that_is_a_file(tmp_path, capsys):
     assert main(["sweep", str(spec), "--store", str(afile), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
     assert capsys.readouterr().err.strip() == f"doodl: error: store {afile}: is a file, not a directory"
     assert not (tmp_path / "m.db").exists()
+
+
+def test_unreachable_mlflow_defers_logging_and_a_rerun_catches_up(tmp_path, ray_session, capsys):
+    spec = write_spec(tmp_path, tiny_spec_dict(name="tiny"))
+    store = ["--store", str(tmp_path / "store"), "--no-progress"]
+    bad_uri = f"sqlite:///{tmp_path}/no/such/dir/m.db"
+    assert main(["sweep", str(spec), *store, "--tracking-uri", bad_uri]) == 0
+    captured = capsys.readouterr()
+    assert "trained 3, already done 0, failed 0; logged 0 MLflow runs" in captured.out
+    assert "is unreachable" in captured.err and "logging is deferred" in captured.err
+    assert main(["sweep", str(spec), *store, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0
+    assert "trained 0, already done 3, failed 0; logged 8 MLflow runs" in capsys.readouterr().out
+    _, runs = _mlflow_runs(tmp_path / "mlflow.db")
+    assert len(runs) == 9
