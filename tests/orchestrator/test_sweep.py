@@ -123,7 +123,8 @@ def test_unknown_sweep_and_store_that_is_a_file(tmp_path, capsys):
 def test_unreachable_mlflow_defers_logging_and_a_rerun_catches_up(tmp_path, ray_session, capsys):
     spec = write_spec(tmp_path, tiny_spec_dict(name="tiny"))
     store = ["--store", str(tmp_path / "store"), "--no-progress"]
-    bad_uri = f"sqlite:///{tmp_path}/no/such/dir/m.db"
+    (tmp_path / "afile").write_text("not a directory")
+    bad_uri = f"sqlite:///{tmp_path}/afile/m.db"  # MLflow cannot create the database there
     assert main(["sweep", str(spec), *store, "--tracking-uri", bad_uri]) == 0
     captured = capsys.readouterr()
     assert "trained 3, already done 0, failed 0; logged 0 MLflow runs" in captured.out
