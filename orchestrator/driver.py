@@ -8,7 +8,6 @@ committed unit the driver (the only MLflow writer) logs that unit's variants.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import deque
@@ -31,7 +30,6 @@ from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore
 from workers.actor import UnitTrainer
 
-logger = logging.getLogger(__name__)
 console = Console(stderr=True)
 
 

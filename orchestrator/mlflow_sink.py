@@ -9,14 +9,12 @@ sweep finds the existing runs by tag instead of creating new ones.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 CURVE_POINTS = 100  # per curve: enough to compare runs, cheap to log and plot

@@ -32,7 +32,6 @@ from pydantic import (
 )
 
 from workers.datasets import BUILTIN_DATASETS, load_split
-from workers.models import MODEL_FAMILIES
 
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

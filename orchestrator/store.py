@@ -180,9 +180,3 @@ def variants_table(variants: list[VariantConfig], units: list[WorkUnit]) -> pa.T
     rows["dataset_options"] = [json.dumps(dict(v.dataset_options), sort_keys=True) for v in variants]
     return pa.table(rows)
 
-
-def config_from_row(row: dict) -> VariantConfig:
-    """Rebuild a variant's config from its ``variants.parquet`` row."""
-    d = dict(row)
-    d["dataset_options"] = json.loads(d.get("dataset_options") or "{}")
-    return VariantConfig.from_dict(d)
