@@ -76,11 +76,17 @@ def connect(address: str | None) -> None:
         raise ClusterError(f"cannot connect to the Ray cluster at {address}{hint}") from None
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line for a warning."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
 def _open_sink(tracking_uri: str, spec: SweepSpec, outcome: SweepOutcome) -> MlflowSink | None:
     try:
         return MlflowSink(tracking_uri, spec.name, spec.name)
     except Exception as exc:  # any failure to reach MLflow must not stop training
-        outcome.mlflow_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        outcome.mlflow_error = _one_line(exc)
         console.print(
             f"[yellow]warning:[/] MLflow at {tracking_uri} is unreachable ({outcome.mlflow_error}); "
             "training goes on and logging is deferred: re-run the same command to log."
@@ -88,11 +94,11 @@ def _open_sink(tracking_uri: str, spec: SweepSpec, outcome: SweepOutcome) -> Mlf
         return None
 
 
-def _log_units(sink: MlflowSink | None, store: SweepStore, variants: list[dict], unit_ids: list[str],
-               outcome: SweepOutcome) -> None:
+def _log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str, list[dict]],
+               unit_ids: list[str], outcome: SweepOutcome) -> None:
     if sink is None or not unit_ids:
         return
-    wanted = [v for v in variants if v["unit_id"] in set(unit_ids) and v["run_id"] not in sink.logged]
+    wanted = [v for u in unit_ids for v in rows_by_unit[u] if v["run_id"] not in sink.logged]
     if not wanted:
         return
     try:
@@ -103,7 +109,7 @@ def _log_units(sink: MlflowSink | None, store: SweepStore, variants: list[dict],
         )
         outcome.logged_runs += sink.log_variants(wanted, traj, fin)
     except Exception as exc:
-        outcome.mlflow_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        outcome.mlflow_error = _one_line(exc)
         console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
 
 
@@ -121,7 +127,9 @@ def run_sweep(
     units = pack(variants, spec.resources.variants_per_unit)
     store = SweepStore(store_uri, spec.name)
     store.initialise(spec, variants, units)
-    rows = store.read_variants().to_pylist()
+    rows_by_unit: dict[str, list[dict]] = {}
+    for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
+        rows_by_unit.setdefault(row["unit_id"], []).append(row)
     states = store.unit_states([u.unit_id for u in units])
     done = [u for u in units if states[u.unit_id].state == "committed"]
     todo = [u for u in units if states[u.unit_id].state != "committed"]
@@ -136,13 +144,13 @@ def run_sweep(
             sink.log_parent({"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,
                              "store": store.uri})
         except Exception as exc:
-            outcome.mlflow_error = str(exc).splitlines()[0][:300]
+            outcome.mlflow_error = _one_line(exc)
             sink = None
-    _log_units(sink, store, rows, [u.unit_id for u in done], outcome)
+    _log_units(sink, store, rows_by_unit, [u.unit_id for u in done], outcome)
 
     if todo:
         connect(address)
-        _train(spec, store, todo, rows, sink, outcome,
+        _train(spec, store, todo, rows_by_unit, sink, outcome,
                already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
     if sink is not None and not outcome.failed_units:
         try:
@@ -150,12 +158,12 @@ def run_sweep(
                         .column("status").to_pylist() if r == "diverged")
             sink.log_parent({}, {"n_variants_done": len(variants), "n_diverged": n_div}, finished=True)
         except Exception as exc:
-            outcome.mlflow_error = str(exc).splitlines()[0][:300]
+            outcome.mlflow_error = _one_line(exc)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _train(spec, store, todo: list[WorkUnit], rows, sink, outcome, *, already: int, total: int,
+def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, already: int, total: int,
            show_progress: bool) -> None:
     res = spec.resources
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -210,7 +218,7 @@ def _train(spec, store, todo: list[WorkUnit], rows, sink, outcome, *, already: i
                     summary = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
                         ray.exceptions.WorkerCrashedError) as exc:
-                    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                    reason = _one_line(exc)
                     if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
                         replacement = actor  # the actor lives on; only the unit failed
                     else:
@@ -231,7 +239,7 @@ def _train(spec, store, todo: list[WorkUnit], rows, sink, outcome, *, already: i
                 rate = trained_variants / max(time.perf_counter() - t0, 1e-9)
                 progress.update(task, advance=len(summary["runs"]), rate=f"{rate:.1f}/s")
                 submit(actor)
-                _log_units(sink, store, rows, [unit_id], outcome)
+                _log_units(sink, store, rows_by_unit, [unit_id], outcome)
     except KeyboardInterrupt:
         for a in actors:
             ray.kill(a, no_restart=True)
