@@ -33,6 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", default=None,
                     help="Ray cluster to join (e.g. 'auto' or host:port); default: start a local Ray")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--reduce", action="store_true", help="run `doodl reduce` on the sweep after training")
+
+    rd = sub.add_parser("reduce", help="compute each group's Morse graph from the stored trajectories")
+    rd.add_argument("sweep", help="sweep id (the spec's name)")
+    store_args(rd)
+    rd.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+                    help="MLflow tracking URI; default %(default)s")
+    rd.add_argument("--address", default=None,
+                    help="Ray cluster to join (e.g. 'auto' or host:port); default: start a local Ray")
+    rd.add_argument("--force", action="store_true", help="reduce groups again even if already reduced")
+    rd.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, what in (("dims", "projected dimensions (2-4)"), ("tau", "map step, in snapshots"),
+                       ("subdiv-min", "grid depth where Morse sets are reported"),
+                       ("subdiv-max", "grid depth to which Morse sets are refined")):
+        rd.add_argument(f"--{flag}", type=int, default=None,
+                        help=f"override reduce.morse.{flag.replace('-', '_')} of the sweep's spec: {what}")
 
     st = sub.add_parser("status", help="show the variants of a sweep and how far they are")
     st.add_argument("sweep", help="sweep id (the spec's name)")
@@ -43,6 +59,36 @@ def _parser() -> argparse.ArgumentParser:
 def _bad_input(message: str) -> int:
     print(f"doodl: error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def _reduce(store, args, settings) -> int:
+    """Run the reduction and print its summary line; the exit code says if a group failed."""
+    from orchestrator.reduce import recorded_settings, run_reduce
+    from orchestrator.spec import MorseReduceSpec, SpecError
+
+    settings = settings or recorded_settings(store)
+    overrides = {k: getattr(args, k) for k in ("dims", "tau", "subdiv_min", "subdiv_max")
+                 if getattr(args, k, None) is not None}
+    if overrides:
+        from pydantic import ValidationError
+
+        try:
+            settings = MorseReduceSpec.model_validate({**settings.model_dump(), **overrides})
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"]) or "reduce.morse"
+            raise SpecError(f"--{loc.replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}") from None
+    outcome = run_reduce(store, tracking_uri=args.tracking_uri, settings=settings, address=args.address,
+                         force=getattr(args, "force", False), show_progress=not args.no_progress)
+    print(
+        f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; reduced {outcome.reduced}, already done "
+        f"{outcome.skipped}, failed {len(outcome.failed)}, waiting for training {outcome.waiting}; "
+        f"fidelity {outcome.fidelity:.2f} (runs ending in an attractor); logged {outcome.logged_runs} MLflow runs "
+        f"in {outcome.seconds:.1f}s"
+    )
+    if outcome.mlflow_error:
+        print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
+    return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             if outcome.mlflow_error:
                 print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
-            return EXIT_FAILED if outcome.failed_units else EXIT_OK
+            if outcome.failed_units:
+                return EXIT_FAILED
+            if args.reduce:
+                return _reduce(SweepStore(args.store, spec.name), args, spec.reduce.morse)
+            return EXIT_OK
+        if args.command == "reduce":
+            return _reduce(SweepStore(args.store, args.sweep), args, None)
         if args.command == "status":
             from orchestrator.status import print_status
 

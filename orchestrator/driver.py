@@ -82,9 +82,10 @@ def _one_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _open_sink(tracking_uri: str, spec: SweepSpec, outcome: SweepOutcome) -> MlflowSink | None:
+def _open_sink(tracking_uri: str, sweep_name: str, outcome) -> MlflowSink | None:
+    """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``)."""
     try:
-        return MlflowSink(tracking_uri, spec.name, spec.name)
+        return MlflowSink(tracking_uri, sweep_name, sweep_name)
     except Exception as exc:  # any failure to reach MLflow must not stop training
         outcome.mlflow_error = _one_line(exc)
         console.print(
@@ -95,7 +96,8 @@ def _open_sink(tracking_uri: str, spec: SweepSpec, outcome: SweepOutcome) -> Mlf
 
 
 def _log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str, list[dict]],
-               unit_ids: list[str], outcome: SweepOutcome) -> None:
+               unit_ids: list[str], outcome) -> None:
+    """Log the not-yet-logged variants of committed units (a failure only defers logging)."""
     if sink is None or not unit_ids:
         return
     wanted = [v for u in unit_ids for v in rows_by_unit[u] if v["run_id"] not in sink.logged]
@@ -138,7 +140,7 @@ def run_sweep(
             console.print(f"[yellow]unit {u.unit_id} is torn ({states[u.unit_id].problem}); retraining it[/]")
     outcome = SweepOutcome(spec.name, len(variants), len(units), skipped_units=len(done))
 
-    sink = _open_sink(tracking_uri, spec, outcome)
+    sink = _open_sink(tracking_uri, spec.name, outcome)
     if sink is not None:
         try:
             sink.log_parent({"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,

@@ -15,17 +15,19 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 CURVE_POINTS = 100  # per curve: enough to compare runs, cheap to log and plot
 CURVES = ("train_loss", "train_acc", "grad_norm")
-TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
+TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED, TAG_MORSE = (
     "doodl.sweep_id",
     "doodl.run_id",
     "doodl.group_id",
     "doodl.role",
     "doodl.logged",
+    "doodl.morse",  # the reduce settings a child's Morse results were logged with
 )
+MORSE_TABLE_COLUMNS = ("group_id", "label", "n_runs", "n_morse_sets", "n_attractors", "n_nontrivial", "fidelity",
+                       "n_pairs", "total_s", "error")
 # config fields shown as MLflow params (the rest are in variants.parquet)
 PARAM_FIELDS = (
     "dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width", "depth",
@@ -57,15 +59,19 @@ class MlflowSink:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.sweep_id = sweep_id
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=_artifact_location(tracking_uri))
         self.parent_id = self._find_or_create_parent()
         self.children: dict[str, str] = {}
         self.logged: set[str] = set()
+        self.morse_logged: dict[str, str] = {}  # run_id -> settings key of its logged Morse results
         for run in self._search(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_ROLE}` = 'child'"):
             rid = run.data.tags.get(TAG_RUN)
             self.children[rid] = run.info.run_id
             if run.data.tags.get(TAG_LOGGED) == "1":
                 self.logged.add(rid)
+            if TAG_MORSE in run.data.tags:
+                self.morse_logged[rid] = run.data.tags[TAG_MORSE]
 
     def _search(self, filter_string: str):
         token = None
@@ -150,6 +156,74 @@ class MlflowSink:
             self.client.set_terminated(child, "FINISHED" if final["status"] == "ok" else "FAILED")
             self.logged.add(rid)
         return len(todo)
+
+
+    def log_group_morse(self, row: dict, runs: list[dict], pictures: dict[str, str], settings_key: str) -> int:
+        """Log one group's Morse results on each of its children: summary metrics, the
+        run's own verdict, and the group's pictures (local files) under ``morse/``.
+
+        Children already logged with the same ``settings_key`` are skipped; children not
+        in MLflow yet (training not logged) are left for a later run. Returns how many
+        children were logged now.
+        """
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        done = 0
+        for run in runs:
+            child = self.children.get(run["run_id"])
+            if child is None or self.morse_logged.get(run["run_id"]) == settings_key:
+                continue
+            metrics = []
+            if row.get("error") is None:
+                metrics = [
+                    Metric("n_morse_sets", float(row["n_morse_sets"]), now, 0),
+                    Metric("n_attractors", float(row["n_attractors"]), now, 0),
+                    Metric("n_nontrivial_morse_sets", float(row["n_nontrivial"]), now, 0),
+                    Metric("group_fidelity", float(row["fidelity"]), now, 0),
+                    Metric("final_in_attractor", float(run["in_attractor"]), now, 0),
+                    Metric("final_morse_set", float(run["final_node"]), now, 0),
+                ]
+            tags = [RunTag(TAG_MORSE, settings_key)]
+            if row.get("error"):
+                tags.append(RunTag("doodl.morse_error", row["error"][:500]))
+            self.client.log_batch(child, metrics=metrics, tags=tags)
+            for path in pictures.values():
+                self.client.log_artifact(child, path, artifact_path="morse")
+            self.morse_logged[run["run_id"]] = settings_key
+            done += 1
+        return done
+
+    def log_morse_summary(self, table_rows: list[dict], files: list[str], metrics: dict[str, float]) -> None:
+        """The all-groups table (CSV, readable in the UI) and files (Parquet) on the parent."""
+        import csv
+        import io
+
+        from mlflow.entities import Metric
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(MORSE_TABLE_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table_rows)
+        self.client.log_text(self.parent_id, buf.getvalue(), "reduction/morse_groups.csv")
+        for path in files:
+            self.client.log_artifact(self.parent_id, path, artifact_path="reduction")
+        now = int(time.time() * 1000)
+        mets = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
+        if mets:
+            self.client.log_batch(self.parent_id, metrics=mets)
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """For a SQLite database, keep artifacts beside it (``mlartifacts/`` in its directory)
+    rather than in ``./mlruns`` of whatever directory doodl ran from; a tracking server
+    decides for itself (None)."""
+    from pathlib import Path
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri[len("sqlite:///"):])
+    return (db.resolve().parent / "mlartifacts").as_uri()
 
 
 def _rows_by_run(table: pa.Table) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:

@@ -134,6 +134,30 @@ class ResourcesSpec(_Strict):
     max_retries: Annotated[int, Field(ge=0)] = 2
 
 
+class MorseReduceSpec(_Strict):
+    """How ``doodl reduce`` computes each group's Morse graph (see ``analysis.dynamics``)."""
+
+    dims: Annotated[int, Field(ge=2, le=4, strict=True)] = 2
+    tau: PositiveInt = 1  # in snapshots: the map is x_t -> x_{t + tau * record.every steps}
+    subdiv_min: Annotated[int, Field(ge=2, le=30, strict=True)] = 10
+    subdiv_max: Annotated[int, Field(ge=2, le=40, strict=True)] = 16
+    padding: Annotated[float, Field(ge=0, le=2)] = 0.1
+    far_field: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    max_pairs: Annotated[int, Field(ge=3, le=20_000, strict=True)] = 600
+
+    @model_validator(mode="after")
+    def _depths(self):
+        if self.subdiv_max < self.subdiv_min:
+            raise ValueError(f"subdiv_max ({self.subdiv_max}) must be at least subdiv_min ({self.subdiv_min})")
+        return self
+
+
+class ReduceSpec(_Strict):
+    """Settings of the reduction stage; they change no training result."""
+
+    morse: MorseReduceSpec = MorseReduceSpec()
+
+
 class SweepSpec(_Strict):
     """A whole sweep: what to train, how to record it, and with what resources."""
 
@@ -145,6 +169,7 @@ class SweepSpec(_Strict):
     seeds: Union[PositiveInt, Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = 1
     record: RecordSpec = RecordSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    reduce: ReduceSpec = ReduceSpec()
 
     @field_validator("name")
     @classmethod

@@ -37,8 +37,9 @@ def doodl_version() -> str:
 
 
 def _result_spec(spec: SweepSpec) -> dict:
-    """The parts of a spec that change results (resources only change how fast)."""
-    return spec.model_dump(mode="json", exclude={"resources"})
+    """The parts of a spec that change training results (resources only change how fast,
+    reduce settings only what is computed from the stored trajectories)."""
+    return spec.model_dump(mode="json", exclude={"resources", "reduce"})
 
 
 @dataclass(frozen=True)

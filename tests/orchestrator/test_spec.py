@@ -32,6 +32,10 @@ BAD_SPECS = [
     ({"name": "../escape"}, "name: must be 1-100 letters"),
     ({"seeds": 0}, "seeds: Input should be greater than 0"),
     ({"record": {"every": 0}}, "record.every: Input should be greater than 0"),
+    ({"reduce": {"morse": {"dims": 5}}}, "reduce.morse.dims: Input should be less than or equal to 4"),
+    ({"reduce": {"morse": {"subdiv_min": 12, "subdiv_max": 8}}},
+     "reduce.morse: subdiv_max (8) must be at least subdiv_min (12)"),
+    ({"reduce": {"morse": {"far_field": 1.0}}}, "reduce.morse.far_field: Input should be less than 1"),
 ]
 
 

@@ -109,6 +109,16 @@ def test_changed_spec_under_the_same_name_is_refused(swept, capsys):
                    "give the changed sweep a new name")
 
 
+def test_changed_reduce_settings_do_not_make_a_new_sweep(swept):
+    """Reduce settings change what is computed from the trajectories, not the trajectories."""
+    tmp_path, args, _ = swept
+    changed = write_spec(tmp_path, tiny_spec_dict(reduce={"morse": {"tau": 2, "dims": 3}}), "reduce.yaml")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["sweep", str(changed), *args[2:]]) == 0
+    assert "trained 0, already done 3" in out.getvalue()
+
+
 def test_unknown_sweep_and_store_that_is_a_file(tmp_path, capsys):
     assert main(["status", "nope", "--store", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"doodl: error: unknown sweep 'nope' in store {tmp_path}"

@@ -1,0 +1,311 @@
+"""Morse graphs and Conley indices of a map on a box, computed by CMGDB.
+
+:func:`morse_graph` takes any vectorised map ``f: (n, d) -> (n, d)`` and a box
+``[lower, upper]``, builds CMGDB's outer approximation of ``f`` on an adaptively subdivided
+cubical grid, and returns a :class:`MorseGraph` made of plain data (numpy arrays, lists,
+strings): CMGDB's own objects cannot be pickled, so nothing of them leaves this module.
+
+What the result means:
+
+- a *Morse set* (node) is a recurrent region of the combinatorial map: a fixed point, a
+  periodic orbit, a saddle, or a region the grid cannot resolve;
+- an edge ``u -> v`` says some trajectory leaves ``u`` and later enters ``v`` (the Hasse
+  diagram of that order, as CMGDB reports it);
+- an *attractor* is a node with no outgoing edge;
+- the *Conley index* of a node is the homology of an index pair, one rank per dimension:
+  ``[1, 0, 0]`` a stable fixed point, ``[0, 1, 0]`` a saddle with one unstable direction,
+  ``[0, 0, 1]`` a repeller in the plane, ``[1, 1, 0]`` an attracting periodic orbit, all
+  zeros a Morse set with trivial index (typically an artefact of a coarse grid). ``None``
+  means the index is undefined: images of the set's boxes left the domain.
+
+Grid choices (measured on the known-answer maps in ``tests/analysis/test_morse.py``): the
+grid starts uniform at ``subdiv_min`` (CMGDB's ``subdiv_init = subdiv_min``: starting
+coarser lets reachability found on coarse boxes add false edges), and Morse sets are
+refined up to ``subdiv_max``; refinement only prunes sets that vanish, the reported boxes
+are those of level ``subdiv_min``. Depth counts bisections of the whole box, so level
+``k`` in ``d`` dimensions has ``2**k`` boxes, ``2**(k/d)`` per axis.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAX_DIM = 6
+_TERM = re.compile(r"([+-]?)(\d*)(x(?:\^(\d+))?)?")
+
+
+class MorseError(ValueError):
+    """A map or domain that CMGDB cannot be given (bad shapes, non-finite values)."""
+
+
+def conley_ranks(strings: Sequence[str] | None) -> list[int] | None:
+    """Ranks per dimension from CMGDB's Conley-index strings.
+
+    CMGDB writes each dimension as the invariant factors of the index map with powers of
+    ``x`` removed (its shift-equivalence class), concatenated without a separator:
+    ``'0'`` is rank 0, ``'x-1'`` rank 1, ``'x^2-1'`` rank 2 (a period-two swap),
+    ``'x-1x-1'`` rank 2. The rank is the sum of the factors' degrees. Each factor is monic
+    with strictly falling degrees, so a term whose degree does not fall starts a new
+    factor (``'-1x'`` in ``'x-1x-1'`` is the constant of one factor, then the next).
+    An empty list (undefined index) gives ``None``.
+    """
+    if not strings:
+        return None
+    return [_rank_of(s) for s in strings]
+
+
+def _rank_of(text: str) -> int:
+    text = text.replace(" ", "").replace("*", "")
+    if text in ("", "0"):
+        return 0
+    rank, last_degree = 0, None  # degree of the previous term of the current factor
+    for m in _TERM.finditer(text):
+        if not m.group(0):
+            continue
+        sign, coeff, xterm, power = m.groups()
+        degree = (int(power) if power else 1) if xterm else 0
+        if xterm and coeff and last_degree is not None and degree >= last_degree:
+            last_degree = None  # the digits were the previous factor's constant term
+            sign, coeff = "", ""
+        if xterm and (last_degree is None or degree >= last_degree or not sign):
+            rank += degree  # a new factor starts with its leading term
+        last_degree = None if degree == 0 else degree
+    return rank
+
+
+@dataclass(frozen=True)
+class MorseGraph:
+    """A Morse graph as plain data; see the module docstring for what it means."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    nodes: list[int]
+    edges: list[tuple[int, int]]
+    boxes: dict[int, np.ndarray]  # node -> (k, 2d) rows of d lower then d upper bounds
+    conley_strings: dict[int, list[str]]
+    subdiv_min: int
+    subdiv_max: int
+    seconds: float = 0.0
+    _children: dict[int, list[int]] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        for u in self.nodes:
+            self._children[u] = sorted(v for a, v in self.edges if a == u)
+
+    @property
+    def dim(self) -> int:
+        return len(self.lower)
+
+    @property
+    def attractors(self) -> list[int]:
+        """Nodes with no outgoing edge."""
+        return [u for u in self.nodes if not self._children[u]]
+
+    def successors(self, node: int) -> list[int]:
+        return list(self._children[node])
+
+    def conley_index(self, node: int) -> list[int] | None:
+        """Ranks of the Conley index by dimension (``None`` when undefined)."""
+        return conley_ranks(self.conley_strings[node])
+
+    def is_trivial(self, node: int) -> bool:
+        """True when the Conley index is defined and zero in every dimension."""
+        ranks = self.conley_index(node)
+        return ranks is not None and not any(ranks)
+
+    def node_of(self, points: np.ndarray) -> np.ndarray:
+        """For each point (rows of an (n, d) array), the node whose boxes contain it, or -1.
+
+        Boxes are closed; a point on a face shared by two Morse sets goes to the lower id.
+        """
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        out = np.full(len(points), -1, dtype=np.int64)
+        d = self.dim
+        for u in sorted(self.nodes, reverse=True):
+            b = self.boxes[u]
+            inside = ((points[:, None, :] >= b[None, :, :d]) & (points[:, None, :] <= b[None, :, d:])).all(-1).any(-1)
+            out[inside] = u
+        return out
+
+    def to_dot(self) -> str:
+        """Graphviz DOT text: attractors at the bottom, labels carry the Conley index."""
+        lines = ["digraph morse {", '  node [shape=ellipse, style=filled, fontname="Helvetica"];']
+        for u in self.nodes:
+            ranks = self.conley_index(u)
+            label = f"{u}: CI {tuple(ranks) if ranks is not None else 'undefined'}\\n{len(self.boxes[u])} boxes"
+            colour = _node_colour(u)
+            lines.append(f'  {u} [label="{label}", fillcolor="{colour}"'
+                         + (", peripheries=2" if u in self.attractors else "") + "];")
+        if self.attractors:
+            lines.append("  { rank=sink; " + " ".join(str(u) for u in self.attractors) + " }")
+        for a, b in self.edges:
+            lines.append(f"  {a} -> {b};")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_record(self) -> dict:
+        """The graph as a dict of plain lists (for Parquet and JSON)."""
+        return {
+            "lower": self.lower.tolist(),
+            "upper": self.upper.tolist(),
+            "nodes": list(self.nodes),
+            "edges": [list(e) for e in self.edges],
+            "attractors": self.attractors,
+            "conley_strings": [self.conley_strings[u] for u in self.nodes],
+            "conley_ranks": [self.conley_index(u) for u in self.nodes],
+            "boxes": [self.boxes[u].ravel().tolist() for u in self.nodes],
+            "n_boxes": [len(self.boxes[u]) for u in self.nodes],
+        }
+
+
+def morse_graph(
+    f: Callable[[np.ndarray], np.ndarray],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    *,
+    subdiv_min: int = 10,
+    subdiv_max: int = 16,
+    subdiv_limit: int = 10_000,
+    chunk: int = 16_384,
+) -> MorseGraph:
+    """The Morse graph of ``f`` on the box ``[lower, upper]`` (CMGDB, batched box map).
+
+    ``f`` maps an (n, d) array of points to an (n, d) array of images; it is called on the
+    corners of many boxes at once (``chunk`` boxes per call), never once per box. Images
+    outside the box are allowed (those boxes map out of the domain). A non-finite or
+    wrongly shaped image raises :class:`MorseError` instead of silently giving a wrong graph.
+    """
+    import CMGDB
+
+    lo = np.asarray(lower, dtype=float).ravel()
+    hi = np.asarray(upper, dtype=float).ravel()
+    d = len(lo)
+    if d < 1 or d > MAX_DIM or len(hi) != d:
+        raise MorseError(f"lower and upper must have the same length between 1 and {MAX_DIM}, got {len(lo)} and {len(hi)}")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
+        raise MorseError(f"need finite bounds with upper > lower, got {lo.tolist()} and {hi.tolist()}")
+    if not (1 <= subdiv_min <= subdiv_max <= 60):
+        raise MorseError(f"need 1 <= subdiv_min <= subdiv_max <= 60, got {subdiv_min} and {subdiv_max}")
+
+    def checked(points: np.ndarray) -> np.ndarray:
+        images = np.asarray(f(points), dtype=float)
+        if images.shape != points.shape:
+            raise MorseError(f"f returned shape {images.shape} for input of shape {points.shape}")
+        if not np.all(np.isfinite(images)):
+            raise MorseError("f returned NaN or infinite values")
+        return images
+
+    checked(np.vstack([lo, hi, (lo + hi) / 2]))  # fail before CMGDB on an obviously bad f
+
+    def batch(rects):
+        return CMGDB.BoxMapBatch(checked, rects)
+
+    def single(rect):  # CMGDB wants a per-box map too; the batched one is what runs
+        return batch(np.asarray([rect]))[0].tolist()
+
+    model = CMGDB.Model(subdiv_min, subdiv_max, subdiv_min, subdiv_limit, lo.tolist(), hi.tolist(), single)
+    model.set_batch_map(batch)
+    t0 = time.perf_counter()
+    mg, _ = CMGDB.ComputeConleyMorseGraph(model, batch_chunk_size=chunk)
+    seconds = time.perf_counter() - t0
+    nodes = list(mg.vertices())
+    return MorseGraph(
+        lower=lo,
+        upper=hi,
+        nodes=nodes,
+        edges=sorted((int(a), int(b)) for a, b in mg.edges()),
+        boxes={u: np.asarray(mg.morse_set_boxes(u), dtype=float).reshape(-1, 2 * d) for u in nodes},
+        conley_strings={u: list(mg.annotations(u)) for u in nodes},
+        subdiv_min=subdiv_min,
+        subdiv_max=subdiv_max,
+        seconds=seconds,
+    )
+
+
+# --- pictures -----------------------------------------------------------------------
+
+_PALETTE = ["#1f77b4", "#e6550d", "#31a354", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf", "#6a3d9a", "#b15928", "#fb8072", "#80b1d3", "#fdb462", "#b3de69"]
+
+
+def _node_colour(u: int) -> str:
+    return _PALETTE[u % len(_PALETTE)]
+
+
+def render_graph(mg: MorseGraph, path_stem: str | Path, formats: Sequence[str] = ("svg", "png")) -> list[Path]:
+    """Draw the Morse graph with graphviz's ``dot`` into ``path_stem.{svg,png}``."""
+    import graphviz
+
+    src = graphviz.Source(mg.to_dot())
+    out = []
+    for fmt in formats:
+        rendered = src.pipe(format=fmt)
+        path = Path(f"{path_stem}.{fmt}")
+        path.write_bytes(rendered)
+        out.append(path)
+    return out
+
+
+def plot_morse_sets(
+    mg: MorseGraph,
+    trajectories: Sequence[np.ndarray] = (),
+    *,
+    path: str | Path | None = None,
+    ax=None,
+    title: str | None = None,
+    axis_labels: Sequence[str] = ("PC1", "PC2"),
+):
+    """Morse sets as coloured boxes over the trajectories (first two coordinates).
+
+    Each trajectory is a (T, d) array; it is drawn as a grey line with its start hollow
+    and its end filled. Returns the matplotlib figure (saved to ``path`` when given).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Patch, Rectangle
+
+    d = mg.dim
+    own = ax is None
+    fig, ax = (plt.subplots(figsize=(6, 5), dpi=110) if own else (ax.figure, ax))
+    attractors = set(mg.attractors)
+    handles = []
+    for u in mg.nodes:
+        b = mg.boxes[u]
+        x0, y0 = b[:, 0], (b[:, 1] if d > 1 else np.zeros(len(b)))
+        w = b[:, d] - b[:, 0]
+        h = (b[:, d + 1] - b[:, 1]) if d > 1 else np.full(len(b), (mg.upper[0] - mg.lower[0]) / 50)
+        rects = [Rectangle((x0[i], y0[i]), w[i], h[i]) for i in range(len(b))]
+        colour = _node_colour(u)
+        ax.add_collection(PatchCollection(rects, facecolor=colour, edgecolor=colour, alpha=0.55, linewidth=0.3))
+        ranks = mg.conley_index(u)
+        handles.append(Patch(color=colour, alpha=0.55,
+                             label=f"{u}{' (attractor)' if u in attractors else ''}: CI {ranks}"))
+    for traj in trajectories:
+        traj = np.atleast_2d(traj)
+        ys = traj[:, 1] if d > 1 else np.zeros(len(traj))
+        ax.plot(traj[:, 0], ys, color="0.25", linewidth=0.7, alpha=0.8)
+        ax.plot(traj[0, 0], ys[0], "o", mfc="none", mec="0.25", ms=4)
+        ax.plot(traj[-1, 0], ys[-1], "o", color="black", ms=4)
+    ax.set_xlim(mg.lower[0], mg.upper[0])
+    if d > 1:
+        ax.set_ylim(mg.lower[1], mg.upper[1])
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1] if d > 1 else "")
+    if title:
+        ax.set_title(title, fontsize=9)
+    if handles:
+        ax.legend(handles=handles[:12], fontsize=7, loc="best", framealpha=0.8)
+    if path is not None:
+        fig.savefig(path, bbox_inches="tight")
+        if own:
+            plt.close(fig)
+    return fig

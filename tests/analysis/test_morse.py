@@ -1,0 +1,127 @@
+"""Morse graphs and Conley indices of maps whose answer is known analytically."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.morse import (
+    MorseError,
+    conley_ranks,
+    morse_graph,
+    plot_morse_sets,
+    render_graph,
+)
+
+
+def double_well(h: float = 0.25):
+    """Gradient descent on V = (x^2 - 1)^2 / 4 + y^2 / 2: minima (+-1, 0), saddle (0, 0)."""
+    return lambda p: np.stack([p[:, 0] - h * (p[:, 0] ** 3 - p[:, 0]), p[:, 1] - h * p[:, 1]], axis=1)
+
+
+def limit_cycle(p):
+    """In polar coordinates r -> r + 0.2 r (1 - r^2), angle + 0.3: the unit circle attracts,
+    the origin repels."""
+    r = np.hypot(p[:, 0], p[:, 1])
+    a = np.arctan2(p[:, 1], p[:, 0]) + 0.3
+    r = r + 0.2 * r * (1 - r**2)
+    return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+
+
+def by_index(mg):
+    return {u: tuple(mg.conley_index(u)) for u in mg.nodes}
+
+
+def test_double_well_has_two_attracting_minima_below_one_saddle():
+    mg = morse_graph(double_well(), [-2, -2], [2, 2], subdiv_min=10, subdiv_max=16)
+    assert len(mg.nodes) == 3
+    assert len(mg.attractors) == 2
+    idx = by_index(mg)
+    assert sorted(idx.values()) == [(0, 1, 0), (1, 0, 0), (1, 0, 0)]
+    saddle = next(u for u, ci in idx.items() if ci == (0, 1, 0))
+    assert sorted(mg.successors(saddle)) == sorted(mg.attractors)  # the saddle's unstable manifold
+    left, right, middle = mg.node_of(np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))
+    assert {left, right} == set(mg.attractors) and left != right and middle == saddle
+    assert mg.node_of(np.array([[-1.7, 1.7]]))[0] == -1  # a transient point is in no Morse set
+
+
+def test_single_globally_attracting_fixed_point():
+    mg = morse_graph(lambda p: 0.5 * p, [-1, -1], [1, 1], subdiv_min=10, subdiv_max=16)
+    assert mg.nodes == [0] and mg.attractors == [0] and mg.edges == []
+    assert mg.conley_index(0) == [1, 0, 0]
+    assert mg.node_of(np.zeros((1, 2)))[0] == 0
+
+
+def test_attracting_periodic_orbit_around_a_repelling_fixed_point():
+    mg = morse_graph(limit_cycle, [-2, -2], [2, 2], subdiv_min=10, subdiv_max=16)
+    assert len(mg.nodes) == 2 and len(mg.attractors) == 1
+    orbit = mg.attractors[0]
+    repeller = next(u for u in mg.nodes if u != orbit)
+    assert mg.conley_index(orbit) == [1, 1, 0]  # the index of a circle
+    assert mg.conley_index(repeller) == [0, 0, 1]  # a repeller in the plane
+    assert mg.edges == [(repeller, orbit)]
+    angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    assert (mg.node_of(np.stack([np.cos(angles), np.sin(angles)], 1)) == orbit).all()
+    assert mg.node_of(np.zeros((1, 2)))[0] == repeller
+
+
+def test_period_two_orbit_has_rank_two_index():
+    """x -> -x (1.5 - 0.5 x^2): 0 repels, {-1, 1} is an attracting 2-cycle (index 'x^2-1')."""
+    mg = morse_graph(lambda p: -p * (1.5 - 0.5 * p**2), [-1.6], [1.6], subdiv_min=8, subdiv_max=14)
+    assert len(mg.nodes) == 2
+    orbit = mg.attractors[0]
+    assert mg.conley_index(orbit)[0] == 2 and mg.conley_strings[orbit][0] == "x^2-1"
+    assert mg.node_of(np.array([[1.0], [-1.0]])).tolist() == [orbit, orbit]
+
+
+@pytest.mark.parametrize(
+    "strings, ranks",
+    [
+        (["x-1", "0", "0"], [1, 0, 0]),
+        (["0", "x-1x-1", "0"], [0, 2, 0]),  # two invariant factors, concatenated
+        (["x^2-1", "0"], [2, 0]),
+        (["0", "x+1"], [0, 1]),
+        (["x^2+x+1"], [2]),
+        (["x-1x^2-2x+1"], [3]),
+        ([], None),  # undefined: images left the domain
+    ],
+)
+def test_conley_ranks_from_cmgdb_strings(strings, ranks):
+    assert conley_ranks(strings) == ranks
+
+
+def test_nan_images_are_refused_instead_of_giving_an_empty_graph():
+    def f(p):
+        out = 0.5 * p
+        out[p[:, 0] > 0.5] = np.nan
+        return out
+
+    with pytest.raises(MorseError, match="NaN"):
+        morse_graph(f, [-1, -1], [1, 1], subdiv_min=6, subdiv_max=8)
+
+
+@pytest.mark.parametrize(
+    "f, lower, upper, match",
+    [
+        (lambda p: p[:, :1], [-1, -1], [1, 1], "shape"),
+        (lambda p: p, [-1, -1], [1], "same length"),
+        (lambda p: p, [1, -1], [-1, 1], "upper > lower"),
+    ],
+)
+def test_bad_maps_and_boxes_are_refused(f, lower, upper, match):
+    with pytest.raises(MorseError, match=match):
+        morse_graph(f, lower, upper, subdiv_min=4, subdiv_max=6)
+
+
+def test_pictures_and_plain_data(tmp_path):
+    mg = morse_graph(double_well(), [-2, -2], [2, 2], subdiv_min=8, subdiv_max=12)
+    dot = mg.to_dot()
+    assert dot.count("->") == len(mg.edges) and "CI (0, 1, 0)" in dot
+    paths = render_graph(mg, tmp_path / "g")
+    assert [p.suffix for p in paths] == [".svg", ".png"]
+    assert paths[0].read_text().lstrip().startswith("<?xml") and paths[1].read_bytes()[:4] == b"\x89PNG"
+    plot_morse_sets(mg, [np.array([[1.8, 1.5], [1.2, 0.5], [1.0, 0.1]])], path=tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    rec = mg.to_record()
+    assert rec["attractors"] == mg.attractors and sum(rec["n_boxes"]) == sum(len(b) for b in mg.boxes.values())
+    assert len(rec["boxes"][0]) == 4 * rec["n_boxes"][0]  # d lower + d upper bounds per box

@@ -1,0 +1,117 @@
+"""`doodl reduce` end to end: a small sweep, then its Morse graphs in the store and MLflow."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.cli import main
+from tests.conftest import tiny_spec_dict, write_spec
+
+GROUP_FIELDS = {"group_id", "n_morse_sets", "n_attractors", "nodes", "edges", "attractors", "conley_ranks",
+                "conley_strings", "n_boxes", "boxes", "fidelity", "explained_variance", "morse_s", "total_s",
+                "param_dims", "param_tau", "param_subdiv_min", "param_subdiv_max", "run_ids", "final_nodes",
+                "final_in_attractor", "error"}
+
+
+def _run(args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory, ray_session):
+    """A sweep of 4 groups x 3 seeds; lr 1e4 makes every run of two groups diverge, so their
+    reduction fails while the other two succeed."""
+    tmp = tmp_path_factory.mktemp("reduce")
+    spec = tiny_spec_dict("red", seeds=3, optimizer={"lr": [0.05, 1e4], "steps": 60},
+                          record={"every": 4}, resources={"variants_per_unit": 6, "num_actors": 2})
+    path = write_spec(tmp, spec)
+    store, db = str(tmp / "store"), f"sqlite:///{tmp / 'mlflow.db'}"
+    code, out, err = _run(["sweep", str(path), "--store", store, "--tracking-uri", db, "--no-progress", "--reduce"])
+    return tmp, store, db, code, out, err
+
+
+def test_sweep_then_reduce_writes_a_row_per_group(reduced):
+    tmp, store, _, code, out, _ = reduced
+    assert "reduce red: 4 groups; reduced 2, already done 0, failed 2" in out
+    assert code == 1  # some groups failed: the command says so
+    groups = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
+    assert len(groups) == 4 and GROUP_FIELDS <= set(groups[0])
+    good = [g for g in groups if g["error"] is None]
+    bad = [g for g in groups if g["error"] is not None]
+    assert len(good) == 2 and len(bad) == 2
+    for g in good:
+        assert g["n_morse_sets"] == len(g["nodes"]) >= 1 and g["n_attractors"] == len(g["attractors"]) >= 1
+        assert len(g["conley_ranks"]) == len(g["nodes"]) and sum(g["n_boxes"]) >= len(g["nodes"])
+        assert 0.0 <= g["fidelity"] <= 1.0 and len(g["explained_variance"]) == 2
+        assert len(g["run_ids"]) == len(g["final_nodes"]) == 3
+    for g in bad:
+        assert "diverged" in g["error"] and g["n_morse_sets"] is None
+    for g in good:
+        for name in ("morse_graph.svg", "morse_graph.png", "morse_sets.png"):
+            assert (tmp / "store" / "red" / "reduction" / "plots" / g["group_id"] / name).stat().st_size > 1000
+
+
+def test_every_run_has_a_final_point_verdict(reduced):
+    _, store, _, _, _, _ = reduced
+    runs = pq.read_table(f"{store}/red/reduction/morse_runs.parquet").to_pylist()
+    variants = pq.read_table(f"{store}/red/variants.parquet").column("run_id").to_pylist()
+    assert sorted(r["run_id"] for r in runs) == sorted(variants)
+    for r in runs:
+        assert r["status"] in ("ok", "error")  # the failed groups' runs diverged: status "error"
+        if r["status"] == "ok":
+            assert len(r["final_point"]) == 2 and isinstance(r["in_attractor"], bool)
+            assert r["final_node"] >= -1
+
+
+def test_pictures_and_summaries_are_in_mlflow(reduced):
+    from mlflow.tracking import MlflowClient
+
+    _, _, db, _, _, _ = reduced
+    client = MlflowClient(db)
+    exp = client.get_experiment_by_name("red")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
+    parent = next(r for r in runs if r.data.tags.get("doodl.role") == "parent")
+    ok = [c for c in children if "n_morse_sets" in c.data.metrics]
+    assert len(ok) == 6  # 2 good groups x 3 seeds
+    for child in ok:
+        assert child.data.metrics["final_in_attractor"] in (0.0, 1.0)
+        names = sorted(a.path for a in client.list_artifacts(child.info.run_id, "morse"))
+        assert names == ["morse/morse_graph.png", "morse/morse_graph.svg", "morse/morse_sets.png"]
+    failed = [c for c in children if "doodl.morse_error" in c.data.tags]
+    assert len(failed) == 6
+    assert sorted(a.path for a in client.list_artifacts(parent.info.run_id, "reduction")) == [
+        "reduction/morse.parquet", "reduction/morse_groups.csv", "reduction/morse_runs.parquet"]
+    assert 0.0 <= parent.data.metrics["morse_fidelity"] <= 1.0
+
+
+def test_reduce_again_skips_done_groups_and_retries_failed_ones(reduced):
+    _, store, db, _, _, _ = reduced
+    before = pq.read_table(f"{store}/red/reduction/morse.parquet")
+    code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress"])
+    assert code == 1 and "reduced 0, already done 2, failed 2" in out and "logged 0 MLflow runs" in out
+    after = pq.read_table(f"{store}/red/reduction/morse.parquet")
+    assert after.column("group_id").to_pylist() == before.column("group_id").to_pylist()
+    code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress", "--force",
+                         "--tau", "2"])
+    assert "reduced 2, already done 0, failed 2" in out and "logged 12 MLflow runs" in out  # new settings: every child again
+    rows = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
+    assert {r["param_tau"] for r in rows} == {2}
+
+
+def test_reduce_refuses_bad_input(reduced, tmp_path):
+    _, store, db, _, _, _ = reduced
+    code, _, err = _run(["reduce", "nope", "--store", store, "--tracking-uri", db])
+    assert code == 2 and "unknown sweep 'nope'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--dims", "5"])
+    assert code == 2 and "--dims" in err
+    code, _, err = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--subdiv-min", "12",
+                         "--subdiv-max", "8"])
+    assert code == 2 and "subdiv_max" in err
