@@ -246,6 +246,8 @@ def morse_for_group(
 
 
 def _pictures(result: GroupMorse, title: str) -> dict[str, bytes]:
+    """The Morse graph as DOT text and, when graphviz's ``dot`` is installed, SVG and PNG;
+    the Morse sets over the projected trajectories as PNG."""
     import graphviz
     import matplotlib
 
@@ -254,8 +256,14 @@ def _pictures(result: GroupMorse, title: str) -> dict[str, bytes]:
 
     from analysis.morse import plot_morse_sets
 
-    src = graphviz.Source(result.graph.to_dot())
-    pics = {"morse_graph.svg": src.pipe(format="svg"), "morse_graph.png": src.pipe(format="png")}
+    dot = result.graph.to_dot()
+    pics = {"morse_graph.dot": dot.encode()}
+    try:
+        src = graphviz.Source(dot)
+        pics["morse_graph.svg"] = src.pipe(format="svg")
+        pics["morse_graph.png"] = src.pipe(format="png")
+    except graphviz.ExecutableNotFound:
+        pass  # the driver has said once that `dot` is missing; the DOT text is kept
     evr = result.projection.explained_variance_ratio
     fig = plot_morse_sets(
         result.graph,

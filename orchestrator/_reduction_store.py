@@ -4,7 +4,7 @@
 
     reduction/morse/groups/GROUP_ID.parquet   one row: a group's Morse graph (per-group, resumable)
     reduction/morse/runs/GROUP_ID.parquet     one row per run of the group: its final-point verdict
-    reduction/plots/GROUP_ID/morse_graph.{svg,png}, morse_sets.png
+    reduction/plots/GROUP_ID/morse_graph.{dot,svg,png}, morse_sets.png
     reduction/morse.parquet                   all groups (rebuilt from the parts after each reduce)
     reduction/morse_runs.parquet              all runs
 

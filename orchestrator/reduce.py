@@ -10,6 +10,7 @@ and logs them to MLflow, then rebuilds the all-groups tables.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -71,13 +72,14 @@ def _same_settings(row: dict, settings: MorseReduceSpec) -> bool:
 def run_reduce(
     store: SweepStore,
     *,
-    tracking_uri: str,
+    tracking_uri: str | None,
     settings: MorseReduceSpec | None = None,
     address: str | None = None,
     force: bool = False,
     show_progress: bool = True,
 ) -> ReduceOutcome:
-    """Reduce every ready group of a sweep not yet reduced with ``settings``."""
+    """Reduce every ready group of a sweep not yet reduced with ``settings``
+    (``tracking_uri=None``: no MLflow logging)."""
     start = time.perf_counter()
     settings = settings or recorded_settings(store)
     variants = store.read_variants().to_pylist()
@@ -100,7 +102,7 @@ def run_reduce(
         console.print(f"[yellow]{outcome.waiting} group(s) have units not yet trained (or torn); "
                       "run `doodl sweep` to finish them, then reduce again[/]")
 
-    sink = _open_sink(tracking_uri, store.sweep_id, outcome)
+    sink = _open_sink(tracking_uri, store.sweep_id, outcome) if tracking_uri else None
     if sink is not None:
         rows_by_unit: dict[str, list[dict]] = {}
         for v in variants:
@@ -111,6 +113,9 @@ def run_reduce(
             sink = None
 
     key = _settings_key(settings)
+    if todo and shutil.which("dot") is None:
+        console.print("[yellow]warning:[/] graphviz's `dot` program is not installed here: Morse graphs are "
+                      "saved as DOT text only (install graphviz for SVG/PNG pictures)")
     if todo:
         connect(address)
         _reduce_groups(store, rstore, groups, todo, settings, sink, key, outcome, show_progress)
@@ -208,7 +213,7 @@ def _log_group(sink, rstore, row, store, key, outcome, runs=None, pictures=None)
                 runs = pq.read_table(f).to_pylist()
         if pictures is None:
             pictures = {}
-            for name in ("morse_graph.svg", "morse_graph.png", "morse_sets.png"):
+            for name in ("morse_graph.dot", "morse_graph.svg", "morse_graph.png", "morse_sets.png"):
                 try:
                     with store.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
                         pictures[name] = f.read()

@@ -76,3 +76,15 @@ def test_group_morse_refuses_non_finite_snapshots_and_too_few_pairs():
         group_morse(runs)
     with pytest.raises(ValueError, match="snapshot pairs"):
         group_morse(embedded_double_well_runs(n_runs=2, n_steps=5), MorseSettings(tau=4))
+
+
+def test_pictures_fall_back_to_dot_text_without_graphviz(monkeypatch):
+    from analysis.dynamics import _pictures
+
+    result = group_morse(embedded_double_well_runs(), MorseSettings(subdiv_min=8, subdiv_max=12))
+    with_dot = _pictures(result, "with dot")
+    assert set(with_dot) == {"morse_graph.dot", "morse_graph.svg", "morse_graph.png", "morse_sets.png"}
+    monkeypatch.setenv("PATH", "/nonexistent")  # no `dot` program to be found
+    without = _pictures(result, "without dot")
+    assert set(without) == {"morse_graph.dot", "morse_sets.png"}
+    assert without["morse_graph.dot"].decode().startswith("digraph")

@@ -1,0 +1,131 @@
+"""Reduction throughput: Morse graphs per group, batched box map against one call per box.
+
+On a sweep in a store (by default the example sweep ``examples/quickstart.yaml``, trained
+first into a temporary store if ``--store`` does not hold it):
+
+* per group, in this process, one thread: read the group's snapshots, project (PCA, d=2
+  unless ``--dims``), fit the surrogate, compute the Morse graph. Reports the median time
+  of the Morse graph step (CMGDB with the batched box map, what ``doodl reduce`` runs) and
+  of the whole group;
+* peer baseline, on the same surrogates and boxes: CMGDB with its per-box map (one Python
+  call per box, ``CMGDB.BoxMap``), as a user of CMGDB's documented single-box interface
+  would write it. Same grid, so the same Morse graph; the ratio is the speed-up;
+* groups per second of the whole ``doodl reduce`` (Ray tasks on the local cores, store
+  writes and pictures included, MLflow off, Ray already started), with ``--force`` so
+  every group is redone.
+
+    python bench/reduce_throughput.py                 # trains the example sweep first
+    python bench/reduce_throughput.py --store ./doodl-store --sweep quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def per_box_morse_graph(f, lower, upper, subdiv_min, subdiv_max):
+    """The baseline: CMGDB driven through a Python call per box."""
+    import CMGDB
+
+    def box(rect):
+        return CMGDB.BoxMap(lambda x: f(np.asarray([x]))[0], rect)
+
+    model = CMGDB.Model(subdiv_min, subdiv_max, subdiv_min, 10_000, list(lower), list(upper), box)
+    t0 = time.perf_counter()
+    mg, _ = CMGDB.ComputeConleyMorseGraph(model)
+    return time.perf_counter() - t0, mg.num_vertices()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", default=None, help="store holding the sweep (default: train it into a temp dir)")
+    p.add_argument("--sweep", default="quickstart")
+    p.add_argument("--spec", default=str(ROOT / "examples" / "quickstart.yaml"))
+    p.add_argument("--dims", type=int, default=2)
+    p.add_argument("--baseline-groups", type=int, default=3, help="groups timed with the per-box baseline")
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    tmp = tempfile.TemporaryDirectory()
+    store = args.store or os.path.join(tmp.name, "store")
+    if not (Path(store) / args.sweep / "sweep.json").exists():
+        print(f"training {args.spec} into {store} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", args.spec, "--store", store,
+                        "--tracking-uri", f"sqlite:///{tmp.name}/m.db", "--no-progress"], check=True, cwd=ROOT)
+
+    import pyarrow.parquet as pq
+
+    from analysis.dynamics import MorseSettings, group_morse, read_group_runs
+
+    root = f"{os.path.abspath(store)}/{args.sweep}"
+    groups: dict[str, list[dict]] = {}
+    for v in pq.read_table(f"{root}/variants.parquet").to_pylist():
+        groups.setdefault(v["group_id"], []).append(v)
+    settings = MorseSettings(dims=args.dims)
+    morse_s, total_s, batched, baseline, same_nodes = [], [], [], [], []
+    group_morse(read_group_runs(root, sorted({r["unit_id"] for r in next(iter(groups.values()))}),
+                                [r["run_id"] for r in next(iter(groups.values()))]), settings)  # warm-up: imports
+    for k, (_gid, rows) in enumerate(groups.items()):
+        t0 = time.perf_counter()
+        runs = read_group_runs(root, sorted({r["unit_id"] for r in rows}), [r["run_id"] for r in rows])
+        res = group_morse(runs, settings)
+        total_s.append(time.perf_counter() - t0)
+        morse_s.append(res.graph.seconds)
+        if k < args.baseline_groups:
+            # the same surrogate again, so both sides evaluate the same map on the same grid
+            from analysis._surrogate import TrainingMapSurrogate
+            from analysis.dynamics import snapshot_pairs
+
+            firsts, seconds = snapshot_pairs(runs, settings.tau)
+            x = np.concatenate([res.projected[r.run_id][i] for r, i in zip(runs, firsts)])
+            y = np.concatenate([res.projected[r.run_id][j] for r, j in zip(runs, seconds)])
+            sur = TrainingMapSurrogate(settings.far_field, settings.max_pairs).fit(x, y)
+            secs, n = per_box_morse_graph(sur, res.graph.lower, res.graph.upper, settings.subdiv_min,
+                                          settings.subdiv_max)
+            baseline.append(secs)
+            batched.append(res.graph.seconds)
+            same_nodes.append(n == len(res.graph.nodes))
+
+    import ray
+
+    from orchestrator.driver import connect
+    from orchestrator.reduce import run_reduce
+    from orchestrator.store import SweepStore
+
+    connect(None)  # Ray start-up is not the reduction's cost
+    t0 = time.perf_counter()
+    outcome = run_reduce(SweepStore(store, args.sweep), tracking_uri=None, settings=None, force=True,
+                         show_progress=False)
+    wall = time.perf_counter() - t0
+
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"sweep {args.sweep}: {len(groups)} groups of {len(next(iter(groups.values())))} runs; d={args.dims}, "
+          f"depth {settings.subdiv_min}..{settings.subdiv_max}")
+    print(f"one group, Morse graph (batched box map): median {statistics.median(morse_s):.3f} s "
+          f"(min {min(morse_s):.3f}, max {max(morse_s):.3f})")
+    print(f"one group, read + PCA + surrogate + Morse graph: median {statistics.median(total_s):.3f} s")
+    if baseline:
+        ratio = statistics.median(b / a for a, b in zip(batched, baseline))
+        print(f"per-box baseline on {len(baseline)} groups: median {statistics.median(baseline):.3f} s vs batched "
+              f"{statistics.median(batched):.3f} s -> batched is {ratio:.1f}x faster "
+              f"(same node count: {all(same_nodes)})")
+    print(f"doodl reduce --force, {cpus} Ray CPUs: {outcome.reduced} groups in {wall:.1f} s wall "
+          f"= {outcome.reduced / wall:.2f} groups/s; fidelity {outcome.fidelity:.2f}")
+
+
+if __name__ == "__main__":
+    main()
