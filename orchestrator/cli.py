@@ -25,25 +25,24 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--store", default=os.environ.get("DOODL_STORE", DEFAULT_STORE),
                         help="store directory or URI (s3://, gs://, ...); default %(default)s")
 
+    def run_args(sp):
+        """Where to log and where to compute, and whether to show progress."""
+        store_args(sp)
+        sp.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+                        help="MLflow tracking URI; default %(default)s")
+        sp.add_argument("--address", default=None,
+                        help="Ray cluster to join (e.g. 'auto' or host:port); default: start a local Ray")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sw = sub.add_parser("sweep", help="train every variant of a spec not yet in the store")
     sw.add_argument("spec", help="sweep spec (YAML)")
-    store_args(sw)
-    sw.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
-                    help="MLflow tracking URI; default %(default)s")
-    sw.add_argument("--address", default=None,
-                    help="Ray cluster to join (e.g. 'auto' or host:port); default: start a local Ray")
-    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_args(sw)
     sw.add_argument("--reduce", action="store_true", help="run `doodl reduce` on the sweep after training")
 
     rd = sub.add_parser("reduce", help="compute each group's Morse graph from the stored trajectories")
     rd.add_argument("sweep", help="sweep id (the spec's name)")
-    store_args(rd)
-    rd.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
-                    help="MLflow tracking URI; default %(default)s")
-    rd.add_argument("--address", default=None,
-                    help="Ray cluster to join (e.g. 'auto' or host:port); default: start a local Ray")
+    run_args(rd)
     rd.add_argument("--force", action="store_true", help="reduce groups again even if already reduced")
-    rd.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, what in (("dims", "projected dimensions (2-4)"), ("tau", "map step, in snapshots"),
                        ("subdiv-min", "grid depth where Morse sets are reported"),
                        ("subdiv-max", "grid depth to which Morse sets are refined")):

@@ -76,6 +76,23 @@ def connect(address: str | None) -> None:
         raise ClusterError(f"cannot connect to the Ray cluster at {address}{hint}") from None
 
 
+def progress_bar(what: str, show: bool) -> Progress:
+    """A progress bar of ``what`` done / total with rate (a ``rate`` field) and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(what),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+        transient=False,
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception as one short line for a warning."""
     text = f"{type(exc).__name__}: {exc}".strip()
@@ -191,19 +208,7 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
         ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants], attempts[unit.unit_id])
         inflight[ref] = (actor, unit.unit_id)
 
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("variants"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show_progress,
-        transient=False,
-    )
+    progress = progress_bar("variants", show_progress)
     actors = [new_actor() for _ in range(n_actors)]
     t0 = time.perf_counter()
     trained_variants = 0

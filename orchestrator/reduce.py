@@ -18,17 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.driver import _log_units, _one_line, _open_sink, connect, console
+from orchestrator.driver import _log_units, _one_line, _open_sink, connect, console, progress_bar
 from orchestrator.spec import MorseReduceSpec, ReduceSpec
 from orchestrator.store import SweepStore
 
@@ -162,12 +154,11 @@ def _reduce_groups(store, rstore, groups, todo, settings, sink, key, outcome, sh
         ref = task.remote(store.uri, gid, sorted({r["unit_id"] for r in rows}), [r["run_id"] for r in rows],
                           params, group_label(rows[0]))
         inflight[ref] = gid
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("groups"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                        console=console, disable=not show_progress)
+    progress = progress_bar("groups", show_progress)
+    t0 = time.perf_counter()
     try:
         with progress:
-            bar = progress.add_task(f"reduce {store.sweep_id}", total=len(todo))
+            bar = progress.add_task(f"reduce {store.sweep_id}", total=len(todo), rate="")
             while inflight:
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 gid = inflight.pop(ready[0])
@@ -190,7 +181,8 @@ def _reduce_groups(store, rstore, groups, todo, settings, sink, key, outcome, sh
                     outcome.reduced += 1
                 if sink is not None:
                     _log_group(sink, rstore, row, store, key, outcome, result["runs"], result["pictures"])
-                progress.update(bar, advance=1)
+                done = outcome.reduced + len(outcome.failed)
+                progress.update(bar, advance=1, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.2f}/s")
     except KeyboardInterrupt:
         for ref in inflight:
             ray.cancel(ref, force=True)
