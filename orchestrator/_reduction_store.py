@@ -1,12 +1,12 @@
-"""The reduction's part of the store: ``SWEEP/reduction/``.
+"""The reduction's part of the store: ``SWEEP/reduction/``, one set of files per analysis
+(``morse``, ``taxonomy``)::
 
-::
-
-    reduction/morse/groups/GROUP_ID.parquet   one row: a group's Morse graph (per-group, resumable)
-    reduction/morse/runs/GROUP_ID.parquet     one row per run of the group: its final-point verdict
-    reduction/plots/GROUP_ID/morse_graph.{dot,svg,png}, morse_sets.png
-    reduction/morse.parquet                   all groups (rebuilt from the parts after each reduce)
-    reduction/morse_runs.parquet              all runs
+    reduction/NAME/groups/GROUP_ID.parquet    one row: the group's results (per group, resumable)
+    reduction/NAME/runs/GROUP_ID.parquet      one row per run of the group
+    reduction/NAME.parquet                    all groups (rebuilt from the parts after each reduce)
+    reduction/NAME_runs.parquet               all runs
+    reduction/plots/GROUP_ID/...              a group's pictures (morse_graph.{dot,svg,png}, morse_sets.png)
+    reduction/plots/*.png                     sweep-wide pictures (phase diagram, metric heatmaps)
 
 Each part is written to a temporary name and moved into place, so a part that exists is
 whole; a group counts as reduced once its group part exists without an error.
@@ -25,6 +25,7 @@ REDUCTION = "reduction"
 
 MORSE_GROUP_SCHEMA = pa.schema([
     ("group_id", pa.string()),
+    ("settings_key", pa.string()),  # the settings it was computed with: a change means "redo"
     ("n_runs", pa.int32()),
     ("error", pa.string()),
     ("n_morse_sets", pa.int32()),
@@ -71,12 +72,53 @@ MORSE_RUN_SCHEMA = pa.schema([
 ])
 
 
-class ReductionStore:
-    """Reads and writes ``SWEEP/reduction`` through the sweep store's filesystem."""
+_THRESHOLDS = [("threshold_train_loss", pa.float64()), ("threshold_mc_tolerance", pa.float64()),
+               ("threshold_cka", pa.float64())]
+_F64, _LF64 = pa.float64(), pa.list_(pa.float64())
 
-    def __init__(self, fs: pafs.FileSystem, sweep_root: str):
+TAXONOMY_GROUP_SCHEMA = pa.schema([
+    ("group_id", pa.string()),
+    ("settings_key", pa.string()),
+    ("error", pa.string()),
+    ("phase", pa.string()),
+    ("n_seeds", pa.int32()),
+    *[(k, _F64) for k in ("train_loss", "train_acc", "test_acc", "hessian_top", "hessian_trace", "mc", "line_mc",
+                          "line_barrier", "cka", "l2")],
+    ("run_ids", pa.list_(pa.string())),
+    *[(k, _LF64) for k in ("train_loss_seeds", "test_acc_seeds", "hessian_top_seeds", "hessian_trace_seeds",
+                           "mc_pairs", "cka_pairs", "l2_pairs")],
+    ("hessian_iters_seeds", pa.list_(pa.int32())),
+    ("trace_samples_seeds", pa.list_(pa.int32())),
+    ("curve_errors", pa.list_(_LF64)),  # per pair: training error (%) at t = 0, .25, .5, .75, 1
+    ("line_errors", pa.list_(_LF64)),
+    *[(k, _F64) for k in ("hessian_s", "mc_s", "cka_s", "total_s", "seconds")],
+    *_THRESHOLDS,
+    *[(f"param_{k}", pa.int64()) for k in ("hessian_batch", "power_iters", "trace_samples", "curve_steps",
+                                           "curve_batch", "mc_pairs", "cka_probe", "seed")],
+    *[(f"param_{k}", _F64) for k in ("power_tol", "trace_tol", "curve_lr", "curve_momentum")],
+])
+
+TAXONOMY_RUN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("group_id", pa.string()),
+    ("status", pa.string()),
+    ("train_loss", _F64),
+    ("test_acc", _F64),
+    ("hessian_top", _F64),
+    ("hessian_trace", _F64),
+])
+
+SCHEMAS = {"morse": (MORSE_GROUP_SCHEMA, MORSE_RUN_SCHEMA), "taxonomy": (TAXONOMY_GROUP_SCHEMA, TAXONOMY_RUN_SCHEMA)}
+
+
+class ReductionStore:
+    """Reads and writes one analysis's files in ``SWEEP/reduction`` (any ``pyarrow.fs``)."""
+
+    def __init__(self, fs: pafs.FileSystem, sweep_root: str, name: str = "morse"):
         self.fs = fs
         self.root = f"{sweep_root}/{REDUCTION}"
+        self.name = name
+        self.group_schema, self.run_schema = SCHEMAS[name]
 
     def _write(self, path: str, payload: bytes) -> None:
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -91,7 +133,16 @@ class ReductionStore:
         self._write(path, sink.getvalue().to_pybytes())
 
     def group_part(self, group_id: str) -> str:
-        return f"{self.root}/morse/groups/{group_id}.parquet"
+        return f"{self.root}/{self.name}/groups/{group_id}.parquet"
+
+    def run_part(self, group_id: str) -> str:
+        return f"{self.root}/{self.name}/runs/{group_id}.parquet"
+
+    def write_file(self, name: str, payload: bytes) -> str:
+        """A sweep-wide file (a picture) under ``reduction/plots``; returns its path."""
+        path = f"{self.root}/plots/{name}"
+        self._write(path, payload)
+        return path
 
     def write_group(self, row: dict, runs: list[dict], pictures: dict[str, bytes]) -> dict[str, str]:
         """Write a group's pictures, its runs and then its row (last: it marks the group done).
@@ -103,14 +154,14 @@ class ReductionStore:
         for name, payload in pictures.items():
             paths[name] = f"{self.root}/plots/{gid}/{name}"
             self._write(paths[name], payload)
-        self._write_table(f"{self.root}/morse/runs/{gid}.parquet", pa.Table.from_pylist(runs, MORSE_RUN_SCHEMA))
-        full = {name: row.get(name) for name in MORSE_GROUP_SCHEMA.names}
-        self._write_table(self.group_part(gid), pa.Table.from_pylist([full], MORSE_GROUP_SCHEMA))
+        self._write_table(self.run_part(gid), pa.Table.from_pylist(runs, self.run_schema))
+        full = {name: row.get(name) for name in self.group_schema.names}
+        self._write_table(self.group_part(gid), pa.Table.from_pylist([full], self.group_schema))
         return paths
 
     def reduced_groups(self) -> dict[str, dict]:
         """Rows of the groups already reduced (errors included), by group id."""
-        table = self._read_parts("morse/groups", MORSE_GROUP_SCHEMA)
+        table = self._read_parts(f"{self.name}/groups", self.group_schema)
         return {r["group_id"]: r for r in table.to_pylist()}
 
     def _read_parts(self, sub: str, schema: pa.Schema) -> pa.Table:
@@ -121,11 +172,15 @@ class ReductionStore:
             return schema.empty_table()
         return ds.dataset(files, filesystem=self.fs, format="parquet", schema=schema).to_table()
 
+    def table_paths(self) -> list[str]:
+        return [f"{self.root}/{self.name}.parquet", f"{self.root}/{self.name}_runs.parquet"]
+
     def consolidate(self) -> tuple[pa.Table, pa.Table]:
-        """Rebuild ``morse.parquet`` and ``morse_runs.parquet`` from the parts."""
-        groups = self._read_parts("morse/groups", MORSE_GROUP_SCHEMA).sort_by("group_id")
-        runs = self._read_parts("morse/runs", MORSE_RUN_SCHEMA).sort_by([("group_id", "ascending"),
-                                                                          ("run_id", "ascending")])
-        self._write_table(f"{self.root}/morse.parquet", groups)
-        self._write_table(f"{self.root}/morse_runs.parquet", runs)
+        """Rebuild ``NAME.parquet`` and ``NAME_runs.parquet`` from the parts."""
+        groups = self._read_parts(f"{self.name}/groups", self.group_schema).sort_by("group_id")
+        runs = self._read_parts(f"{self.name}/runs", self.run_schema).sort_by([("group_id", "ascending"),
+                                                                                ("run_id", "ascending")])
+        paths = self.table_paths()
+        self._write_table(paths[0], groups)
+        self._write_table(paths[1], runs)
         return groups, runs

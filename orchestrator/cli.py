@@ -39,10 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     run_args(sw)
     sw.add_argument("--reduce", action="store_true", help="run `doodl reduce` on the sweep after training")
 
-    rd = sub.add_parser("reduce", help="compute each group's Morse graph from the stored trajectories")
+    rd = sub.add_parser("reduce", help="compute each group's Morse graph and taxonomy from the stored sweep")
     rd.add_argument("sweep", help="sweep id (the spec's name)")
     run_args(rd)
     rd.add_argument("--force", action="store_true", help="reduce groups again even if already reduced")
+    rd.add_argument("--only", choices=["morse", "taxonomy"], action="append",
+                    help="run only this analysis (repeatable); default: all")
     for flag, what in (("dims", "projected dimensions (2-4)"), ("tau", "map step, in snapshots"),
                        ("subdiv-min", "grid depth where Morse sets are reported"),
                        ("subdiv-max", "grid depth to which Morse sets are refined")):
@@ -62,7 +64,7 @@ def _bad_input(message: str) -> int:
 
 def _reduce(store, args, settings) -> int:
     """Run the reduction and print its summary line; the exit code says if a group failed."""
-    from orchestrator.reduce import recorded_settings, run_reduce
+    from orchestrator.reduce import ANALYSES, recorded_settings, run_reduce
     from orchestrator.spec import MorseReduceSpec, SpecError
 
     settings = settings or recorded_settings(store)
@@ -72,19 +74,26 @@ def _reduce(store, args, settings) -> int:
         from pydantic import ValidationError
 
         try:
-            settings = MorseReduceSpec.model_validate({**settings.model_dump(), **overrides})
+            morse = MorseReduceSpec.model_validate({**settings.morse.model_dump(), **overrides})
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(x) for x in first["loc"]) or "reduce.morse"
             raise SpecError(f"--{loc.replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}") from None
-    outcome = run_reduce(store, tracking_uri=args.tracking_uri, settings=settings, address=args.address,
-                         force=getattr(args, "force", False), show_progress=not args.no_progress)
-    print(
-        f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; reduced {outcome.reduced}, already done "
-        f"{outcome.skipped}, failed {len(outcome.failed)}, waiting for training {outcome.waiting}; "
-        f"fidelity {outcome.fidelity:.2f} (runs ending in an attractor); logged {outcome.logged_runs} MLflow runs "
-        f"in {outcome.seconds:.1f}s"
-    )
+        settings = settings.model_copy(update={"morse": morse})
+    analyses = tuple(getattr(args, "only", None) or ANALYSES)
+    outcome = run_reduce(store, tracking_uri=args.tracking_uri, settings=settings, analyses=analyses,
+                         address=args.address, force=getattr(args, "force", False),
+                         show_progress=not args.no_progress)
+    parts = [f"{name}: reduced {c.reduced}, already done {c.skipped}, failed {len(c.failed)}"
+             for name, c in outcome.counts.items()]
+    extra = []
+    if "morse" in outcome.counts:
+        extra.append(f"fidelity {outcome.fidelity:.2f} (runs ending in an attractor)")
+    if "taxonomy" in outcome.counts:
+        extra.append("phases " + (", ".join(f"{p} {n}" for p, n in sorted(outcome.phases.items())) or "none"))
+    print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts)
+          + f"; waiting for training {outcome.waiting}; " + "; ".join(extra)
+          + f"; logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s")
     if outcome.mlflow_error:
         print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
     return EXIT_FAILED if outcome.failed else EXIT_OK
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.failed_units:
                 return EXIT_FAILED
             if args.reduce:
-                return _reduce(SweepStore(args.store, spec.name), args, spec.reduce.morse)
+                return _reduce(SweepStore(args.store, spec.name), args, spec.reduce)
             return EXIT_OK
         if args.command == "reduce":
             return _reduce(SweepStore(args.store, args.sweep), args, None)

@@ -18,16 +18,24 @@ import pyarrow as pa
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 CURVE_POINTS = 100  # per curve: enough to compare runs, cheap to log and plot
 CURVES = ("train_loss", "train_acc", "grad_norm")
-TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED, TAG_MORSE = (
+TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
     "doodl.sweep_id",
     "doodl.run_id",
     "doodl.group_id",
     "doodl.role",
     "doodl.logged",
-    "doodl.morse",  # the reduce settings a child's Morse results were logged with
 )
-MORSE_TABLE_COLUMNS = ("group_id", "label", "n_runs", "n_morse_sets", "n_attractors", "n_nontrivial", "fidelity",
-                       "n_pairs", "total_s", "error")
+# per analysis, the tag holding the settings a child's results were logged with
+ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy"}
+TABLE_COLUMNS = {
+    "morse": ("group_id", "label", "n_runs", "n_morse_sets", "n_attractors", "n_nontrivial", "fidelity", "n_pairs",
+              "total_s", "error"),
+    "taxonomy": ("group_id", "label", "phase", "n_seeds", "train_loss", "train_acc", "test_acc", "hessian_top",
+                 "hessian_trace", "mc", "line_barrier", "cka", "l2", "total_s", "threshold_train_loss",
+                 "threshold_mc_tolerance", "threshold_cka", "error"),
+}
+TAXONOMY_METRICS = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "mc", "line_mc", "line_barrier", "cka",
+                    "l2")
 # config fields shown as MLflow params (the rest are in variants.parquet)
 PARAM_FIELDS = (
     "dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width", "depth",
@@ -64,14 +72,16 @@ class MlflowSink:
         self.parent_id = self._find_or_create_parent()
         self.children: dict[str, str] = {}
         self.logged: set[str] = set()
-        self.morse_logged: dict[str, str] = {}  # run_id -> settings key of its logged Morse results
+        # analysis -> run_id -> settings key of the results logged on that child
+        self.reduction_logged: dict[str, dict[str, str]] = {name: {} for name in ANALYSIS_TAGS}
         for run in self._search(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_ROLE}` = 'child'"):
             rid = run.data.tags.get(TAG_RUN)
             self.children[rid] = run.info.run_id
             if run.data.tags.get(TAG_LOGGED) == "1":
                 self.logged.add(rid)
-            if TAG_MORSE in run.data.tags:
-                self.morse_logged[rid] = run.data.tags[TAG_MORSE]
+            for name, tag in ANALYSIS_TAGS.items():
+                if tag in run.data.tags:
+                    self.reduction_logged[name][rid] = run.data.tags[tag]
 
     def _search(self, filter_string: str):
         token = None
@@ -170,9 +180,10 @@ class MlflowSink:
 
         now = int(time.time() * 1000)
         done = 0
+        logged = self.reduction_logged["morse"]
         for run in runs:
             child = self.children.get(run["run_id"])
-            if child is None or self.morse_logged.get(run["run_id"]) == settings_key:
+            if child is None or logged.get(run["run_id"]) == settings_key:
                 continue
             metrics = []
             if row.get("error") is None:
@@ -184,28 +195,62 @@ class MlflowSink:
                     Metric("final_in_attractor", float(run["in_attractor"]), now, 0),
                     Metric("final_morse_set", float(run["final_node"]), now, 0),
                 ]
-            tags = [RunTag(TAG_MORSE, settings_key)]
+            tags = [RunTag(ANALYSIS_TAGS["morse"], settings_key)]
             if row.get("error"):
                 tags.append(RunTag("doodl.morse_error", row["error"][:500]))
             self.client.log_batch(child, metrics=metrics, tags=tags)
             for path in pictures.values():
                 self.client.log_artifact(child, path, artifact_path="morse")
-            self.morse_logged[run["run_id"]] = settings_key
+            logged[run["run_id"]] = settings_key
             done += 1
         return done
 
-    def log_morse_summary(self, table_rows: list[dict], files: list[str], metrics: dict[str, float]) -> None:
-        """The all-groups table (CSV, readable in the UI) and files (Parquet) on the parent."""
+    def analysis_logged(self, name: str) -> dict[str, str]:
+        """run_id -> settings key of the ``name`` results already on that child."""
+        return self.reduction_logged[name]
+
+    def log_group_taxonomy(self, row: dict, runs: list[dict], settings_key: str) -> int:
+        """Log one group's taxonomy on each of its children: the group's metrics and phase
+        (tag ``doodl.phase``), the thresholds, and the run's own Hessian figures."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        done = 0
+        logged = self.reduction_logged["taxonomy"]
+        for run in runs:
+            child = self.children.get(run["run_id"])
+            if child is None or logged.get(run["run_id"]) == settings_key:
+                continue
+            metrics, tags = [], [RunTag(ANALYSIS_TAGS["taxonomy"], settings_key)]
+            if row.get("error") is None:
+                metrics = [Metric(f"group_{k}", float(row[k]), now, 0) for k in TAXONOMY_METRICS
+                           if row.get(k) is not None and np.isfinite(row[k])]
+                metrics += [Metric(k, float(run[k]), now, 0) for k in ("hessian_top", "hessian_trace")
+                            if run.get(k) is not None and np.isfinite(run[k])]
+                tags += [RunTag("doodl.phase", row["phase"])]
+                tags += [RunTag(f"doodl.{k}", str(row[k])) for k in
+                         ("threshold_train_loss", "threshold_mc_tolerance", "threshold_cka")]
+            else:
+                tags.append(RunTag("doodl.taxonomy_error", row["error"][:500]))
+            self.client.log_batch(child, metrics=metrics, tags=tags)
+            logged[run["run_id"]] = settings_key
+            done += 1
+        return done
+
+    def log_reduction_summary(self, name: str, table_rows: list[dict], files: list[str],
+                              metrics: dict[str, float]) -> None:
+        """An analysis's all-groups table (CSV, readable in the UI), its files (Parquet,
+        pictures) under ``reduction/`` and sweep-level metrics, on the parent."""
         import csv
         import io
 
         from mlflow.entities import Metric
 
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(MORSE_TABLE_COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=list(TABLE_COLUMNS[name]), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table_rows)
-        self.client.log_text(self.parent_id, buf.getvalue(), "reduction/morse_groups.csv")
+        self.client.log_text(self.parent_id, buf.getvalue(), f"reduction/{name}_groups.csv")
         for path in files:
             self.client.log_artifact(self.parent_id, path, artifact_path="reduction")
         now = int(time.time() * 1000)

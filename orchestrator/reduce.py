@@ -1,10 +1,13 @@
-"""``doodl reduce``: one Ray task per group turns stored trajectories into Morse graphs.
+"""``doodl reduce``: Ray tasks per group turn the stored sweep into Morse graphs and the
+connectivity taxonomy.
 
-Only groups whose units are all committed (and sound) are reduced; a group already
-reduced with the same settings is skipped unless ``force``; a group whose reduction
-fails records its error in its row and the others go on. The driver writes each group's
-results to ``SWEEP/reduction/`` as it arrives (see :mod:`orchestrator._reduction_store`)
-and logs them to MLflow, then rebuilds the all-groups tables.
+For each analysis (``morse``: :func:`analysis.dynamics.morse_for_group`; ``taxonomy``:
+:func:`analysis.taxonomy.taxonomy_for_group`) and each group whose units are all committed
+(and sound), one task. A group already reduced with the same settings is skipped unless
+``force``; a group whose reduction fails records its error in its row and the others go
+on. The driver writes each result to ``SWEEP/reduction/`` as it arrives (see
+:mod:`orchestrator._reduction_store`) and logs it to MLflow, then rebuilds the all-groups
+tables and the sweep-wide pictures (phase diagram, metric heatmaps).
 """
 
 from __future__ import annotations
@@ -21,8 +24,18 @@ import ray
 
 from orchestrator._reduction_store import ReductionStore
 from orchestrator.driver import _log_units, _one_line, _open_sink, connect, console, progress_bar
-from orchestrator.spec import MorseReduceSpec, ReduceSpec
+from orchestrator.expand import AXES
+from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore
+
+ANALYSES = ("morse", "taxonomy")
+
+
+@dataclass
+class AnalysisCounts:
+    reduced: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -31,20 +44,23 @@ class ReduceOutcome:
 
     sweep_id: str
     n_groups: int
-    reduced: int = 0
-    skipped: int = 0
+    counts: dict[str, AnalysisCounts] = field(default_factory=dict)
     waiting: int = 0  # groups with units not yet committed
-    failed: dict[str, str] = field(default_factory=dict)
     fidelity: float = float("nan")
+    phases: dict[str, int] = field(default_factory=dict)
     logged_runs: int = 0
     mlflow_error: str | None = None
     seconds: float = 0.0
 
+    @property
+    def failed(self) -> dict[str, str]:
+        return {f"{name}:{g}": e for name, c in self.counts.items() for g, e in c.failed.items()}
 
-def recorded_settings(store: SweepStore) -> MorseReduceSpec:
-    """The ``reduce.morse`` settings recorded with the sweep (defaults for older sweeps)."""
+
+def recorded_settings(store: SweepStore) -> ReduceSpec:
+    """The ``reduce`` settings recorded with the sweep (defaults for older sweeps)."""
     doc = store.read_sweep()
-    return ReduceSpec.model_validate(doc.get("spec", {}).get("reduce", {})).morse
+    return ReduceSpec.model_validate(doc.get("spec", {}).get("reduce", {}))
 
 
 def group_label(cfg: dict) -> str:
@@ -53,19 +69,22 @@ def group_label(cfg: dict) -> str:
             f"frac {cfg['train_fraction']:g}, lr {cfg['lr']:g}, batch {cfg['batch_size']}")
 
 
-def _settings_key(settings: MorseReduceSpec) -> str:
-    return json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+def _task_settings(settings: ReduceSpec, name: str) -> dict:
+    section = getattr(settings, name).model_dump(mode="json")
+    section.pop("axes", None)  # picture layout, not a computation setting
+    return section
 
 
-def _same_settings(row: dict, settings: MorseReduceSpec) -> bool:
-    return all(row.get(f"param_{k}") == v for k, v in settings.model_dump().items())
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
 
 
 def run_reduce(
     store: SweepStore,
     *,
     tracking_uri: str | None,
-    settings: MorseReduceSpec | None = None,
+    settings: ReduceSpec | None = None,
+    analyses: tuple[str, ...] = ANALYSES,
     address: str | None = None,
     force: bool = False,
     show_progress: bool = True,
@@ -79,20 +98,24 @@ def run_reduce(
     for v in variants:
         groups.setdefault(v["group_id"], []).append(v)
     states = store.unit_states(sorted({v["unit_id"] for v in variants}))
-    rstore = ReductionStore(store.fs, store.root)
-    previous = rstore.reduced_groups()
-    outcome = ReduceOutcome(store.sweep_id, len(groups))
-    todo = []
-    for gid, rows in groups.items():
-        if any(states[r["unit_id"]].state != "committed" for r in rows):
-            outcome.waiting += 1
-        elif not force and gid in previous and previous[gid]["error"] is None and _same_settings(previous[gid], settings):
-            outcome.skipped += 1
-        else:
-            todo.append(gid)
+    ready = [g for g, rows in groups.items() if all(states[r["unit_id"]].state == "committed" for r in rows)]
+    outcome = ReduceOutcome(store.sweep_id, len(groups), waiting=len(groups) - len(ready))
     if outcome.waiting:
         console.print(f"[yellow]{outcome.waiting} group(s) have units not yet trained (or torn); "
                       "run `doodl sweep` to finish them, then reduce again[/]")
+    stores = {name: ReductionStore(store.fs, store.root, name) for name in analyses}
+    params = {name: _task_settings(settings, name) for name in analyses}
+    keys = {name: _key(params[name]) for name in analyses}
+    todo: list[tuple[str, str]] = []
+    for name in analyses:
+        outcome.counts[name] = AnalysisCounts()
+        previous = stores[name].reduced_groups()
+        for gid in ready:
+            row = previous.get(gid)
+            if not force and row is not None and row["error"] is None and row["settings_key"] == keys[name]:
+                outcome.counts[name].skipped += 1
+            else:
+                todo.append((name, gid))
 
     sink = _open_sink(tracking_uri, store.sweep_id, outcome) if tracking_uri else None
     if sink is not None:
@@ -104,110 +127,119 @@ def run_reduce(
         if outcome.mlflow_error:
             sink = None
 
-    key = _settings_key(settings)
-    if todo and shutil.which("dot") is None:
+    if any(name == "morse" for name, _ in todo) and shutil.which("dot") is None:
         console.print("[yellow]warning:[/] graphviz's `dot` program is not installed here: Morse graphs are "
                       "saved as DOT text only (install graphviz for SVG/PNG pictures)")
     if todo:
         connect(address)
-        _reduce_groups(store, rstore, groups, todo, settings, sink, key, outcome, show_progress)
+        _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress)
     # results reduced earlier but never logged (MLflow was down) are logged now
     if sink is not None:
-        for gid, row in rstore.reduced_groups().items():
-            if gid not in todo and _same_settings(row, settings):
-                _log_group(sink, rstore, row, store, key, outcome)
+        done_now = set(todo)
+        for name in analyses:
+            for gid, row in stores[name].reduced_groups().items():
+                if (name, gid) not in done_now and row["settings_key"] == keys[name] and gid in groups:
+                    _log_group(sink, stores[name], row, keys[name], outcome)
 
-    groups_table, runs_table = rstore.consolidate()
-    ok = [r for r in runs_table.to_pylist() if r["status"] == "ok" and r["group_id"] in groups]
-    outcome.fidelity = float(np.mean([r["in_attractor"] for r in ok])) if ok else float("nan")
+    tables = {name: stores[name].consolidate() for name in analyses}
+    pictures = {}
+    if "morse" in tables:
+        ok = [r for r in tables["morse"][1].to_pylist() if r["status"] == "ok" and r["group_id"] in groups]
+        outcome.fidelity = float(np.mean([r["in_attractor"] for r in ok])) if ok else float("nan")
+    if "taxonomy" in tables:
+        tax_rows = [r for r in tables["taxonomy"][0].to_pylist() if r["group_id"] in groups]
+        for r in tax_rows:
+            if r["phase"]:
+                outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
+        pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store)
     if sink is not None:
-        try:
-            labels = {gid: group_label(rows[0]) for gid, rows in groups.items()}
-            table_rows = [{**r, "label": labels.get(r["group_id"], "")} for r in groups_table.to_pylist()]
-            with tempfile.TemporaryDirectory() as tmp:
-                files = []
-                for name in ("morse.parquet", "morse_runs.parquet"):
-                    local = Path(tmp) / name
-                    with store.fs.open_input_stream(f"{rstore.root}/{name}") as f:
-                        local.write_bytes(f.read())
-                    files.append(str(local))
-                sink.log_morse_summary(table_rows, files, {
-                    "morse_fidelity": outcome.fidelity,
-                    "morse_groups_reduced": float(sum(1 for r in table_rows if r["error"] is None)),
-                    "morse_groups_failed": float(sum(1 for r in table_rows if r["error"] is not None)),
-                })
-        except Exception as exc:
-            outcome.mlflow_error = _one_line(exc)
-            console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
+        _log_summaries(sink, store, stores, tables, groups, pictures, outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _reduce_groups(store, rstore, groups, todo, settings, sink, key, outcome, show_progress) -> None:
+def _tasks():
     from analysis.dynamics import morse_for_group
+    from analysis.taxonomy import taxonomy_for_group
 
-    task = ray.remote(morse_for_group).options(num_cpus=1, max_retries=2)
-    params = settings.model_dump()
+    return {
+        "morse": ray.remote(morse_for_group).options(num_cpus=1, max_retries=2),
+        "taxonomy": ray.remote(taxonomy_for_group).options(num_cpus=1, max_retries=2),
+    }
+
+
+def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
+    return {"row": {"group_id": gid, "n_runs": len(rows), "error": error, "run_ids": [r["run_id"] for r in rows]},
+            "runs": [{"run_id": r["run_id"], "group_id": gid, "status": "error"} for r in rows], "pictures": {}}
+
+
+def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress) -> None:
+    tasks = _tasks()
     inflight = {}
-    for gid in todo:
+    for name, gid in todo:
         rows = groups[gid]
-        ref = task.remote(store.uri, gid, sorted({r["unit_id"] for r in rows}), [r["run_id"] for r in rows],
-                          params, group_label(rows[0]))
-        inflight[ref] = gid
-    progress = progress_bar("groups", show_progress)
+        units = sorted({r["unit_id"] for r in rows})
+        if name == "morse":
+            ref = tasks[name].remote(store.uri, gid, units, [r["run_id"] for r in rows], params[name],
+                                     group_label(rows[0]))
+        else:
+            ref = tasks[name].remote(store.uri, gid, units, rows, params[name])
+        inflight[ref] = (name, gid)
+    progress = progress_bar("group analyses", show_progress)
     t0 = time.perf_counter()
+    finished = 0
     try:
         with progress:
             bar = progress.add_task(f"reduce {store.sweep_id}", total=len(todo), rate="")
             while inflight:
                 ready, _ = ray.wait(list(inflight), num_returns=1)
-                gid = inflight.pop(ready[0])
+                name, gid = inflight.pop(ready[0])
                 try:
                     result = ray.get(ready[0])
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
-                    result = {"row": {"group_id": gid, "n_runs": len(groups[gid]), "error": _one_line(exc),
-                                      "run_ids": [r["run_id"] for r in groups[gid]],
-                                      **{f"param_{k}": v for k, v in params.items()}},
-                              "runs": [{"run_id": r["run_id"], "group_id": gid, "status": "error",
-                                        "final_node": -1, "in_attractor": False, "final_point": []}
-                                       for r in groups[gid]],
-                              "pictures": {}}
+                    result = _failed_result(gid, groups[gid], _one_line(exc))
                 row = result["row"]
-                rstore.write_group(row, result["runs"], result["pictures"])
+                row["settings_key"] = keys[name]
+                for k, v in params[name].items():  # the settings sit beside the results
+                    if not isinstance(v, dict):
+                        row.setdefault(f"param_{k}", v)
+                stores[name].write_group(row, result["runs"], result["pictures"])
+                counts = outcome.counts[name]
                 if row["error"] is not None:
-                    outcome.failed[gid] = row["error"]
-                    console.print(f"[red]group {gid} ({group_label(groups[gid][0])}) failed: {row['error']}[/]")
+                    counts.failed[gid] = row["error"]
+                    console.print(f"[red]{name} of group {gid} ({group_label(groups[gid][0])}) failed: "
+                                  f"{row['error']}[/]")
                 else:
-                    outcome.reduced += 1
+                    counts.reduced += 1
                 if sink is not None:
-                    _log_group(sink, rstore, row, store, key, outcome, result["runs"], result["pictures"])
-                done = outcome.reduced + len(outcome.failed)
-                progress.update(bar, advance=1, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.2f}/s")
+                    _log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
+                finished += 1
+                progress.update(bar, advance=1, rate=f"{finished / max(time.perf_counter() - t0, 1e-9):.2f}/s")
     except KeyboardInterrupt:
         for ref in inflight:
             ray.cancel(ref, force=True)
-        console.print(f"[red]cancelled[/]: {outcome.reduced} groups reduced and kept; run the same command "
-                      "again to reduce the rest.")
+        console.print("[red]cancelled[/]: finished groups are kept; run the same command again to reduce the rest.")
         raise
 
 
-def _log_group(sink, rstore, row, store, key, outcome, runs=None, pictures=None) -> None:
-    """Log one group's results; pictures and runs are read back from the store if not given."""
+def _log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
+    """Log one group's results of one analysis; runs and pictures are read back from the
+    store when not given."""
     import pyarrow.parquet as pq
 
     try:
         gid = row["group_id"]
-        todo_runs = [r for r in (row.get("run_ids") or []) if sink.morse_logged.get(r) != key and r in sink.children]
-        if not todo_runs:
+        logged = sink.analysis_logged(rstore.name)
+        if not [r for r in (row.get("run_ids") or []) if logged.get(r) != key and r in sink.children]:
             return
         if runs is None:
-            with store.fs.open_input_file(f"{rstore.root}/morse/runs/{gid}.parquet") as f:
+            with rstore.fs.open_input_file(rstore.run_part(gid)) as f:
                 runs = pq.read_table(f).to_pylist()
         if pictures is None:
             pictures = {}
             for name in ("morse_graph.dot", "morse_graph.svg", "morse_graph.png", "morse_sets.png"):
                 try:
-                    with store.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
+                    with rstore.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
                         pictures[name] = f.read()
                 except FileNotFoundError:
                     pass
@@ -216,8 +248,58 @@ def _log_group(sink, rstore, row, store, key, outcome, runs=None, pictures=None)
             for name, payload in pictures.items():
                 local[name] = str(Path(tmp) / name)
                 Path(local[name]).write_bytes(payload)
-            outcome.logged_runs += sink.log_group_morse(row, runs, local, key)
+            if rstore.name == "morse":
+                outcome.logged_runs += sink.log_group_morse(row, runs, local, key)
+            else:
+                outcome.logged_runs += sink.log_group_taxonomy(row, runs, key)
     except Exception as exc:
         outcome.mlflow_error = _one_line(exc)
         console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
 
+
+def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str, str, list[str]]:
+    """The phase diagram's two axes (the spec's, or the first two swept) and the rest."""
+    swept = [a for a in AXES if len({rows[0][a] for rows in groups.values()}) > 1]
+    axes = settings.taxonomy.axes or (swept + [a for a in ("width", "batch_size") if a not in swept])[:2]
+    return axes[0], axes[1], [a for a in swept if a not in axes]
+
+
+def _sweep_pictures(rstore, tax_rows, groups, settings, store) -> dict[str, str]:
+    """Phase diagram and metric heatmaps into ``reduction/plots``; returns name -> store path."""
+    from analysis.phase_diagram import METRICS, plot_metric_heatmap, plot_phase_diagram
+
+    if not tax_rows:
+        return {}
+    x, y, others = _diagram_axes(settings, store, groups)
+    rows = [{**{a: groups[r["group_id"]][0][a] for a in AXES}, **r} for r in tax_rows]
+    out = {"phase_diagram.png": rstore.write_file(
+        "phase_diagram.png", plot_phase_diagram(rows, x, y, others, title=store.sweep_id))}
+    for metric in METRICS:
+        name = f"heatmap_{metric}.png"
+        out[name] = rstore.write_file(name, plot_metric_heatmap(rows, metric, x, y, others))
+    return out
+
+
+def _log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
+    labels = {gid: group_label(rows[0]) for gid, rows in groups.items()}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            def local_copy(path):
+                dest = Path(tmp) / path.rsplit("/", 1)[1]
+                with store.fs.open_input_stream(path) as f:
+                    dest.write_bytes(f.read())
+                return str(dest)
+
+            for name, (groups_table, _) in tables.items():
+                rows = [{**r, "label": labels.get(r["group_id"], "")} for r in groups_table.to_pylist()]
+                files = [local_copy(p) for p in stores[name].table_paths()]
+                if name == "taxonomy":
+                    files += [local_copy(p) for p in pictures.values()]
+                metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
+                           f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
+                if name == "morse":
+                    metrics["morse_fidelity"] = outcome.fidelity
+                sink.log_reduction_summary(name, rows, files, metrics)
+    except Exception as exc:
+        outcome.mlflow_error = _one_line(exc)
+        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")

@@ -152,10 +152,48 @@ class MorseReduceSpec(_Strict):
         return self
 
 
+class ThresholdsSpec(_Strict):
+    """Phase boundaries (see ``analysis.taxonomy.classify_phase``)."""
+
+    train_loss: PositiveFloat = 0.01  # above: "high loss" (phases I, II)
+    mc_tolerance: NonNegFloat = 2.0  # percentage points: |mc| within it is "mc about 0"
+    cka: Annotated[float, Field(ge=0, le=1)] = 0.68  # IV-B at or above, IV-A below
+
+
+class TaxonomyReduceSpec(_Strict):
+    """How ``doodl reduce`` computes each group's connectivity metrics and phase."""
+
+    hessian_batch: PositiveInt = 200  # fixed batch of each seed's training set for the Hessian
+    power_iters: PositiveInt = 100
+    power_tol: PositiveFloat = 1e-3
+    trace_samples: PositiveInt = 100  # Hutchinson: at most this many Rademacher vectors
+    trace_tol: PositiveFloat = 1e-3
+    curve_steps: PositiveInt = 400  # SGD steps training each Bezier curve's middle point
+    curve_lr: PositiveFloat = 0.01
+    curve_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    curve_batch: PositiveInt = 64
+    mc_pairs: PositiveInt = 3  # pairs of seeds with a trained curve (CKA and L2 use all pairs)
+    cka_probe: PositiveInt = 768  # mixup points of the training split
+    seed: int = 0
+    axes: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None  # phase diagram axes
+    thresholds: ThresholdsSpec = ThresholdsSpec()
+
+    @field_validator("axes")
+    @classmethod
+    def _known_axes(cls, v):
+        from orchestrator.expand import AXES
+
+        for name in v or []:
+            if name not in AXES:
+                raise ValueError(f"unknown axis {name!r}; one of {', '.join(AXES)}")
+        return v
+
+
 class ReduceSpec(_Strict):
     """Settings of the reduction stage; they change no training result."""
 
     morse: MorseReduceSpec = MorseReduceSpec()
+    taxonomy: TaxonomyReduceSpec = TaxonomyReduceSpec()
 
 
 class SweepSpec(_Strict):

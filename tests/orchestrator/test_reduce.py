@@ -1,4 +1,5 @@
-"""`doodl reduce` end to end: a small sweep, then its Morse graphs in the store and MLflow."""
+"""`doodl reduce` end to end: a small sweep, then its Morse graphs and taxonomy in the
+store and MLflow."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def reduced(tmp_path_factory, ray_session):
 
 def test_sweep_then_reduce_writes_a_row_per_group(reduced):
     tmp, store, _, code, out, _ = reduced
-    assert "reduce red: 4 groups; reduced 2, already done 0, failed 2" in out
+    assert ("reduce red: 4 groups; morse: reduced 2, already done 0, failed 2; "
+            "taxonomy: reduced 2, already done 0, failed 2; waiting for training 0") in out
     assert code == 1  # some groups failed: the command says so
     groups = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
     assert len(groups) == 4 and GROUP_FIELDS <= set(groups[0])
@@ -88,8 +90,8 @@ def test_pictures_and_summaries_are_in_mlflow(reduced):
                          "morse/morse_sets.png"]
     failed = [c for c in children if "doodl.morse_error" in c.data.tags]
     assert len(failed) == 6
-    assert sorted(a.path for a in client.list_artifacts(parent.info.run_id, "reduction")) == [
-        "reduction/morse.parquet", "reduction/morse_groups.csv", "reduction/morse_runs.parquet"]
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
+    assert {"reduction/morse.parquet", "reduction/morse_groups.csv", "reduction/morse_runs.parquet"} <= names
     assert 0.0 <= parent.data.metrics["morse_fidelity"] <= 1.0
 
 
@@ -97,14 +99,55 @@ def test_reduce_again_skips_done_groups_and_retries_failed_ones(reduced):
     _, store, db, _, _, _ = reduced
     before = pq.read_table(f"{store}/red/reduction/morse.parquet")
     code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress"])
-    assert code == 1 and "reduced 0, already done 2, failed 2" in out and "logged 0 MLflow runs" in out
+    assert code == 1 and "morse: reduced 0, already done 2, failed 2" in out
+    assert "taxonomy: reduced 0, already done 2, failed 2" in out and "logged 0 MLflow results" in out
     after = pq.read_table(f"{store}/red/reduction/morse.parquet")
     assert after.column("group_id").to_pylist() == before.column("group_id").to_pylist()
-    code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress", "--force",
-                         "--tau", "2"])
-    assert "reduced 2, already done 0, failed 2" in out and "logged 12 MLflow runs" in out  # new settings: every child again
+    code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress", "--tau", "2",
+                         "--only", "morse"])
+    # new Morse settings: the good groups are redone (the failed ones are always retried)
+    assert "morse: reduced 2, already done 0, failed 2" in out and "taxonomy" not in out
+    assert "logged 12 MLflow results" in out  # every child gets results under the new settings
     rows = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
     assert {r["param_tau"] for r in rows} == {2}
+
+
+def test_taxonomy_row_per_group_with_phase_and_pictures(reduced):
+    tmp, store, _, _, _, _ = reduced
+    rows = pq.read_table(f"{store}/red/reduction/taxonomy.parquet").to_pylist()
+    assert len(rows) == 4
+    good = [r for r in rows if r["error"] is None]
+    assert len(good) == 2
+    for r in good:
+        assert r["phase"] in ("I", "II", "III", "IV-A", "IV-B")
+        assert len(r["hessian_top_seeds"]) == len(r["hessian_trace_seeds"]) == 3 == r["n_seeds"]
+        assert len(r["mc_pairs"]) == 3 and len(r["cka_pairs"]) == 3 and len(r["curve_errors"][0]) == 5
+        assert 0 <= r["cka"] <= 1 and r["l2"] > 0 and r["hessian_top"] > 0
+        assert (r["threshold_train_loss"], r["threshold_mc_tolerance"], r["threshold_cka"]) == (0.01, 2.0, 0.68)
+    bad = [r for r in rows if r["error"] is not None]
+    assert all("non-diverged seeds" in r["error"] and r["phase"] is None for r in bad)
+    plots = tmp / "store" / "red" / "reduction" / "plots"
+    assert (plots / "phase_diagram.png").read_bytes()[:4] == b"\x89PNG"
+    assert (plots / "heatmap_hessian_top.png").exists() and (plots / "heatmap_mc.png").exists()
+
+
+def test_taxonomy_is_on_every_child_and_the_parent(reduced):
+    from mlflow.tracking import MlflowClient
+
+    _, _, db, _, _, _ = reduced
+    client = MlflowClient(db)
+    exp = client.get_experiment_by_name("red")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
+    with_phase = [c for c in children if "doodl.phase" in c.data.tags]
+    assert len(with_phase) == 6
+    for c in with_phase:
+        assert {"group_hessian_top", "group_mc", "group_cka", "hessian_top"} <= set(c.data.metrics)
+        assert c.data.tags["doodl.threshold_cka"] == "0.68"
+    parent = next(r for r in runs if r.data.tags.get("doodl.role") == "parent")
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
+    assert {"reduction/taxonomy.parquet", "reduction/taxonomy_groups.csv", "reduction/phase_diagram.png",
+            "reduction/heatmap_cka.png"} <= names
 
 
 def test_reduce_refuses_bad_input(reduced, tmp_path):

@@ -1,0 +1,96 @@
+"""Global connectivity between seeds: mode connectivity along curves, CKA, distances.
+
+Mode connectivity follows Yang et al. (METHODS.md section 1): a quadratic Bezier curve
+``g(t) = (1-t)^2 a + 2t(1-t) c + t^2 b`` between two seeds' weights ``a`` and ``b``; ``c``
+starts at the midpoint (the straight line) and is trained by SGD with momentum on the loss
+at ``g(t)``, ``t ~ U(0, 1)`` per step. Several pairs train at once: their ``a, b, c`` are
+stacked and the step is ``vmap`` over pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+T_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def mc_from_errors(errors: np.ndarray) -> float:
+    """``mc = (e0 + e1)/2 - e(t*)`` with ``t*`` maximising ``|e(t) - (e0 + e1)/2|``.
+
+    ``errors`` are the error rates (in %) at ``T_GRID``. Negative mc is a barrier (the curve
+    is worse than its ends), positive a curve better than its ends.
+    """
+    e = np.asarray(errors, dtype=float)
+    mid = (e[0] + e[-1]) / 2
+    dev = e - mid
+    return float(-dev[int(np.argmax(np.abs(dev)))])
+
+
+def linear_barrier(errors: np.ndarray) -> float:
+    """Largest excess of ``e(t)`` over the straight interpolation of its ends (>= 0)."""
+    e = np.asarray(errors, dtype=float)
+    t = np.asarray(T_GRID)
+    return float(max(0.0, np.max(e - ((1 - t) * e[0] + t * e[-1]))))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA (biased HSIC) between two (n, k) feature matrices of the same n points."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    y = y - y.mean(axis=0)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(cross / denom) if denom > 0 else float("nan")
+
+
+class CurveFitter:
+    """Trains the middle points of Bezier curves for K pairs of one model shape at once."""
+
+    def __init__(self, model: torch.nn.Module, shapes: dict[str, torch.Size]):
+        self.model = model
+        self.shapes = shapes
+        self.sizes = [int(np.prod(s)) for s in shapes.values()]
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = torch.split(flat, self.sizes, dim=-1)
+        return {k: p.reshape(*flat.shape[:-1], *s) for (k, s), p in zip(self.shapes.items(), parts)}
+
+    def _point(self, a, b, c, t):
+        return (1 - t) ** 2 * a + 2 * t * (1 - t) * c + t**2 * b
+
+    def fit(self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, steps: int,
+            lr: float, momentum: float, batch: int, seed: int) -> torch.Tensor:
+        """Middle points (K, P) after ``steps`` SGD steps on the data ``(x, y)``."""
+        c = (a + b) / 2
+        buf = torch.zeros_like(c)
+        gen = torch.Generator().manual_seed(seed)
+
+        def loss(c1, a1, b1, t, xb, yb):
+            p = self.unflatten(self._point(a1, b1, c1, t))
+            return F.cross_entropy(functional_call(self.model, p, (xb,)), yb)
+
+        step_grad = vmap(grad(loss))
+        k = a.shape[0]
+        for _ in range(steps):
+            t = torch.rand(k, generator=gen, dtype=a.dtype)
+            idx = torch.randint(0, len(x), (k, batch), generator=gen)
+            g = step_grad(c, a, b, t, x[idx], y[idx])
+            buf.mul_(momentum).add_(g)
+            c = c - lr * buf
+        return c
+
+    def errors(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               ts=T_GRID) -> np.ndarray:
+        """Error rates in % of each pair's curve at each ``t`` on ``(x, y)``: shape (K, len(ts))."""
+
+        def err(a1, b1, c1, t):
+            p = self.unflatten(self._point(a1, b1, c1, t))
+            return (functional_call(self.model, p, (x,)).argmax(-1) != y).double().mean() * 100
+
+        out = torch.stack([vmap(err, in_dims=(0, 0, 0, None))(a, b, c, torch.tensor(t, dtype=a.dtype))
+                           for t in ts], dim=1)
+        return out.numpy()

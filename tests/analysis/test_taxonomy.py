@@ -1,0 +1,119 @@
+"""The taxonomy's metrics against exact answers, and the phase classifier's textbook cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from analysis._connectivity import CurveFitter, linear_barrier, linear_cka, mc_from_errors
+from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
+from analysis.taxonomy import PhaseThresholds, classify_phase
+from workers.models import build_model, init_params
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Two seeds of a 4-5-3 MLP (43 parameters) on random data, with their exact Hessians."""
+    torch.manual_seed(0)
+    model = build_model("mlp", n_in=4, n_out=3, width=5, depth=1).double()
+    seeds = [init_params("mlp", n_in=4, n_out=3, width=5, depth=1, seed=s) for s in (1, 2)]
+    params = {k: torch.stack([p[k] for p in seeds]).double() for k in seeds[0]}
+    x = torch.randn(2, 64, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (2, 64))
+    names, shapes = list(params), [v.shape[1:] for v in params.values()]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def loss(p, xb, yb):
+        return F.cross_entropy(functional_call(model, p, (xb,)), yb)
+
+    def exact(s):
+        flat0 = torch.cat([params[k][s].flatten() for k in names])
+
+        def f(flat):
+            parts = torch.split(flat, sizes)
+            return loss({k: v.reshape(sh) for k, v, sh in zip(names, parts, shapes)}, x[s], y[s])
+
+        return torch.autograd.functional.hessian(f, flat0).numpy()
+
+    return model, params, x, y, batched_hvp(loss), [exact(0), exact(1)]
+
+
+def test_power_iteration_matches_the_exact_top_eigenvalue(tiny):
+    _, params, x, y, hvp, hessians = tiny
+    eig, iters = top_eigenvalue(hvp, params, x, y, tol=1e-6, max_iter=1000)
+    for s, h in enumerate(hessians):
+        ev = np.linalg.eigvalsh(h)
+        expected = ev[np.argmax(np.abs(ev))]
+        assert eig[s].item() == pytest.approx(expected, rel=1e-2)
+    assert (iters >= 2).all()
+
+
+def test_hutchinson_matches_the_exact_trace(tiny):
+    _, params, x, y, hvp, hessians = tiny
+    trace, samples = hutchinson_trace(hvp, params, x, y, tol=0.0, max_samples=4000, block=500)
+    assert (samples == 4000).all()
+    for s, h in enumerate(hessians):
+        # the estimator's standard error with 4000 vectors, from the exact Hessian
+        off = np.sum(h**2) - np.sum(np.diag(h) ** 2)
+        stderr = np.sqrt(2 * off / 4000)
+        assert abs(trace[s].item() - np.trace(h)) <= max(1e-2 * abs(np.trace(h)), 4 * stderr)
+        assert 4 * stderr < 0.1 * abs(np.trace(h))  # the check above is a tight one
+
+
+def test_cka_known_values():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 10))
+    q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, x @ q) == pytest.approx(1.0)  # invariant to orthogonal transforms
+    assert linear_cka(x, 3.0 * x + 1.0) == pytest.approx(1.0)  # and to scale and shift
+    assert linear_cka(x, rng.normal(size=(500, 10))) < 0.05  # independent features
+
+
+def test_mc_and_barrier_formulas():
+    assert mc_from_errors([10, 30, 50, 30, 10]) == -40  # a barrier in the middle
+    assert mc_from_errors([20, 10, 5, 10, 20]) == 15  # the curve beats its ends
+    assert mc_from_errors([4, 5, 4, 3, 6]) == 2  # ends average 5; the largest deviation is e(0.75) = 3
+    assert linear_barrier([10, 30, 50, 30, 10]) == 40
+    assert linear_barrier([10, 12, 14, 16, 18]) == 0  # a straight rise is no barrier
+
+
+def test_a_model_is_connected_to_itself(tiny):
+    model, params, x, y, _, _ = tiny
+    shapes = {k: v.shape[1:] for k, v in params.items()}
+    flat = torch.cat([v[:1].flatten(1) for v in params.values()], dim=1)
+    fitter = CurveFitter(model, shapes)
+    line = fitter.errors(flat, flat, flat, x[0], y[0])
+    c = fitter.fit(flat, flat, x[0], y[0], steps=20, lr=0.01, momentum=0.9, batch=16, seed=0)
+    curve = fitter.errors(flat, flat, c, x[0], y[0])
+    for errors in (line[0], curve[0]):
+        assert mc_from_errors(errors) == 0.0 and linear_barrier(errors) == 0.0
+    assert np.allclose(line, line[0, 0])
+
+
+T = PhaseThresholds(train_loss=0.01, mc_tolerance=2.0, cka=0.68)
+
+
+@pytest.mark.parametrize(
+    "train_loss, mc, cka, hessian_top, phase",
+    [
+        (0.9, -15.0, 0.3, 80.0, "I"),  # under-trained, sharp, barriers between seeds
+        (0.7, 5.0, 0.4, 60.0, "II"),  # under-trained, but the curve between seeds is better
+        (0.001, -12.0, 0.5, 5.0, "III"),  # fits the data, seeds separated by barriers
+        (0.002, -0.5, 0.3, 2.0, "IV-A"),  # fits, connected, different functions
+        (0.002, 0.8, 0.9, 1.0, "IV-B"),  # fits, connected, similar functions: the best test accuracy
+    ],
+)
+def test_textbook_phases(train_loss, mc, cka, hessian_top, phase):
+    assert classify_phase(train_loss, mc, cka, hessian_top, T) == phase
+
+
+def test_thresholds_move_the_boundaries_and_bad_values_are_refused():
+    assert classify_phase(0.05, 0.5, 0.9, 1.0, T) == "II"
+    assert classify_phase(0.05, 0.5, 0.9, 1.0, PhaseThresholds(train_loss=0.1)) == "IV-B"
+    assert classify_phase(0.001, -3.0, 0.9, 1.0, PhaseThresholds(mc_tolerance=5.0)) == "IV-B"
+    with pytest.raises(ValueError, match="mc"):
+        classify_phase(0.001, float("nan"), 0.9, 1.0, T)
