@@ -4,7 +4,8 @@ Mode connectivity follows Yang et al. (METHODS.md section 1): a quadratic Bezier
 ``g(t) = (1-t)^2 a + 2t(1-t) c + t^2 b`` between two seeds' weights ``a`` and ``b``; ``c``
 starts at the midpoint (the straight line) and is trained by SGD with momentum on the loss
 at ``g(t)``, ``t ~ U(0, 1)`` per step. Several pairs train at once: their ``a, b, c`` are
-stacked and the step is ``vmap`` over pairs.
+stacked and the step is ``vmap`` over pairs; each pair has its own data (the points both
+seeds trained on with the same label).
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ class CurveFitter:
     def _point(self, a, b, c, t):
         return (1 - t) ** 2 * a + 2 * t * (1 - t) * c + t**2 * b
 
-    def fit(self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, steps: int,
-            lr: float, momentum: float, batch: int, seed: int) -> torch.Tensor:
-        """Middle points (K, P) after ``steps`` SGD steps on the data ``(x, y)``."""
+    def fit(self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, n: torch.Tensor, *,
+            steps: int, lr: float, momentum: float, batch: int, seed: int) -> torch.Tensor:
+        """Middle points (K, P) after ``steps`` SGD steps; pair k trains on its own data
+        ``x[k, :n[k]], y[k, :n[k]]`` (padded to one length: (K, N, F) and (K, N))."""
         c = (a + b) / 2
         buf = torch.zeros_like(c)
         gen = torch.Generator().manual_seed(seed)
@@ -75,22 +77,25 @@ class CurveFitter:
 
         step_grad = vmap(grad(loss))
         k = a.shape[0]
+        rows = torch.arange(k)[:, None]
         for _ in range(steps):
             t = torch.rand(k, generator=gen, dtype=a.dtype)
-            idx = torch.randint(0, len(x), (k, batch), generator=gen)
-            g = step_grad(c, a, b, t, x[idx], y[idx])
+            idx = (torch.rand(k, batch, generator=gen, dtype=torch.float64) * n[:, None]).long()
+            g = step_grad(c, a, b, t, x[rows, idx], y[rows, idx])
             buf.mul_(momentum).add_(g)
             c = c - lr * buf
         return c
 
     def errors(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-               ts=T_GRID) -> np.ndarray:
-        """Error rates in % of each pair's curve at each ``t`` on ``(x, y)``: shape (K, len(ts))."""
+               n: torch.Tensor, ts=T_GRID) -> np.ndarray:
+        """Error rates in % of each pair's curve at each ``t`` on its own data: (K, len(ts))."""
+        mask = (torch.arange(x.shape[1])[None, :] < n[:, None]).double()
 
-        def err(a1, b1, c1, t):
+        def err(a1, b1, c1, t, x1, y1, m1):
             p = self.unflatten(self._point(a1, b1, c1, t))
-            return (functional_call(self.model, p, (x,)).argmax(-1) != y).double().mean() * 100
+            wrong = (functional_call(self.model, p, (x1,)).argmax(-1) != y1).double()
+            return (wrong * m1).sum() / m1.sum() * 100
 
-        out = torch.stack([vmap(err, in_dims=(0, 0, 0, None))(a, b, c, torch.tensor(t, dtype=a.dtype))
-                           for t in ts], dim=1)
+        out = torch.stack([vmap(err, in_dims=(0, 0, 0, None, 0, 0, 0))(a, b, c, torch.tensor(t, dtype=a.dtype),
+                                                                       x, y, mask) for t in ts], dim=1)
         return out.numpy()

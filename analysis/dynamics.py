@@ -30,6 +30,8 @@ from analysis._projection import Projection, fit_pca
 from analysis._surrogate import TrainingMapSurrogate
 from analysis.morse import MorseGraph, morse_graph
 
+METHOD_VERSION = 1  # bump when a change alters results: stored results of older versions are redone
+
 
 @dataclass(frozen=True)
 class MorseSettings:

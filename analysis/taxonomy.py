@@ -9,9 +9,11 @@ Per group (the seeds of one config), from the final parameters in ``finals/``:
   the mean cross-entropy on a fixed batch of each seed's training set (``hessian_batch``
   points chosen by ``seed``): all seeds in one vmapped call per Hessian-vector product;
 - mode connectivity ``mc`` between pairs of seeds along a trained quadratic Bezier curve,
-  and the barrier and ``mc`` of the straight line, on the clean training split (the seeds
-  of a group may flip different labels, so the curve is judged on the labels they share
-  the truth of; our choice, documented here);
+  and the barrier and ``mc`` of the straight line. Seeds of a group train on different
+  subsets with different flipped labels, so a pair's curve is trained and judged on the
+  points both seeds trained on with the same label (our choice: on the clean labels, a
+  curve that does not memorise the flips would look better than its ends, and on one
+  seed's labels the other end would look worse);
 - linear CKA between the softmax outputs of every pair of seeds on a fixed probe set of
   mixup points of the training split, and the mean L2 distance between seeds' parameters.
 
@@ -39,6 +41,7 @@ from workers.datasets import load_split, seed_stream, variant_training_set
 from workers.models import build_model, init_params
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
+METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
 _STREAM_TAXONOMY = 101  # random stream of the analysis (batches, probes, starts), apart from training's
 
 
@@ -123,9 +126,10 @@ def group_taxonomy(configs: list[VariantConfig], thetas: np.ndarray, finals: lis
     rng = seed_stream(settings.seed, _STREAM_TAXONOMY)
 
     # Hessian: a fixed batch of each seed's own training set (labels as it trained)
-    xs, ys = [], []
+    xs, ys, datas = [], [], []
     for c in configs:
         data = variant_training_set(split, seed=c.seed, train_fraction=c.train_fraction, label_noise=c.label_noise)
+        datas.append(data)
         pick = np.sort(seed_stream(settings.seed, _STREAM_TAXONOMY + 1).permutation(len(data.indices))
                        [: settings.hessian_batch])
         xs.append(split.x_train[data.indices[pick]])
@@ -143,19 +147,18 @@ def group_taxonomy(configs: list[VariantConfig], thetas: np.ndarray, finals: lis
                                       max_samples=settings.trace_samples, seed=settings.seed)
     t_hess = time.perf_counter()
 
-    # mode connectivity on the clean training split, for up to mc_pairs pairs of seeds
+    # mode connectivity for up to mc_pairs pairs of seeds, each on the data its seeds share
     pairs = list(itertools.combinations(range(len(configs)), 2))
     mc_pairs = pairs[: settings.mc_pairs]
     flat = torch.from_numpy(np.asarray(thetas, dtype=np.float64))
     a = flat[[i for i, _ in mc_pairs]]
     b = flat[[j for _, j in mc_pairs]]
-    x_train = torch.from_numpy(split.x_train).double()
-    y_train = torch.from_numpy(split.y_train)
+    x, y, n = _shared_data(split, [datas[i] for i, _ in mc_pairs], [datas[j] for _, j in mc_pairs])
     fitter = CurveFitter(model, shapes)
-    line_err = fitter.errors(a, b, (a + b) / 2, x_train, y_train)
-    c = fitter.fit(a, b, x_train, y_train, steps=settings.curve_steps, lr=settings.curve_lr,
+    line_err = fitter.errors(a, b, (a + b) / 2, x, y, n)
+    c = fitter.fit(a, b, x, y, n, steps=settings.curve_steps, lr=settings.curve_lr,
                    momentum=settings.curve_momentum, batch=settings.curve_batch, seed=settings.seed)
-    curve_err = fitter.errors(a, b, c, x_train, y_train)
+    curve_err = fitter.errors(a, b, c, x, y, n)
     mcs = [mc_from_errors(e) for e in curve_err]
     t_mc = time.perf_counter()
 
@@ -202,6 +205,26 @@ def group_taxonomy(configs: list[VariantConfig], thetas: np.ndarray, finals: lis
     }
     row["phase"] = classify_phase(row["train_loss"], row["mc"], row["cka"], row["hessian_top"], settings.thresholds)
     return row
+
+
+def _shared_data(split, first, second) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pair, the training points both seeds trained on with the same label, padded to
+    one length: ``x`` (K, N, F), ``y`` (K, N) and the counts ``n`` (K,)."""
+    pools = []
+    for da, db in zip(first, second):
+        label_b = dict(zip(db.indices.tolist(), db.labels.tolist()))
+        keep = [(i, la) for i, la in zip(da.indices.tolist(), da.labels.tolist()) if label_b.get(i) == la]
+        if not keep:
+            raise ValueError("two seeds share no training point with the same label")
+        pools.append(keep)
+    size = max(len(p) for p in pools)
+    x = np.zeros((len(pools), size, split.n_features))
+    y = np.zeros((len(pools), size), dtype=np.int64)
+    for k, pool in enumerate(pools):
+        idx = np.array([i for i, _ in pool])
+        x[k, : len(pool)] = split.x_train[idx]
+        y[k, : len(pool)] = [la for _, la in pool]
+    return torch.from_numpy(x), torch.from_numpy(y), torch.tensor([len(p) for p in pools])
 
 
 def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], variants: list[dict],

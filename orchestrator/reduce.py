@@ -75,8 +75,13 @@ def _task_settings(settings: ReduceSpec, name: str) -> dict:
     return section
 
 
-def _key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
+def _key(name: str, params: dict) -> str:
+    """What a stored result was computed with: the settings and the method's version."""
+    if name == "morse":
+        from analysis.dynamics import METHOD_VERSION
+    else:
+        from analysis.taxonomy import METHOD_VERSION
+    return json.dumps({"method_version": METHOD_VERSION, **params}, sort_keys=True)
 
 
 def run_reduce(
@@ -105,7 +110,7 @@ def run_reduce(
                       "run `doodl sweep` to finish them, then reduce again[/]")
     stores = {name: ReductionStore(store.fs, store.root, name) for name in analyses}
     params = {name: _task_settings(settings, name) for name in analyses}
-    keys = {name: _key(params[name]) for name in analyses}
+    keys = {name: _key(name, params[name]) for name in analyses}
     todo: list[tuple[str, str]] = []
     for name in analyses:
         outcome.counts[name] = AnalysisCounts()

@@ -86,9 +86,10 @@ def test_a_model_is_connected_to_itself(tiny):
     shapes = {k: v.shape[1:] for k, v in params.items()}
     flat = torch.cat([v[:1].flatten(1) for v in params.values()], dim=1)
     fitter = CurveFitter(model, shapes)
-    line = fitter.errors(flat, flat, flat, x[0], y[0])
-    c = fitter.fit(flat, flat, x[0], y[0], steps=20, lr=0.01, momentum=0.9, batch=16, seed=0)
-    curve = fitter.errors(flat, flat, c, x[0], y[0])
+    n = torch.tensor([x.shape[1]])
+    line = fitter.errors(flat, flat, flat, x[:1], y[:1], n)
+    c = fitter.fit(flat, flat, x[:1], y[:1], n, steps=20, lr=0.01, momentum=0.9, batch=16, seed=0)
+    curve = fitter.errors(flat, flat, c, x[:1], y[:1], n)
     for errors in (line[0], curve[0]):
         assert mc_from_errors(errors) == 0.0 and linear_barrier(errors) == 0.0
     assert np.allclose(line, line[0, 0])
