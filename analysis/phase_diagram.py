@@ -78,8 +78,8 @@ def plot_phase_diagram(rows: list[dict], x: str, y: str, others: Sequence[str] =
             ax.text(i, j, label, ha="center", va="center", fontsize=8, color="white" if phase else "black")
         sub = ", ".join(f"{o} {v:g}" for o, v in zip(others, key))
         _setup_axis(ax, x, y, xs, ys, f"{title}{' - ' if title and sub else ''}{sub}")
-    fig.legend(handles=[Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()], loc="upper right",
-               fontsize=8, title="phase")
+    fig.legend(handles=[Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()], loc="center left",
+               bbox_to_anchor=(1.0, 0.5), fontsize=8, title="phase")
     return _png(plt, fig)
 
 
