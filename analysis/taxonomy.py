@@ -34,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from analysis._connectivity import T_GRID, CurveFitter, linear_barrier, linear_cka, mc_from_errors
+from analysis._connectivity import (
+    CurveFitter,
+    linear_barrier,
+    linear_cka,
+    mc_from_errors,
+)
 from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
 from workers.config import VariantConfig
 from workers.datasets import load_split, seed_stream, variant_training_set

@@ -10,9 +10,9 @@ first into a temporary store if ``--store`` does not hold it):
 * peer baseline, on the same surrogates and boxes: CMGDB with its per-box map (one Python
   call per box, ``CMGDB.BoxMap``), as a user of CMGDB's documented single-box interface
   would write it. Same grid, so the same Morse graph; the ratio is the speed-up;
-* groups per second of the whole ``doodl reduce`` (Ray tasks on the local cores, store
-  writes and pictures included, MLflow off, Ray already started), with ``--force`` so
-  every group is redone.
+* groups per second of ``doodl reduce`` (Ray tasks on the local cores, store writes and
+  pictures included, MLflow off, Ray already started, ``--force`` so every group is
+  redone): Morse graphs alone, then the default reduction (Morse graphs and taxonomy).
 
     python bench/reduce_throughput.py                 # trains the example sweep first
     python bench/reduce_throughput.py --store ./doodl-store --sweep quickstart
@@ -24,15 +24,10 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from _sweeps import ROOT, ensure_sweep, groups_of
 
 
 def per_box_morse_graph(f, lower, upper, subdiv_min, subdiv_max):
@@ -58,21 +53,11 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    tmp = tempfile.TemporaryDirectory()
-    store = args.store or os.path.join(tmp.name, "store")
-    if not (Path(store) / args.sweep / "sweep.json").exists():
-        print(f"training {args.spec} into {store} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", args.spec, "--store", store,
-                        "--tracking-uri", f"sqlite:///{tmp.name}/m.db", "--no-progress"], check=True, cwd=ROOT)
-
-    import pyarrow.parquet as pq
+    root, _tmp = ensure_sweep(args.store, args.sweep, args.spec)
+    groups = groups_of(root)
 
     from analysis.dynamics import MorseSettings, group_morse, read_group_runs
 
-    root = f"{os.path.abspath(store)}/{args.sweep}"
-    groups: dict[str, list[dict]] = {}
-    for v in pq.read_table(f"{root}/variants.parquet").to_pylist():
-        groups.setdefault(v["group_id"], []).append(v)
     settings = MorseSettings(dims=args.dims)
     morse_s, total_s, batched, baseline, same_nodes = [], [], [], [], []
     group_morse(read_group_runs(root, sorted({r["unit_id"] for r in next(iter(groups.values()))}),
@@ -105,11 +90,13 @@ def main() -> None:
     from orchestrator.store import SweepStore
 
     connect(None)  # Ray start-up is not the reduction's cost
-    t0 = time.perf_counter()
-    outcome = run_reduce(SweepStore(store, args.sweep), tracking_uri=None, settings=None, force=True,
-                         show_progress=False)
-    wall = time.perf_counter() - t0
-
+    walls = {}
+    for analyses in (("morse",), ("morse", "taxonomy")):
+        t0 = time.perf_counter()
+        outcome = run_reduce(SweepStore(os.path.dirname(root), args.sweep), tracking_uri=None, settings=None,
+                             analyses=analyses, force=True, show_progress=False)
+        walls[analyses] = time.perf_counter() - t0
+        assert not outcome.failed, outcome.failed
     cpus = int(ray.cluster_resources().get("CPU", 0))
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
@@ -123,8 +110,9 @@ def main() -> None:
         print(f"per-box baseline on {len(baseline)} groups: median {statistics.median(baseline):.3f} s vs batched "
               f"{statistics.median(batched):.3f} s -> batched is {ratio:.1f}x faster "
               f"(same node count: {all(same_nodes)})")
-    print(f"doodl reduce --force, {cpus} Ray CPUs: {outcome.reduced} groups in {wall:.1f} s wall "
-          f"= {outcome.reduced / wall:.2f} groups/s; fidelity {outcome.fidelity:.2f}")
+    for analyses, wall in walls.items():
+        print(f"doodl reduce --force --only {' --only '.join(analyses)}, {cpus} Ray CPUs: {len(groups)} groups in "
+              f"{wall:.1f} s wall = {len(groups) / wall:.2f} groups/s; fidelity {outcome.fidelity:.2f}")
 
 
 if __name__ == "__main__":

@@ -23,16 +23,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from _sweeps import ROOT, ensure_sweep, groups_of
 
 
 def per_seed_baseline(configs, thetas, settings) -> dict[str, float]:
@@ -93,22 +88,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    tmp = tempfile.TemporaryDirectory()
-    store = args.store or os.path.join(tmp.name, "store")
-    if not (Path(store) / args.sweep / "sweep.json").exists():
-        print(f"training {args.spec} into {store} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", args.spec, "--store", store,
-                        "--tracking-uri", f"sqlite:///{tmp.name}/m.db", "--no-progress"], check=True, cwd=ROOT)
-
+    root, _tmp = ensure_sweep(args.store, args.sweep, args.spec)
+    groups = groups_of(root)
     import pyarrow.parquet as pq
 
     from analysis.taxonomy import TaxonomySettings, group_taxonomy
     from workers.config import VariantConfig
 
-    root = f"{os.path.abspath(store)}/{args.sweep}"
-    groups: dict[str, list[dict]] = {}
-    for v in pq.read_table(f"{root}/variants.parquet").to_pylist():
-        groups.setdefault(v["group_id"], []).append(v)
     finals = {r["run_id"]: r for r in pq.ParquetDataset(f"{root}/finals").read().to_pylist()}
     chosen = list(groups)[:: max(1, len(groups) // args.groups)][: args.groups]
     settings = TaxonomySettings()

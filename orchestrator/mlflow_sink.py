@@ -180,11 +180,7 @@ class MlflowSink:
 
         now = int(time.time() * 1000)
         done = 0
-        logged = self.reduction_logged["morse"]
-        for run in runs:
-            child = self.children.get(run["run_id"])
-            if child is None or logged.get(run["run_id"]) == settings_key:
-                continue
+        for run, child in self._pending("morse", runs, settings_key):
             metrics = []
             if row.get("error") is None:
                 metrics = [
@@ -201,9 +197,17 @@ class MlflowSink:
             self.client.log_batch(child, metrics=metrics, tags=tags)
             for path in pictures.values():
                 self.client.log_artifact(child, path, artifact_path="morse")
-            logged[run["run_id"]] = settings_key
+            self.reduction_logged["morse"][run["run_id"]] = settings_key
             done += 1
         return done
+
+    def _pending(self, name: str, runs: list[dict], settings_key: str):
+        """(run, child run id) of the runs whose child exists and lacks these results."""
+        logged = self.reduction_logged[name]
+        for run in runs:
+            child = self.children.get(run["run_id"])
+            if child is not None and logged.get(run["run_id"]) != settings_key:
+                yield run, child
 
     def analysis_logged(self, name: str) -> dict[str, str]:
         """run_id -> settings key of the ``name`` results already on that child."""
@@ -216,11 +220,7 @@ class MlflowSink:
 
         now = int(time.time() * 1000)
         done = 0
-        logged = self.reduction_logged["taxonomy"]
-        for run in runs:
-            child = self.children.get(run["run_id"])
-            if child is None or logged.get(run["run_id"]) == settings_key:
-                continue
+        for run, child in self._pending("taxonomy", runs, settings_key):
             metrics, tags = [], [RunTag(ANALYSIS_TAGS["taxonomy"], settings_key)]
             if row.get("error") is None:
                 metrics = [Metric(f"group_{k}", float(row[k]), now, 0) for k in TAXONOMY_METRICS
@@ -233,7 +233,7 @@ class MlflowSink:
             else:
                 tags.append(RunTag("doodl.taxonomy_error", row["error"][:500]))
             self.client.log_batch(child, metrics=metrics, tags=tags)
-            logged[run["run_id"]] = settings_key
+            self.reduction_logged["taxonomy"][run["run_id"]] = settings_key
             done += 1
         return done
 

@@ -23,7 +23,14 @@ import numpy as np
 import ray
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.driver import _log_units, _one_line, _open_sink, connect, console, progress_bar
+from orchestrator.driver import (
+    _log_units,
+    _one_line,
+    _open_sink,
+    connect,
+    console,
+    progress_bar,
+)
 from orchestrator.expand import AXES
 from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore

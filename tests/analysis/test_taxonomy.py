@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from analysis._connectivity import CurveFitter, linear_barrier, linear_cka, mc_from_errors
+from analysis._connectivity import (
+    CurveFitter,
+    linear_barrier,
+    linear_cka,
+    mc_from_errors,
+)
 from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
 from analysis.taxonomy import PhaseThresholds, classify_phase
 from workers.models import build_model, init_params

@@ -18,6 +18,17 @@ GROUP_FIELDS = {"group_id", "n_morse_sets", "n_attractors", "nodes", "edges", "a
                 "final_in_attractor", "error"}
 
 
+def _runs_by_role(db):
+    """The MLflow client, the children and the parent of the sweep "red"."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(db)
+    runs = client.search_runs([client.get_experiment_by_name("red").experiment_id], max_results=100)
+    children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
+    parent = next(r for r in runs if r.data.tags.get("doodl.role") == "parent")
+    return client, children, parent
+
+
 def _run(args):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -73,14 +84,7 @@ def test_every_run_has_a_final_point_verdict(reduced):
 
 
 def test_pictures_and_summaries_are_in_mlflow(reduced):
-    from mlflow.tracking import MlflowClient
-
-    _, _, db, _, _, _ = reduced
-    client = MlflowClient(db)
-    exp = client.get_experiment_by_name("red")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
-    parent = next(r for r in runs if r.data.tags.get("doodl.role") == "parent")
+    client, children, parent = _runs_by_role(reduced[2])
     ok = [c for c in children if "n_morse_sets" in c.data.metrics]
     assert len(ok) == 6  # 2 good groups x 3 seeds
     for child in ok:
@@ -132,19 +136,12 @@ def test_taxonomy_row_per_group_with_phase_and_pictures(reduced):
 
 
 def test_taxonomy_is_on_every_child_and_the_parent(reduced):
-    from mlflow.tracking import MlflowClient
-
-    _, _, db, _, _, _ = reduced
-    client = MlflowClient(db)
-    exp = client.get_experiment_by_name("red")
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
+    client, children, parent = _runs_by_role(reduced[2])
     with_phase = [c for c in children if "doodl.phase" in c.data.tags]
     assert len(with_phase) == 6
     for c in with_phase:
         assert {"group_hessian_top", "group_mc", "group_cka", "hessian_top"} <= set(c.data.metrics)
         assert c.data.tags["doodl.threshold_cka"] == "0.68"
-    parent = next(r for r in runs if r.data.tags.get("doodl.role") == "parent")
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
     assert {"reduction/taxonomy.parquet", "reduction/taxonomy_groups.csv", "reduction/phase_diagram.png",
             "reduction/heatmap_cka.png"} <= names

@@ -4,6 +4,7 @@ and nothing is written (no store directory, no MLflow database)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,9 @@ def test_npz_dataset_path_is_accepted(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.normal(size=(120, 5)), y=rng.integers(0, 3, size=120))
     spec = parse_spec(tiny_spec_dict(dataset={"name": str(tmp_path / "d.npz")}, optimizer={"batch_size": 8}))
     assert spec.dataset.name.endswith("d.npz")
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parents[2] / "examples").glob("*.yaml")))
+def test_examples_are_valid_specs(example):
+    spec = load_spec(Path(__file__).parents[2] / "examples" / example)
+    assert spec.name == Path(example).stem
