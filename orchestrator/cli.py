@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("spec", help="sweep spec (YAML)")
     run_args(sw)
     sw.add_argument("--reduce", action="store_true", help="run `doodl reduce` on the sweep after training")
+    sw.add_argument("--new-sweep", action="store_true",
+                    help="if a sweep of this name exists with a different spec, start a new sweep "
+                         "(id NAME-HASH) instead of refusing")
 
     rd = sub.add_parser("reduce", help="compute each group's Morse graph and taxonomy from the stored sweep")
     rd.add_argument("sweep", help="sweep id (the spec's name)")
@@ -50,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
                        ("subdiv-max", "grid depth to which Morse sets are refined")):
         rd.add_argument(f"--{flag}", type=int, default=None,
                         help=f"override reduce.morse.{flag.replace('-', '_')} of the sweep's spec: {what}")
+
+    sy = sub.add_parser("sync", help="log to MLflow what the store holds and MLflow lacks (after an outage)")
+    sy.add_argument("sweep", help="sweep id")
+    store_args(sy)
+    sy.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+                    help="MLflow tracking URI; default %(default)s")
 
     st = sub.add_parser("status", help="show the variants of a sweep and how far they are")
     st.add_argument("sweep", help="sweep id (the spec's name)")
@@ -114,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
             spec = load_spec(args.spec)
             outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,
-                                address=args.address, show_progress=not args.no_progress)
+                                address=args.address, show_progress=not args.no_progress,
+                                new_sweep=args.new_sweep)
             print(
                 f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
                 f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
@@ -126,10 +136,20 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.failed_units:
                 return EXIT_FAILED
             if args.reduce:
-                return _reduce(SweepStore(args.store, spec.name), args, spec.reduce)
+                return _reduce(SweepStore(args.store, outcome.sweep_id), args, spec.reduce)
             return EXIT_OK
         if args.command == "reduce":
             return _reduce(SweepStore(args.store, args.sweep), args, None)
+        if args.command == "sync":
+            from orchestrator.sync import sync_sweep
+
+            outcome = sync_sweep(SweepStore(args.store, args.sweep), args.tracking_uri)
+            if outcome.mlflow_error:
+                print(f"doodl: error: MLflow logging still failing: {outcome.mlflow_error}", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"sync {outcome.sweep_id}: logged {outcome.logged_runs} MLflow runs and results "
+                  f"in {outcome.seconds:.1f}s")
+            return EXIT_OK
         if args.command == "status":
             from orchestrator.status import print_status
 

@@ -27,7 +27,7 @@ from rich.progress import (
 from orchestrator.expand import WorkUnit, expand, pack
 from orchestrator.mlflow_sink import MlflowSink
 from orchestrator.spec import SweepSpec
-from orchestrator.store import SweepStore
+from orchestrator.store import SweepStore, derived_sweep_id
 from workers.actor import UnitTrainer
 
 console = Console(stderr=True)
@@ -99,15 +99,15 @@ def _one_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _open_sink(tracking_uri: str, sweep_name: str, outcome) -> MlflowSink | None:
+def _open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> MlflowSink | None:
     """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``)."""
     try:
-        return MlflowSink(tracking_uri, sweep_name, sweep_name)
+        return MlflowSink(tracking_uri, experiment, sweep_id)
     except Exception as exc:  # any failure to reach MLflow must not stop training
         outcome.mlflow_error = _one_line(exc)
         console.print(
             f"[yellow]warning:[/] MLflow at {tracking_uri} is unreachable ({outcome.mlflow_error}); "
-            "training goes on and logging is deferred: re-run the same command to log."
+            f"the work goes on and logging is deferred: run `doodl sync {sweep_id}` later to log it."
         )
         return None
 
@@ -129,7 +129,8 @@ def _log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[st
         outcome.logged_runs += sink.log_variants(wanted, traj, fin)
     except Exception as exc:
         outcome.mlflow_error = _one_line(exc)
-        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
+        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); "
+                      f"run `doodl sync {store.sweep_id}` later to log.")
 
 
 def run_sweep(
@@ -139,12 +140,20 @@ def run_sweep(
     tracking_uri: str,
     address: str | None = None,
     show_progress: bool = True,
+    new_sweep: bool = False,
 ) -> SweepOutcome:
-    """Train every variant of ``spec`` not yet in the store, then log it to MLflow."""
+    """Train every variant of ``spec`` not yet in the store, then log it to MLflow.
+
+    A sweep of the same name but a different spec is refused, unless ``new_sweep``: then
+    the spec gets its own sweep id (:func:`orchestrator.store.derived_sweep_id`).
+    """
     start = time.perf_counter()
     variants = expand(spec)
     units = pack(variants, spec.resources.variants_per_unit)
     store = SweepStore(store_uri, spec.name)
+    if new_sweep and store.exists() and not store.matches(spec):
+        store = SweepStore(store_uri, derived_sweep_id(spec))
+        console.print(f"sweep {spec.name!r} exists with a different spec: this spec is sweep {store.sweep_id!r}")
     store.initialise(spec, variants, units)
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
@@ -155,9 +164,9 @@ def run_sweep(
     for u in todo:
         if states[u.unit_id].state == "torn":
             console.print(f"[yellow]unit {u.unit_id} is torn ({states[u.unit_id].problem}); retraining it[/]")
-    outcome = SweepOutcome(spec.name, len(variants), len(units), skipped_units=len(done))
+    outcome = SweepOutcome(store.sweep_id, len(variants), len(units), skipped_units=len(done))
 
-    sink = _open_sink(tracking_uri, spec.name, outcome)
+    sink = _open_sink(tracking_uri, spec.name, store.sweep_id, outcome)
     if sink is not None:
         try:
             sink.log_parent({"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,
@@ -172,14 +181,19 @@ def run_sweep(
         _train(spec, store, todo, rows_by_unit, sink, outcome,
                already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
     if sink is not None and not outcome.failed_units:
-        try:
-            n_div = sum(1 for r in store.read_unit_rows("finals", [u.unit_id for u in units], ["status"])
-                        .column("status").to_pylist() if r == "diverged")
-            sink.log_parent({}, {"n_variants_done": len(variants), "n_diverged": n_div}, finished=True)
-        except Exception as exc:
-            outcome.mlflow_error = _one_line(exc)
+        log_sweep_done(sink, store, [u.unit_id for u in units], outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def log_sweep_done(sink: MlflowSink, store: SweepStore, unit_ids: list[str], outcome) -> None:
+    """Mark the parent run finished, with the counts of done and diverged variants."""
+    try:
+        status = store.read_unit_rows("finals", unit_ids, ["status"]).column("status").to_pylist()
+        sink.log_parent({}, {"n_variants_done": len(status), "n_diverged": status.count("diverged")},
+                        finished=True)
+    except Exception as exc:
+        outcome.mlflow_error = _one_line(exc)
 
 
 def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, already: int, total: int,
@@ -214,7 +228,7 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
     trained_variants = 0
     try:
         with progress:
-            task = progress.add_task(f"sweep {spec.name}", total=total, completed=already, rate="")
+            task = progress.add_task(f"sweep {store.sweep_id}", total=total, completed=already, rate="")
             for a in actors:
                 submit(a)
             while inflight:

@@ -9,6 +9,7 @@ sweep finds the existing runs by tag instead of creating new ones.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
@@ -16,6 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
+# Seconds to wait before each retry of a call that found the SQLite database locked (by
+# another writer). Each attempt itself waits up to 20 s for the lock (MLflow's busy_timeout).
+LOCK_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
+log = logging.getLogger("doodl.mlflow")
 CURVE_POINTS = 100  # per curve: enough to compare runs, cheap to log and plot
 CURVES = ("train_loss", "train_acc", "grad_norm")
 TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
@@ -58,13 +63,44 @@ def run_name(cfg: dict) -> str:
     )
 
 
+def _locked(exc: BaseException) -> bool:
+    return "database is locked" in str(exc)
+
+
+class _RetryOnLock:
+    """An MlflowClient whose calls are retried with backoff while SQLite says "database is
+    locked". A failed call's transaction was rolled back, so trying it again is safe."""
+
+    def __init__(self, client, delays=LOCK_RETRY_DELAYS):
+        self._client = client
+        self._delays = tuple(delays)
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            for delay in (*self._delays, None):
+                try:
+                    return attr(*args, **kwargs)
+                except Exception as exc:
+                    if delay is None or not _locked(exc):
+                        raise
+                    log.warning("MLflow database is locked (%s); retrying in %.0f s", name, delay)
+                    time.sleep(delay)
+            raise AssertionError("unreachable")
+
+        return call
+
+
 class MlflowSink:
     """Parent and child runs of one sweep in one experiment; idempotent by tags."""
 
-    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str):
+    def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, lock_retry_delays=LOCK_RETRY_DELAYS):
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = _RetryOnLock(MlflowClient(tracking_uri=tracking_uri), lock_retry_delays)
         self.sweep_id = sweep_id
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(

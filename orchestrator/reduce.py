@@ -129,7 +129,8 @@ def run_reduce(
             else:
                 todo.append((name, gid))
 
-    sink = _open_sink(tracking_uri, store.sweep_id, outcome) if tracking_uri else None
+    experiment = store.read_sweep().get("name", store.sweep_id)
+    sink = _open_sink(tracking_uri, experiment, store.sweep_id, outcome) if tracking_uri else None
     if sink is not None:
         rows_by_unit: dict[str, list[dict]] = {}
         for v in variants:
@@ -156,8 +157,7 @@ def run_reduce(
     tables = {name: stores[name].consolidate() for name in analyses}
     pictures = {}
     if "morse" in tables:
-        ok = [r for r in tables["morse"][1].to_pylist() if r["status"] == "ok" and r["group_id"] in groups]
-        outcome.fidelity = float(np.mean([r["in_attractor"] for r in ok])) if ok else float("nan")
+        outcome.fidelity = _fidelity(tables["morse"][1], groups)
     if "taxonomy" in tables:
         tax_rows = [r for r in tables["taxonomy"][0].to_pylist() if r["group_id"] in groups]
         for r in tax_rows:
@@ -266,7 +266,8 @@ def _log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> Non
                 outcome.logged_runs += sink.log_group_taxonomy(row, runs, key)
     except Exception as exc:
         outcome.mlflow_error = _one_line(exc)
-        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
+        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); "
+                      "run `doodl sync SWEEP` later to log.")
 
 
 def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str, str, list[str]]:
@@ -292,6 +293,23 @@ def _sweep_pictures(rstore, tax_rows, groups, settings, store) -> dict[str, str]
     return out
 
 
+def _fidelity(morse_runs, groups) -> float:
+    """The sweep's fidelity: the fraction of non-diverged runs ending in an attractor."""
+    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in groups]
+    return float(np.mean([r["in_attractor"] for r in ok])) if ok else float("nan")
+
+
+def _sweep_pictures_in_store(stores) -> dict[str, str]:
+    """The sweep-wide pictures already in the store (name -> path)."""
+    import pyarrow.fs as pafs
+
+    rstore = stores.get("taxonomy")
+    if rstore is None:
+        return {}
+    infos = rstore.fs.get_file_info(pafs.FileSelector(f"{rstore.root}/plots", allow_not_found=True))
+    return {i.base_name: i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png")}
+
+
 def _log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
     labels = {gid: group_label(rows[0]) for gid, rows in groups.items()}
     try:
@@ -310,8 +328,9 @@ def _log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> No
                 metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
                            f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
                 if name == "morse":
-                    metrics["morse_fidelity"] = outcome.fidelity
+                    metrics["morse_fidelity"] = _fidelity(tables["morse"][1], groups)
                 sink.log_reduction_summary(name, rows, files, metrics)
     except Exception as exc:
         outcome.mlflow_error = _one_line(exc)
-        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); re-run to log.")
+        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); "
+                      "run `doodl sync SWEEP` later to log.")

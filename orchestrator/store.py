@@ -6,7 +6,9 @@ module owns the sweep directory itself and answers "which units are done?".
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -21,6 +23,7 @@ from workers import shards
 from workers.config import VariantConfig
 
 DEFAULT_STORE = "./doodl-store"
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")  # run, group and unit ids: hashes, never user text
 SWEEP_JSON = "sweep.json"
 VARIANTS = "variants.parquet"
 
@@ -99,6 +102,10 @@ class SweepStore:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise StoreError(f"{self.root}/{SWEEP_JSON}: corrupted (not JSON)") from None
 
+    def matches(self, spec: SweepSpec) -> bool:
+        """True when the recorded sweep trains what ``spec`` trains."""
+        return self.read_sweep().get("spec_results") == _result_spec(spec)
+
     def initialise(self, spec: SweepSpec, variants: list[VariantConfig], units: list[WorkUnit]) -> bool:
         """Create the sweep directory, or check that it belongs to this same spec.
 
@@ -106,11 +113,10 @@ class SweepStore:
         spec (other than ``resources``) is refused: its ids and data would not match.
         """
         if self.exists():
-            recorded = self.read_sweep()
-            if recorded.get("spec_results") != _result_spec(spec):
+            if not self.matches(spec):
                 raise StoreError(
                     f"sweep {self.sweep_id!r} already exists in {self.store_uri} with a different spec; "
-                    "give the changed sweep a new name"
+                    "give the changed sweep a new name, or pass --new-sweep"
                 )
             self.read_variants()  # refuses a corrupted variants.parquet early
             return False
@@ -122,7 +128,7 @@ class SweepStore:
             f.write(sink.getvalue())
         doc = {
             "sweep_id": self.sweep_id,
-            "name": spec.name,
+            "name": spec.name,  # the MLflow experiment; the sweep id differs after --new-sweep
             "spec": spec.model_dump(mode="json"),
             "spec_results": _result_spec(spec),
             "doodl_version": doodl_version(),
@@ -136,14 +142,22 @@ class SweepStore:
         return True
 
     def read_variants(self) -> pa.Table:
+        """variants.parquet, checked: ids are used in paths, so each must be a plain hash."""
         path = f"{self.root}/{VARIANTS}"
         try:
             with self.fs.open_input_file(path) as f:
-                return pq.read_table(f)
+                table = pq.read_table(f)
         except FileNotFoundError:
             raise StoreError(f"{path}: missing; the sweep directory is incomplete") from None
         except (pa.ArrowInvalid, OSError) as exc:
-            raise StoreError(f"{path}: corrupted ({exc})") from None
+            raise StoreError(f"{path}: corrupted ({_first_line(exc)})") from None
+        for column in ("run_id", "group_id", "unit_id"):
+            if column not in table.column_names:
+                raise StoreError(f"{path}: corrupted (no {column} column)")
+            bad = [v for v in table.column(column).to_pylist() if not (isinstance(v, str) and ID_PATTERN.match(v))]
+            if bad:
+                raise StoreError(f"{path}: corrupted ({column} {str(bad[0])[:40]!r} is not a doodl id)")
+        return table
 
     # --- units ---------------------------------------------------------------------
     def unit_states(self, unit_ids: list[str]) -> dict[str, UnitState]:
@@ -163,6 +177,17 @@ class SweepStore:
     def read_unit_rows(self, kind: str, unit_ids: list[str], columns: list[str] | None = None) -> pa.Table:
         """Trajectory or finals rows of committed units (callers pass only sound units)."""
         return shards.read_units(self.fs, self.root, kind, unit_ids, columns)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def derived_sweep_id(spec: SweepSpec) -> str:
+    """The id of a changed spec's new sweep (``--new-sweep``): its name and a hash of what
+    it trains, so the same changed spec always lands in the same new sweep."""
+    digest = hashlib.sha256(json.dumps(_result_spec(spec), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{spec.name}-{digest}"[:100]
 
 
 CONFIG_COLUMNS = [f for f in VariantConfig.__dataclass_fields__ if f != "dataset_options"]

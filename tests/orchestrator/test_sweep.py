@@ -106,7 +106,7 @@ def test_changed_spec_under_the_same_name_is_refused(swept, capsys):
     assert main(["sweep", str(changed), *args[2:]]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"doodl: error: sweep 'tiny' already exists in {tmp_path / 'store'} with a different spec; "
-                   "give the changed sweep a new name")
+                   "give the changed sweep a new name, or pass --new-sweep")
 
 
 def test_changed_reduce_settings_do_not_make_a_new_sweep(swept):

@@ -1,0 +1,73 @@
+"""``doodl sync``: log to MLflow everything the store holds and MLflow lacks.
+
+The store is the source of truth; MLflow is a view of it. When MLflow was unreachable
+(or its database locked for too long) during ``doodl sweep`` or ``doodl reduce``, the work
+went on and logging was deferred: this command catches up, without training or reducing.
+It is idempotent: children are found by tags, results carry the settings they were
+computed with, and nothing already logged is logged twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from orchestrator._reduction_store import ReductionStore
+from orchestrator.driver import _log_units, _open_sink, log_sweep_done
+from orchestrator.reduce import (
+    ANALYSES,
+    _log_group,
+    _log_summaries,
+    _sweep_pictures_in_store,
+)
+from orchestrator.store import SweepStore
+
+
+@dataclass
+class SyncOutcome:
+    sweep_id: str
+    logged_runs: int = 0
+    mlflow_error: str | None = None
+    seconds: float = 0.0
+
+
+def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
+    """Log the sweep's committed variants and stored reduction results to MLflow."""
+    start = time.perf_counter()
+    doc = store.read_sweep()
+    variants = store.read_variants().to_pylist()
+    outcome = SyncOutcome(store.sweep_id)
+    sink = _open_sink(tracking_uri, doc.get("name", store.sweep_id), store.sweep_id, outcome)
+    if sink is None:
+        return outcome
+    rows_by_unit: dict[str, list[dict]] = {}
+    for v in variants:
+        rows_by_unit.setdefault(v["unit_id"], []).append(v)
+    states = store.unit_states(sorted(rows_by_unit))
+    committed = sorted(u for u, s in states.items() if s.state == "committed")
+    try:
+        sink.log_parent({"n_variants": len(variants), "n_units": len(rows_by_unit), "dataset": variants[0]["dataset"],
+                         "store": store.uri})
+    except Exception as exc:
+        outcome.mlflow_error = str(exc).splitlines()[0][:300]
+        return outcome
+    _log_units(sink, store, rows_by_unit, committed, outcome)
+    if len(committed) == len(rows_by_unit) and not outcome.mlflow_error:
+        log_sweep_done(sink, store, committed, outcome)
+    groups: dict[str, list[dict]] = {}
+    for v in variants:
+        groups.setdefault(v["group_id"], []).append(v)
+    stores = {name: ReductionStore(store.fs, store.root, name) for name in ANALYSES}
+    tables = {}
+    for name, rstore in stores.items():
+        rows = rstore.reduced_groups()
+        if not rows:
+            continue
+        for row in rows.values():
+            if row["group_id"] in groups:
+                _log_group(sink, rstore, row, row["settings_key"], outcome)
+        tables[name] = rstore.consolidate()
+    if tables:
+        _log_summaries(sink, store, stores, tables, groups, _sweep_pictures_in_store(stores), outcome)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
