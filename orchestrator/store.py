@@ -167,7 +167,12 @@ class SweepStore:
         for u in unit_ids:
             c = found.get(u)
             if c is None:
-                out[u] = UnitState(u, "pending")
+                leftover = [k for k, path in shards.unit_paths(self.root, u).items() if k != shards.COMMITS
+                            and self.fs.get_file_info(path).type == pafs.FileType.File]
+                if leftover:  # written, never committed: a write that was interrupted
+                    out[u] = UnitState(u, "torn", 0, f"{' and '.join(leftover)} shard without a commit marker")
+                else:
+                    out[u] = UnitState(u, "pending")
             elif c.problem:
                 out[u] = UnitState(u, "torn", int(c.marker.get("attempt", 0)), c.problem)
             else:

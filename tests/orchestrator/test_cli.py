@@ -29,13 +29,15 @@ def _doodl(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None)
 
 
 def test_quickstart_as_in_the_readme(tmp_path):
-    """`doodl sweep examples/quickstart.yaml` on the embedded defaults, then again."""
+    """`doodl sweep examples/quickstart.yaml --reduce` on the embedded defaults, then again."""
     shutil.copytree(REPO / "examples", tmp_path / "examples")
-    done = _doodl("sweep", "examples/quickstart.yaml", cwd=tmp_path)
+    done = _doodl("sweep", "examples/quickstart.yaml", "--reduce", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "24 variants" in done.stdout and "failed 0; logged 24 MLflow runs" in done.stdout
+    assert "reduce quickstart: 8 groups; morse: reduced 8" in done.stdout and "taxonomy: reduced 8" in done.stdout
     assert (tmp_path / "doodl-store" / "quickstart" / "sweep.json").is_file()
-    assert (tmp_path / "doodl-mlflow.db").is_file()
+    assert (tmp_path / "doodl-store" / "quickstart" / "reduction" / "plots" / "phase_diagram.png").is_file()
+    assert (tmp_path / "doodl-mlflow.db").is_file() and (tmp_path / "mlartifacts").is_dir()
 
     store = SweepStore(str(tmp_path / "doodl-store"), "quickstart")
     variants = store.read_variants()

@@ -73,14 +73,3 @@ def test_commit_marker_catches_torn_units(tmp_path, unit):
     assert found["good"].problem is None
     assert "checksum mismatch" in found["truncated"].problem
     assert "marker says" in found["rowcount"].problem
-
-
-def test_diverging_variant_is_frozen_and_does_not_disturb_the_others():
-    ok = [dataclasses.replace(BASE, seed=s) for s in range(2)]
-    wild = dataclasses.replace(BASE, seed=5, lr=1e6)
-    alone = train_unit(ok)
-    mixed = train_unit([ok[0], wild, ok[1]])
-    assert mixed.status == ["ok", "diverged", "ok"]
-    assert mixed.last_step[1] < 17
-    np.testing.assert_array_equal(mixed.final_params[[0, 2]], alone.final_params)
-    np.testing.assert_array_equal(mixed.loss[[0, 2]], alone.loss)

@@ -1,0 +1,102 @@
+"""MLflow outages: training and the store carry on, logging is deferred with one warning,
+`doodl sync` catches up idempotently; a locked SQLite database is retried with backoff."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.mlflow_sink import MlflowSink, _RetryOnLock
+from tests.conftest import tiny_spec_dict, write_spec
+
+
+def _runs(db):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("outage")
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_unreachable_mlflow_defers_and_sync_catches_up(tmp_path, ray_session, capsys):
+    spec = write_spec(tmp_path, tiny_spec_dict(name="outage"))
+    store = ["--store", str(tmp_path / "store")]
+    (tmp_path / "afile").write_text("not a directory")
+    bad = f"sqlite:///{tmp_path}/afile/m.db"  # MLflow cannot create a database there
+    assert main(["sweep", str(spec), *store, "--tracking-uri", bad, "--no-progress", "--reduce"]) == 0
+    captured = capsys.readouterr()
+    assert "trained 3, already done 0, failed 0; logged 0 MLflow runs" in captured.out
+    assert "morse: reduced 4" in captured.out and "taxonomy: reduced 4" in captured.out
+    assert captured.err.count("logging is deferred: run `doodl sync outage`") == 2  # once per command
+
+    good = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
+    assert "sync outage: logged 24 MLflow runs and results" in capsys.readouterr().out  # 8 runs + 2 x 8 results
+    runs = _runs(tmp_path / "mlflow.db")
+    children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
+    assert len(runs) == 9 and all("n_morse_sets" in c.data.metrics and "doodl.phase" in c.data.tags
+                                  for c in children)
+    assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
+    assert "logged 0 MLflow runs and results" in capsys.readouterr().out  # idempotent
+    assert len(_runs(tmp_path / "mlflow.db")) == 9
+
+    assert main(["sync", "outage", *store, "--tracking-uri", bad]) == 1  # still down: says so
+    assert "MLflow logging still failing" in capsys.readouterr().err
+
+
+class _Flaky:
+    """A client whose calls find the database locked ``failures`` times, then succeed."""
+
+    def __init__(self, failures):
+        self.failures, self.calls = failures, 0
+
+    def log_batch(self, *args):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+
+def test_lock_retries_back_off_then_give_up(caplog):
+    caplog.set_level(logging.WARNING, "doodl.mlflow")
+    flaky = _Flaky(failures=2)
+    t0 = time.perf_counter()
+    assert _RetryOnLock(flaky, delays=(0.05, 0.1, 0.2)).log_batch() == "ok"
+    assert flaky.calls == 3 and time.perf_counter() - t0 >= 0.15  # waited 0.05 then 0.1
+    assert caplog.text.count("database is locked") == 2
+    stuck = _Flaky(failures=100)
+    with pytest.raises(RuntimeError, match="locked"):
+        _RetryOnLock(stuck, delays=(0.01, 0.01)).log_batch()
+    assert stuck.calls == 3  # then the caller defers logging, as for any MLflow failure
+
+
+def test_locked_database_is_retried_with_backoff(tmp_path, caplog):
+    """Another writer holds the real SQLite database longer than its 20 s busy timeout."""
+    caplog.set_level(logging.WARNING, "doodl.mlflow")
+    db = tmp_path / "m.db"
+    sink = MlflowSink(f"sqlite:///{db}", "outage", "locked")
+    locked = threading.Event()
+
+    def hold(seconds):
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(seconds)
+        con.execute("COMMIT")
+        con.close()
+
+    holder = threading.Thread(target=hold, args=(22.0,))
+    holder.start()
+    locked.wait()
+    t0 = time.perf_counter()
+    sink.log_parent({"n_variants": 8}, {"n_variants_done": 8.0})
+    holder.join()
+    assert time.perf_counter() - t0 >= 20  # the first attempt did hit the lock
+    assert "MLflow database is locked" in caplog.text
+    run = sink.client.get_run(sink.parent_id)
+    assert run.data.params["n_variants"] == "8" and run.data.metrics["n_variants_done"] == 8.0
