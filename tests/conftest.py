@@ -42,6 +42,19 @@ def tiny_spec_dict(name: str = "tiny", **overrides) -> dict:
     return spec
 
 
+def run_cli(args: list[str]) -> tuple[int, str, str]:
+    """Run ``doodl ARGS`` in this process; return (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from orchestrator.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
 def write_spec(directory: Path, spec: dict, filename: str = "spec.yaml") -> Path:
     path = Path(directory) / filename
     path.write_text(yaml.safe_dump(spec))

@@ -3,14 +3,10 @@ store and MLflow."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.cli import main
-from tests.conftest import tiny_spec_dict, write_spec
+from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 GROUP_FIELDS = {"group_id", "n_morse_sets", "n_attractors", "nodes", "edges", "attractors", "conley_ranks",
                 "conley_strings", "n_boxes", "boxes", "fidelity", "explained_variance", "morse_s", "total_s",
@@ -29,13 +25,6 @@ def _runs_by_role(db):
     return client, children, parent
 
 
-def _run(args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def reduced(tmp_path_factory, ray_session):
     """A sweep of 4 groups x 3 seeds; lr 1e4 makes every run of two groups diverge, so their
@@ -45,7 +34,7 @@ def reduced(tmp_path_factory, ray_session):
                           record={"every": 4}, resources={"variants_per_unit": 6, "num_actors": 2})
     path = write_spec(tmp, spec)
     store, db = str(tmp / "store"), f"sqlite:///{tmp / 'mlflow.db'}"
-    code, out, err = _run(["sweep", str(path), "--store", store, "--tracking-uri", db, "--no-progress", "--reduce"])
+    code, out, err = run_cli(["sweep", str(path), "--store", store, "--tracking-uri", db, "--no-progress", "--reduce"])
     return tmp, store, db, code, out, err
 
 
@@ -102,12 +91,12 @@ def test_pictures_and_summaries_are_in_mlflow(reduced):
 def test_reduce_again_skips_done_groups_and_retries_failed_ones(reduced):
     _, store, db, _, _, _ = reduced
     before = pq.read_table(f"{store}/red/reduction/morse.parquet")
-    code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress"])
+    code, out, _ = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress"])
     assert code == 1 and "morse: reduced 0, already done 2, failed 2" in out
     assert "taxonomy: reduced 0, already done 2, failed 2" in out and "logged 0 MLflow results" in out
     after = pq.read_table(f"{store}/red/reduction/morse.parquet")
     assert after.column("group_id").to_pylist() == before.column("group_id").to_pylist()
-    code, out, _ = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress", "--tau", "2",
+    code, out, _ = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress", "--tau", "2",
                          "--only", "morse"])
     # new Morse settings: the good groups are redone (the failed ones are always retried)
     assert "morse: reduced 2, already done 0, failed 2" in out and "taxonomy" not in out
@@ -149,10 +138,10 @@ def test_taxonomy_is_on_every_child_and_the_parent(reduced):
 
 def test_reduce_refuses_bad_input(reduced, tmp_path):
     _, store, db, _, _, _ = reduced
-    code, _, err = _run(["reduce", "nope", "--store", store, "--tracking-uri", db])
+    code, _, err = run_cli(["reduce", "nope", "--store", store, "--tracking-uri", db])
     assert code == 2 and "unknown sweep 'nope'" in err and len(err.strip().splitlines()) == 1
-    code, _, err = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--dims", "5"])
+    code, _, err = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--dims", "5"])
     assert code == 2 and "--dims" in err
-    code, _, err = _run(["reduce", "red", "--store", store, "--tracking-uri", db, "--subdiv-min", "12",
+    code, _, err = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--subdiv-min", "12",
                          "--subdiv-max", "8"])
     assert code == 2 and "subdiv_max" in err

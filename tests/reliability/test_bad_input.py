@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 
 import pytest
 
-from orchestrator.cli import main
 from orchestrator.spec import load_spec
 from orchestrator.store import derived_sweep_id
-from tests.conftest import tiny_spec_dict, write_spec
+from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 
 def _run(args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue().strip()
+    code, out, err = run_cli(args)
+    return code, out, err.strip()
 
 
 def _files(root):

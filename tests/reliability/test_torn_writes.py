@@ -3,24 +3,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 
 import pytest
 
-from orchestrator.cli import main
 from orchestrator.store import SweepStore
-from tests.conftest import tiny_spec_dict, write_spec
+from tests.conftest import run_cli, tiny_spec_dict, write_spec
 from workers import shards
-
-
-def _quiet(args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +18,7 @@ def pristine(tmp_path_factory, ray_session):
     """A finished sweep (8 variants in 3 units; 4 groups of 2 seeds), copied per test."""
     tmp = tmp_path_factory.mktemp("torn")
     spec = write_spec(tmp, tiny_spec_dict(name="torn", resources={"variants_per_unit": 3, "num_actors": 2}))
-    code, out, err = _quiet(["sweep", str(spec), "--store", str(tmp / "store"), "--no-progress",
+    code, out, err = run_cli(["sweep", str(spec), "--store", str(tmp / "store"), "--no-progress",
                              "--tracking-uri", f"sqlite:///{tmp / 'm.db'}"])
     assert code == 0, err
     return tmp, spec
@@ -70,17 +60,17 @@ def test_torn_unit_is_reported_skipped_by_reduce_and_retrained(pristine, tmp_pat
     _tear(store.root, unit, kind)
     n_groups_hit = len({v["group_id"] for v in variants if v["unit_id"] == unit})
 
-    code, out, _ = _quiet(["status", "torn", *store_args])
+    code, out, _ = run_cli(["status", "torn", *store_args])
     assert code == 0 and "torn" in out and f"unit {unit}: " in out and problem in out
 
     db = f"sqlite:///{tmp_path / 'm.db'}"
-    code, out, err = _quiet(["reduce", "torn", *store_args, "--tracking-uri", db, "--no-progress", "--only", "morse"])
+    code, out, err = run_cli(["reduce", "torn", *store_args, "--tracking-uri", db, "--no-progress", "--only", "morse"])
     assert code == 0, err
     assert f"waiting for training {n_groups_hit}" in out
     parts = {p.stem for p in (tmp_path / "store" / "torn" / "reduction" / "morse" / "groups").glob("*.parquet")}
     assert not parts & {v["group_id"] for v in variants if v["unit_id"] == unit}  # never read
 
-    code, out, err = _quiet(["sweep", str(spec), *store_args, "--tracking-uri", db, "--no-progress"])
+    code, out, err = run_cli(["sweep", str(spec), *store_args, "--tracking-uri", db, "--no-progress"])
     assert code == 0, err
     assert "trained 1, already done 2, failed 0" in out and "retraining it" in err
     assert store.unit_states([unit])[unit].state == "committed"
