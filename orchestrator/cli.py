@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         rd.add_argument(f"--{flag}", type=int, default=None,
                         help=f"override reduce.morse.{flag.replace('-', '_')} of the sweep's spec: {what}")
 
+    au = sub.add_parser("audit", help="train and reduce a spec's sweep and compare it with a baseline (exit 1: drift)")
+    au.add_argument("spec", help="sweep spec (YAML)")
+    au.add_argument("--baseline", help="a sweep id in the store, or 'last' (the sweep of this spec's last audit)")
+    au.add_argument("--history", action="store_true", help="print the past audits of this spec and exit")
+    run_args(au)
+
     sy = sub.add_parser("sync", help="log to MLflow what the store holds and MLflow lacks (after an outage)")
     sy.add_argument("sweep", help="sweep id")
     store_args(sy)
@@ -108,6 +114,35 @@ def _reduce(store, args, settings) -> int:
     return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
+def _audit(args) -> int:
+    from orchestrator.audit import audit_history, run_audit
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.history:
+        rows = audit_history(spec.name, args.tracking_uri)
+        if not rows:
+            print(f"no audits of {spec.name!r} in MLflow at {args.tracking_uri}")
+        for r in rows:
+            print(f"{r['started']}  {r['verdict']:<5}  sweep {r['sweep_id']}  baseline {r['baseline']}  "
+                  f"drifted groups {r['drifted']}  (run {r['run_id']})")
+        return EXIT_OK
+    if not args.baseline:
+        return _bad_input("audit: --baseline SWEEP_OR_last is required (or --history)")
+    report = run_audit(spec, args.baseline, store_uri=args.store, tracking_uri=args.tracking_uri,
+                       address=args.address, show_progress=not args.no_progress)
+    print(f"audit {report.sweep_id} against {report.baseline}: {report.verdict}; "
+          f"{len(report.drifted)} of {len(report.groups)} groups drifted"
+          + (f", {len(report.unmatched)} without a counterpart" if report.unmatched else "")
+          + ("; setup change: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in report.setup_change.items())
+             if report.setup_change else ""))
+    for g in report.drifted:
+        label = ", ".join(f"{k} {v}" for k, v in g.key.items())
+        print(f"  {label}: {'; '.join(g.findings)}")
+    print(f"report: {report.files.get('report.md')}")
+    return EXIT_FAILED if report.verdict == "drift" else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``doodl`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -140,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "reduce":
             return _reduce(SweepStore(args.store, args.sweep), args, None)
+        if args.command == "audit":
+            return _audit(args)
         if args.command == "sync":
             from orchestrator.sync import sync_sweep
 

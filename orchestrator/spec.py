@@ -196,6 +196,27 @@ class ReduceSpec(_Strict):
     taxonomy: TaxonomyReduceSpec = TaxonomyReduceSpec()
 
 
+class ToleranceSpec(_Strict):
+    """How far a metric may move between an audit and its baseline before it is drift.
+
+    ``train_loss``, ``test_acc`` and ``mc`` (percentage points) are absolute; the Hessian
+    figures are relative (0.5: a change by half of the baseline's value)."""
+
+    train_loss: NonNegFloat = 0.05
+    test_acc: NonNegFloat = 0.03
+    hessian_top: NonNegFloat = 0.5
+    hessian_trace: NonNegFloat = 0.5
+    mc: NonNegFloat = 5.0
+
+
+class AuditSpec(_Strict):
+    """What ``doodl audit`` counts as drift."""
+
+    tolerances: ToleranceSpec = ToleranceSpec()
+    phase_change: bool = True  # a changed phase is drift
+    attractor_change: bool = True  # a changed number of attractors is drift
+
+
 class SweepSpec(_Strict):
     """A whole sweep: what to train, how to record it, and with what resources."""
 
@@ -208,6 +229,7 @@ class SweepSpec(_Strict):
     record: RecordSpec = RecordSpec()
     resources: ResourcesSpec = ResourcesSpec()
     reduce: ReduceSpec = ReduceSpec()
+    audit: AuditSpec = AuditSpec()
 
     @field_validator("name")
     @classmethod

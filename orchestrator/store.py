@@ -41,8 +41,8 @@ def doodl_version() -> str:
 
 def _result_spec(spec: SweepSpec) -> dict:
     """The parts of a spec that change training results (resources only change how fast,
-    reduce settings only what is computed from the stored trajectories)."""
-    return spec.model_dump(mode="json", exclude={"resources", "reduce"})
+    reduce and audit settings only what is computed from the stored trajectories)."""
+    return spec.model_dump(mode="json", exclude={"resources", "reduce", "audit"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,283 @@
+"""``doodl audit``: has a training setup drifted into another region of the landscape?
+
+An audit trains (or reuses) the sweep of a spec, reduces it, and compares it group by
+group with a baseline sweep: a sweep id in the store, or, for ``last``, the sweep of the
+last audit of the same spec name recorded in MLflow.
+
+Matching groups. Two sweeps of one setup differ in what the setup changed (say the label
+noise went from 0 to 0.3): config fields that have a single value in each sweep but not
+the same one are the *setup change*, reported as such and left out of the matching; groups
+are then matched by the remaining config values (width, batch size, ...). Per matched
+group the audit reports a changed phase, a changed number of attractors, and shifts of
+training loss, test accuracy, top Hessian eigenvalue, Hessian trace and mc beyond the
+spec's ``audit.tolerances``; unmatched groups are listed. The verdict is ``drift`` when
+anything drifted (exit 1), ``ok`` otherwise (exit 0).
+
+Outputs: ``STORE/SWEEP/audits/AUDIT_ID/{report.md, report.json, phase_diagrams.png}`` and
+an MLflow run (tag ``doodl.role = audit``) in the spec's experiment, tagged with its
+verdict and baseline, with the report as artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from orchestrator.spec import SweepSpec, ToleranceSpec
+from orchestrator.store import StoreError, SweepStore
+from workers.shards import resolve_filesystem
+
+MATCH_FIELDS = ("dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width",
+                "depth", "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum")
+RELATIVE = ("hessian_top", "hessian_trace")
+TAG_VERDICT, TAG_BASELINE, TAG_SPEC = "doodl.audit_verdict", "doodl.audit_baseline", "doodl.spec_name"
+
+
+@dataclass
+class GroupDrift:
+    key: dict
+    audited_group: str
+    baseline_group: str
+    findings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AuditReport:
+    """The comparison of one sweep with its baseline."""
+
+    sweep_id: str
+    baseline: str
+    setup_change: dict[str, tuple]
+    groups: list[GroupDrift]
+    unmatched: list[dict]
+    verdict: str = "ok"
+    created: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # report files in the store
+
+    @property
+    def drifted(self) -> list[GroupDrift]:
+        return [g for g in self.groups if g.findings]
+
+    def to_json(self) -> dict:
+        return {"sweep_id": self.sweep_id, "baseline": self.baseline, "verdict": self.verdict,
+                "created": self.created, "setup_change": {k: list(v) for k, v in self.setup_change.items()},
+                        "groups": [asdict(g) for g in self.groups], "unmatched": self.unmatched}
+
+    def to_markdown(self) -> str:
+        lines = [f"# Landscape audit of `{self.sweep_id}` against `{self.baseline}`", "",
+                 f"Verdict: **{self.verdict}** ({len(self.drifted)} of {len(self.groups)} matched groups drifted; "
+                 f"created {self.created})", ""]
+        if self.setup_change:
+            lines += ["Setup change: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in self.setup_change.items()), ""]
+        lines += ["| group | findings |", "|---|---|"]
+        for g in self.groups:
+            label = ", ".join(f"{k} {v}" for k, v in g.key.items()) or "(only group)"
+            lines.append(f"| {label} | {'; '.join(g.findings) or 'no drift'} |")
+        if self.unmatched:
+            lines += ["", "Groups without a counterpart: " + "; ".join(json.dumps(u) for u in self.unmatched)]
+        return "\n".join(lines) + "\n"
+
+
+def _group_rows(store: SweepStore) -> dict[str, dict]:
+    """Per group: its config (from variants.parquet), taxonomy row and Morse row."""
+    variants = store.read_variants().to_pylist()
+    rows: dict[str, dict] = {}
+    for v in variants:
+        rows.setdefault(v["group_id"], {"config": {k: v[k] for k in MATCH_FIELDS}})
+    for name in ("taxonomy", "morse"):
+        path = f"{store.root}/reduction/{name}.parquet"
+        try:
+            with store.fs.open_input_file(path) as f:
+                table = pq.read_table(f).to_pylist()
+        except FileNotFoundError:
+            raise StoreError(f"sweep {store.sweep_id!r} has no {name} results; run `doodl reduce` first") from None
+        for r in table:
+            if r["group_id"] in rows:
+                rows[r["group_id"]][name] = r
+    return rows
+
+
+def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: ToleranceSpec,
+            *, phase_change: bool = True, attractor_change: bool = True) -> tuple[dict, list[GroupDrift], list[dict]]:
+    """Match groups and list what drifted (pure: takes the rows of :func:`_group_rows`).
+
+    Returns ``(setup_change, matched groups with findings, unmatched group configs)``.
+    """
+    def values(rows, k):
+        return {r["config"][k] for r in rows.values()}
+
+    setup_change = {}
+    for k in MATCH_FIELDS:
+        a, b = values(audited, k), values(baseline, k)
+        if len(a) == 1 and len(b) == 1 and a != b:
+            setup_change[k] = (next(iter(b)), next(iter(a)))  # baseline -> audited
+    keys = [k for k in MATCH_FIELDS if k not in setup_change
+            and (len(values(audited, k)) > 1 or len(values(baseline, k)) > 1)]
+
+    def key_of(r):
+        return tuple(r["config"][k] for k in keys)
+
+    base_by_key = {key_of(r): gid for gid, r in baseline.items()}
+    matched, unmatched = [], []
+    tol = tolerances.model_dump()
+    for gid, row in sorted(audited.items(), key=lambda kv: key_of(kv[1])):
+        bid = base_by_key.pop(key_of(row), None)
+        if bid is None:
+            unmatched.append({"sweep": "audited", **dict(zip(keys, key_of(row)))})
+            continue
+        drift = GroupDrift(dict(zip(keys, key_of(row))), gid, bid)
+        a, b = row.get("taxonomy") or {}, baseline[bid].get("taxonomy") or {}
+        if a.get("error") or b.get("error"):
+            drift.findings.append(f"taxonomy failed ({a.get('error') or b.get('error')})")
+        else:
+            if phase_change and a["phase"] != b["phase"]:
+                drift.findings.append(f"phase {b['phase']} -> {a['phase']}")
+            for metric, limit in tol.items():
+                old, new = b[metric], a[metric]
+                change = abs(new - old) / max(abs(old), 1e-12) if metric in RELATIVE else abs(new - old)
+                if change > limit:
+                    how = f"{change:.0%}" if metric in RELATIVE else f"{new - old:+.3g}"
+                    drift.findings.append(f"{metric} {old:.4g} -> {new:.4g} ({how}, tolerance {limit:g})")
+        ma, mb = row.get("morse") or {}, baseline[bid].get("morse") or {}
+        if attractor_change and not ma.get("error") and not mb.get("error") and ma and mb \
+                and ma["n_attractors"] != mb["n_attractors"]:
+            drift.findings.append(f"attractors {mb['n_attractors']} -> {ma['n_attractors']}")
+        matched.append(drift)
+    unmatched += [{"sweep": "baseline", **dict(zip(keys, k))} for k in base_by_key]
+    return setup_change, matched, unmatched
+
+
+def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:
+    """The two sweeps' phase diagrams next to each other (PNG)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
+    for ax, store, title in ((axes[0], baseline, "baseline"), (axes[1], audited, "audit")):
+        ax.axis("off")
+        ax.set_title(f"{title}: {store.sweep_id}", fontsize=10)
+        try:
+            with store.fs.open_input_file(f"{store.root}/reduction/plots/phase_diagram.png") as f:
+                ax.imshow(mpimg.imread(io.BytesIO(f.read()), format="png"))
+        except FileNotFoundError:
+            ax.text(0.5, 0.5, "no phase diagram", ha="center")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def resolve_baseline(ref: str, spec: SweepSpec, store_uri: str, tracking_uri: str) -> SweepStore:
+    """The baseline sweep: ``ref`` itself, or for ``last`` the sweep of the spec's last audit."""
+    if ref != "last":
+        store = SweepStore(store_uri, ref)
+        store.read_sweep()  # refuses an unknown sweep with one line
+        return store
+    audits = audit_history(spec.name, tracking_uri)
+    if not audits:
+        raise StoreError(f"--baseline last: no earlier audit of {spec.name!r} in MLflow at {tracking_uri}")
+    return SweepStore(store_uri, audits[0]["sweep_id"])
+
+
+def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
+    """Past audits of a spec, newest first, from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(spec_name)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`doodl.role` = 'audit'",
+                              order_by=["attributes.start_time DESC"], max_results=1000)
+    return [{"run_id": r.info.run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.info.start_time / 1000)),
+             "sweep_id": r.data.tags.get("doodl.sweep_id"), "baseline": r.data.tags.get(TAG_BASELINE),
+             "verdict": r.data.tags.get(TAG_VERDICT), "drifted": int(r.data.metrics.get("groups_drifted", 0))}
+            for r in runs]
+
+
+def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -> dict[str, str]:
+    """report.md, report.json and phase_diagrams.png under ``SWEEP/audits/AUDIT_ID``."""
+    fs, _ = resolve_filesystem(store.store_uri)
+    audit_id = report.created.replace("-", "").replace(":", "")
+    base = f"{store.root}/audits/{audit_id}"
+    fs.create_dir(base, recursive=True)
+    files = {"report.md": report.to_markdown().encode(), "report.json": json.dumps(report.to_json(), indent=1).encode(),
+             "phase_diagrams.png": side_by_side(store, baseline)}
+    out = {}
+    for name, payload in files.items():
+        with fs.open_output_stream(f"{base}/{name}") as f:
+            f.write(payload)
+        out[name] = f"{base}/{name}"
+    return out
+
+
+def log_audit(tracking_uri: str, spec: SweepSpec, report: AuditReport, files: dict[str, str], fs) -> str:
+    """The MLflow audit run (tags: verdict, baseline, sweep), with the report as artifacts."""
+    from mlflow.entities import Metric, RunTag
+
+    from orchestrator.mlflow_sink import MlflowSink
+
+    sink = MlflowSink(tracking_uri, spec.name, report.sweep_id)
+    run = sink.client.create_run(sink.experiment_id, run_name=f"audit-{report.created}", tags={
+        "doodl.role": "audit", "doodl.sweep_id": report.sweep_id, TAG_BASELINE: report.baseline,
+        TAG_VERDICT: report.verdict, TAG_SPEC: spec.name})
+    now = int(time.time() * 1000)
+    sink.client.log_batch(run.info.run_id, metrics=[
+        Metric("groups_matched", float(len(report.groups)), now, 0),
+        Metric("groups_drifted", float(len(report.drifted)), now, 0),
+        Metric("groups_unmatched", float(len(report.unmatched)), now, 0)],
+        tags=[RunTag("doodl.setup_change", json.dumps({k: list(v) for k, v in report.setup_change.items()}))])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in files.items():
+            local = Path(tmp) / name
+            with fs.open_input_stream(path) as f:
+                local.write_bytes(f.read())
+            sink.client.log_artifact(run.info.run_id, str(local), artifact_path="audit")
+    sink.client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: str, address: str | None = None,
+              show_progress: bool = True) -> AuditReport:
+    """Train (or reuse) and reduce the spec's sweep, compare it with the baseline, write the
+    report and log the audit run. Raises StoreError/SpecError on bad input."""
+    from orchestrator.driver import run_sweep
+    from orchestrator.reduce import run_reduce
+
+    baseline = resolve_baseline(baseline_ref, spec, store_uri, tracking_uri)
+    for name in ("taxonomy", "morse"):
+        if baseline.fs.get_file_info(f"{baseline.root}/reduction/{name}.parquet").type.name != "File":
+            raise StoreError(f"baseline sweep {baseline.sweep_id!r} has no {name} results; run `doodl reduce "
+                             f"{baseline.sweep_id}` first")
+    outcome = run_sweep(spec, store_uri=store_uri, tracking_uri=tracking_uri, address=address,
+                        show_progress=show_progress)
+    if outcome.failed_units:
+        raise RuntimeError(f"{len(outcome.failed_units)} units failed to train; run the audit again")
+    store = SweepStore(store_uri, outcome.sweep_id)
+    run_reduce(store, tracking_uri=tracking_uri, settings=spec.reduce, address=address, show_progress=show_progress)
+    setup, groups, unmatched = compare(_group_rows(store), _group_rows(baseline), spec.audit.tolerances,
+                                       phase_change=spec.audit.phase_change,
+                                       attractor_change=spec.audit.attractor_change)
+    report = AuditReport(store.sweep_id, baseline.sweep_id, setup, groups, unmatched,
+                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    report.verdict = "drift" if report.drifted or unmatched else "ok"
+    files = write_report(store, baseline, report)
+    report.files = files
+    try:
+        log_audit(tracking_uri, spec, report, files, store.fs)
+    except Exception as exc:  # the report is in the store; MLflow can catch up later
+        from orchestrator.driver import _one_line, console
+
+        console.print(f"[yellow]warning:[/] the audit run could not be logged to MLflow ({_one_line(exc)})")
+    report.files = files
+    return report

@@ -1,0 +1,81 @@
+"""`doodl audit`: a sweep against itself is no drift; the same setup with more label
+noise drifts, and the report says where; `--baseline last` and `--history` use MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.audit import compare
+from orchestrator.spec import ToleranceSpec
+from tests.conftest import run_cli, tiny_spec_dict, write_spec
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, ray_session):
+    tmp = tmp_path_factory.mktemp("audit")
+    base = write_spec(tmp, tiny_spec_dict(name="base", data={"label_noise": 0.0}, seeds=3,
+                                          optimizer={"steps": 60}), "base.yaml")
+    noisy = write_spec(tmp, tiny_spec_dict(name="noisy", data={"label_noise": 0.4}, seeds=3,
+                                           optimizer={"steps": 60}), "noisy.yaml")
+    common = ["--store", str(tmp / "store"), "--tracking-uri", f"sqlite:///{tmp / 'm.db'}", "--no-progress"]
+    return tmp, base, noisy, common
+
+
+def test_audit_against_itself_is_no_drift(audited):
+    tmp, base, _, common = audited
+    code, out, err = run_cli(["sweep", str(base), *common, "--reduce"])
+    assert code == 0, err
+    code, out, err = run_cli(["audit", str(base), "--baseline", "base", *common])
+    assert code == 0, err
+    assert "audit base against base: ok; 0 of 2 groups drifted" in out
+    report = json.loads(next((tmp / "store" / "base" / "audits").glob("*/report.json")).read_text())
+    assert report["verdict"] == "ok" and report["setup_change"] == {}
+    assert next((tmp / "store" / "base" / "audits").glob("*/phase_diagrams.png")).stat().st_size > 5000
+
+
+def test_more_label_noise_drifts_and_names_what(audited):
+    tmp, _, noisy, common = audited
+    code, out, err = run_cli(["audit", str(noisy), "--baseline", "base", *common])
+    assert code == 1, err
+    assert "audit noisy against base: drift" in out and "setup change: label_noise 0.0 -> 0.4" in out
+    assert "train_loss" in out  # the finding names the metric that moved
+    md = next((tmp / "store" / "noisy" / "audits").glob("*/report.md")).read_text()
+    assert "Verdict: **drift**" in md and "label_noise 0.0 -> 0.4" in md
+
+
+def test_baseline_last_and_history(audited):
+    _, base, noisy, common = audited
+    code, out, err = run_cli(["audit", str(noisy), "--baseline", "last", *common])
+    assert code == 0, err  # the last audit of "noisy" audited sweep "noisy": itself, so no drift
+    assert "audit noisy against noisy: ok" in out
+    code, out, _ = run_cli(["audit", str(noisy), "--history", *common])
+    lines = [ln for ln in out.splitlines() if "baseline" in ln]
+    assert code == 0 and len(lines) == 2
+    assert "ok     sweep noisy  baseline noisy" in lines[0] and "drift  sweep noisy  baseline base" in lines[1]
+    code, _, err = run_cli(["audit", str(base), "--baseline", "nope", *common])
+    assert code == 2 and "unknown sweep 'nope'" in err
+
+
+def _rows(phase, loss, attractors, **config):
+    cfg = {"dataset": "d", "test_fraction": 0.2, "split_seed": 0, "label_noise": 0.0, "train_fraction": 1.0,
+           "model": "mlp", "width": 8, "depth": 1, "optimizer": "sgd", "lr": 0.1, "batch_size": 16,
+           "weight_decay": 0.0, "steps": 10, "momentum": 0.9, **config}
+    tax = {"error": None, "phase": phase, "train_loss": loss, "test_acc": 0.9, "hessian_top": 2.0,
+           "hessian_trace": 10.0, "mc": 0.0}
+    return {"config": cfg, "taxonomy": tax, "morse": {"error": None, "n_attractors": attractors}}
+
+
+def test_compare_matches_by_grid_position_and_applies_tolerances():
+    base = {"a": _rows("IV-A", 0.001, 2, width=8), "b": _rows("IV-A", 0.001, 2, width=16)}
+    same = {"x": _rows("IV-A", 0.02, 2, width=8), "y": _rows("IV-A", 0.001, 2, width=16)}
+    setup, groups, unmatched = compare(same, base, ToleranceSpec())
+    assert setup == {} and unmatched == [] and all(not g.findings for g in groups)  # 0.019 < 0.05
+    moved = {"x": _rows("I", 0.5, 3, width=8, lr=0.2), "y": _rows("IV-A", 0.001, 2, width=16, lr=0.2)}
+    setup, groups, _ = compare(moved, base, ToleranceSpec())
+    assert setup == {"lr": (0.1, 0.2)}
+    by_width = {g.key["width"]: g.findings for g in groups}
+    assert by_width[16] == []
+    assert any(f.startswith("phase IV-A -> I") for f in by_width[8])
+    assert any(f.startswith("train_loss") for f in by_width[8]) and "attractors 2 -> 3" in by_width[8]
