@@ -248,9 +248,12 @@ def log_audit(tracking_uri: str, spec: SweepSpec, report: AuditReport, files: di
 
 
 def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: str, address: str | None = None,
-              show_progress: bool = True) -> AuditReport:
+              show_progress: bool = True, fresh: bool = False) -> AuditReport:
     """Train (or reuse) and reduce the spec's sweep, compare it with the baseline, write the
-    report and log the audit run. Raises StoreError/SpecError on bad input."""
+    report and log the audit run. Raises StoreError/SpecError on bad input.
+
+    ``fresh`` trains the spec anew under the id ``NAME-YYYYMMDDTHHMMSSZ`` (a recurring audit:
+    the spec is the same, what it trains on or with may have changed)."""
     from orchestrator.driver import run_sweep
     from orchestrator.reduce import run_reduce
 
@@ -259,8 +262,9 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
         if baseline.fs.get_file_info(f"{baseline.root}/reduction/{name}.parquet").type.name != "File":
             raise StoreError(f"baseline sweep {baseline.sweep_id!r} has no {name} results; run `doodl reduce "
                              f"{baseline.sweep_id}` first")
+    sweep_id = f"{spec.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"[:100] if fresh else None
     outcome = run_sweep(spec, store_uri=store_uri, tracking_uri=tracking_uri, address=address,
-                        show_progress=show_progress)
+                        show_progress=show_progress, sweep_id=sweep_id)
     if outcome.failed_units:
         raise RuntimeError(f"{len(outcome.failed_units)} units failed to train; run the audit again")
     store = SweepStore(store_uri, outcome.sweep_id)

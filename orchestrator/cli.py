@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("spec", help="sweep spec (YAML)")
     au.add_argument("--baseline", help="a sweep id in the store, or 'last' (the sweep of this spec's last audit)")
     au.add_argument("--history", action="store_true", help="print the past audits of this spec and exit")
+    au.add_argument("--fresh", action="store_true",
+                    help="train the spec anew under NAME-TIMESTAMP instead of reusing its sweep (scheduled audits)")
     run_args(au)
 
     sy = sub.add_parser("sync", help="log to MLflow what the store holds and MLflow lacks (after an outage)")
@@ -130,7 +132,7 @@ def _audit(args) -> int:
     if not args.baseline:
         return _bad_input("audit: --baseline SWEEP_OR_last is required (or --history)")
     report = run_audit(spec, args.baseline, store_uri=args.store, tracking_uri=args.tracking_uri,
-                       address=args.address, show_progress=not args.no_progress)
+                       address=args.address, show_progress=not args.no_progress, fresh=args.fresh)
     print(f"audit {report.sweep_id} against {report.baseline}: {report.verdict}; "
           f"{len(report.drifted)} of {len(report.groups)} groups drifted"
           + (f", {len(report.unmatched)} without a counterpart" if report.unmatched else "")

@@ -141,16 +141,18 @@ def run_sweep(
     address: str | None = None,
     show_progress: bool = True,
     new_sweep: bool = False,
+    sweep_id: str | None = None,
 ) -> SweepOutcome:
     """Train every variant of ``spec`` not yet in the store, then log it to MLflow.
 
     A sweep of the same name but a different spec is refused, unless ``new_sweep``: then
-    the spec gets its own sweep id (:func:`orchestrator.store.derived_sweep_id`).
+    the spec gets its own sweep id (:func:`orchestrator.store.derived_sweep_id`). An explicit
+    ``sweep_id`` (a fresh audit) stores the sweep under that id instead of the spec's name.
     """
     start = time.perf_counter()
     variants = expand(spec)
     units = pack(variants, spec.resources.variants_per_unit)
-    store = SweepStore(store_uri, spec.name)
+    store = SweepStore(store_uri, sweep_id or spec.name)
     if new_sweep and store.exists() and not store.matches(spec):
         store = SweepStore(store_uri, derived_sweep_id(spec))
         console.print(f"sweep {spec.name!r} exists with a different spec: this spec is sweep {store.sweep_id!r}")
