@@ -79,3 +79,11 @@ def test_compare_matches_by_grid_position_and_applies_tolerances():
     assert by_width[16] == []
     assert any(f.startswith("phase IV-A -> I") for f in by_width[8])
     assert any(f.startswith("train_loss") for f in by_width[8]) and "attractors 2 -> 3" in by_width[8]
+
+
+def test_fresh_audit_retrains_and_matches_its_deterministic_baseline(audited):
+    tmp, base, _, common = audited
+    code, out, err = run_cli(["audit", str(base), "--baseline", "base", "--fresh", *common])
+    assert code == 0, err  # same spec, same seeds, CPU training is deterministic: no drift
+    fresh = [p.name for p in (tmp / "store").iterdir() if p.name.startswith("base-")]
+    assert len(fresh) == 1 and f"audit {fresh[0]} against base: ok; 0 of 2 groups drifted" in out
