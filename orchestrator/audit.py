@@ -30,7 +30,6 @@ import pyarrow.parquet as pq
 
 from orchestrator.spec import SweepSpec, ToleranceSpec
 from orchestrator.store import StoreError, SweepStore
-from workers.shards import resolve_filesystem
 
 MATCH_FIELDS = ("dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width",
                 "depth", "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum")
@@ -207,7 +206,7 @@ def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
 
 def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -> dict[str, str]:
     """report.md, report.json and phase_diagrams.png under ``SWEEP/audits/AUDIT_ID``."""
-    fs, _ = resolve_filesystem(store.store_uri)
+    fs = store.fs
     audit_id = report.created.replace("-", "").replace(":", "")
     base = f"{store.root}/audits/{audit_id}"
     fs.create_dir(base, recursive=True)
