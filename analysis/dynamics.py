@@ -162,25 +162,21 @@ def group_morse(runs: list[RunTrajectory], settings: MorseSettings = MorseSettin
 def read_group_runs(sweep_root_uri: str, unit_ids: list[str], run_ids: list[str]) -> list[RunTrajectory]:
     """The snapshots of the given runs, read from their units' committed shards.
 
-    Only trajectory rows with parameters are read (``theta`` not null), through
-    ``pyarrow.dataset`` with a filter on ``run_id``; a run's status (``ok``/``diverged``)
-    comes from its finals row. Snapshots with non-finite parameters are dropped.
+    Only trajectory rows with parameters are read (``theta`` not null), through the shard
+    reader's ``pyarrow.dataset`` scan with a filter on ``run_id``; a run's status
+    (``ok``/``diverged``) comes from its finals row. Snapshots with non-finite parameters
+    are dropped.
     """
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
     from workers import shards
 
     fs, root = shards.resolve_filesystem(sweep_root_uri)
-
-    def dataset(kind):
-        return ds.dataset([shards.unit_paths(root, u)[kind] for u in unit_ids], filesystem=fs, format="parquet")
-
     wanted = pc.field("run_id").isin(run_ids)
-    table = dataset(shards.TRAJECTORIES).to_table(
-        columns=["run_id", "step", "theta"], filter=wanted & pc.field("theta").is_valid()
-    ).sort_by([("run_id", "ascending"), ("step", "ascending")])
-    finals = dataset(shards.FINALS).to_table(columns=["run_id", "status"], filter=wanted)
+    table = shards.read_units(fs, root, shards.TRAJECTORIES, unit_ids, ["run_id", "step", "theta"],
+                              filter=wanted & pc.field("theta").is_valid()
+                              ).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    finals = shards.read_units(fs, root, shards.FINALS, unit_ids, ["run_id", "status"], filter=wanted)
     status = dict(zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist()))
     rid_col = table.column("run_id").to_numpy(zero_copy_only=False)
     steps = table.column("step").to_numpy()

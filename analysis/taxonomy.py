@@ -241,7 +241,6 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
     recorded in ``row["error"]`` instead of raised.
     """
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
     from workers import shards
 
@@ -256,8 +255,7 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
     runs = [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids]
     try:
         fs, root = shards.resolve_filesystem(sweep_root_uri)
-        table = ds.dataset([shards.unit_paths(root, u)[shards.FINALS] for u in unit_ids], filesystem=fs,
-                           format="parquet").to_table(filter=pc.field("run_id").isin(run_ids))
+        table = shards.read_units(fs, root, shards.FINALS, unit_ids, filter=pc.field("run_id").isin(run_ids))
         finals = {r["run_id"]: r for r in table.to_pylist()}
         ok = [v for v in variants if finals[v["run_id"]]["status"] == "ok"]
         configs = [VariantConfig.from_dict({**v, "dataset_options": _options(v)}) for v in ok]

@@ -276,12 +276,14 @@ def committed_units(fs: pafs.FileSystem, root: str, *, verify: bool = False) -> 
 
 
 def read_units(
-    fs: pafs.FileSystem, root: str, kind: str, unit_ids, columns: list[str] | None = None
+    fs: pafs.FileSystem, root: str, kind: str, unit_ids, columns: list[str] | None = None, filter=None
 ) -> pa.Table:
-    """Read the ``trajectories`` or ``finals`` rows of the given (committed) units."""
+    """Read the ``trajectories`` or ``finals`` rows of the given (committed) units; ``filter``
+    is a ``pyarrow.dataset`` expression pushed down to the Parquet scan."""
     import pyarrow.dataset as ds
 
     paths = [unit_paths(root, u)[kind] for u in unit_ids]
     if not paths:
         raise ShardError(f"no committed units to read under {root}/{kind}")
-    return _logical_table(ds.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns))
+    scan = ds.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns, filter=filter)
+    return _logical_table(scan)

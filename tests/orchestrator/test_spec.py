@@ -97,3 +97,18 @@ def test_npz_dataset_path_is_accepted(tmp_path):
 def test_examples_are_valid_specs(example):
     spec = load_spec(Path(__file__).parents[2] / "examples" / example)
     assert spec.name == Path(example).stem
+
+
+def test_reduce_defaults_are_the_analysis_defaults():
+    """The spec's reduce sections and the analysis settings they become state the same
+    defaults (analysis may not import the spec, so the values live in both)."""
+    from dataclasses import asdict
+
+    from analysis.dynamics import MorseSettings
+    from analysis.taxonomy import TaxonomySettings
+    from orchestrator.spec import ReduceSpec
+
+    spec = ReduceSpec()
+    assert spec.morse.model_dump() == asdict(MorseSettings())
+    taxonomy = spec.taxonomy.model_dump(exclude={"axes"})
+    assert taxonomy == asdict(TaxonomySettings())
