@@ -14,6 +14,13 @@ back toward the data at the rate ``far_field`` (0 sends them straight to the cen
 zero-mean GP on positions does; values near 1 make the far field almost the identity,
 which creates spurious recurrent boxes). So the far field adds no invariant set of its own
 outside the data's hull, only the basin that leads into it.
+
+Uncertainty. :meth:`TrainingMapSurrogate.std_field` gives the GP's posterior standard
+deviation (white noise included: the spread of SGD's steps) over a box, so box images can be
+widened by it and the combinatorial map encloses what the data allow rather than only the
+mean. The exact posterior variance costs ``n_pairs**2`` per point; it is computed on a
+regular grid of about ``STD_GRID_POINTS`` nodes over the box; a point takes the largest value
+of the grid cell around it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,32 @@ import warnings
 import numpy as np
 
 PREDICT_CHUNK = 8192  # points per kernel block: bounds memory at chunk x n_pairs doubles
+HYPER_PAIRS = 200  # pairs the kernel's hyperparameters are tuned on
+STD_GRID_POINTS = 4096  # nodes of the grid the posterior standard deviation is computed on
+
+
+def balanced_subset(x: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``size`` rows of ``x`` spread evenly over space.
+
+    Runs spend most of their snapshots settled at their end, so a random subset is mostly
+    near-duplicate pairs there and few in the transient, where the map has the most to say;
+    the GP's length scales then fit the piles and it reverts to its prior between
+    trajectories. Here rows are binned on a grid and taken round-robin over the occupied
+    bins (random order within a bin), so the transient keeps its pairs."""
+    rng = np.random.default_rng(seed)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    per_axis = max(2, int(round(size ** (1 / x.shape[1]))))
+    cell = np.minimum(((x - lo) / np.maximum(hi - lo, 1e-12) * per_axis).astype(np.int64), per_axis - 1)
+    flat = np.ravel_multi_index(tuple(cell.T), (per_axis,) * x.shape[1])
+    order = rng.permutation(len(x))
+    flat = flat[order]
+    # rank of each row within its bin (in the random order), then take by rank
+    sort = np.argsort(flat, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(flat[sort])) + 1]
+    rank = np.empty(len(x), dtype=np.int64)
+    rank[sort] = np.arange(len(x)) - np.repeat(starts, np.diff(np.r_[starts, len(x)]))
+    chosen = order[np.lexsort((rng.random(len(x)), rank))[:size]]
+    return np.sort(chosen)
 
 
 class TrainingMapSurrogate:
@@ -36,8 +69,8 @@ class TrainingMapSurrogate:
         self.seed = seed
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> TrainingMapSurrogate:
-        """Fit to pairs ``y[i] = map(x[i])`` (both (n, d)); pairs beyond ``max_pairs`` are
-        thinned at random with a fixed seed."""
+        """Fit to pairs ``y[i] = map(x[i])`` (both (n, d)); beyond ``max_pairs`` pairs are
+        thinned evenly over space (see :func:`balanced_subset`)."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
@@ -47,8 +80,8 @@ class TrainingMapSurrogate:
         if x.shape != y.shape or x.ndim != 2 or len(x) < 3:
             raise ValueError(f"need at least 3 pairs as two (n, d) arrays, got {x.shape} and {y.shape}")
         if len(x) > self.max_pairs:
-            keep = np.random.default_rng(self.seed).choice(len(x), self.max_pairs, replace=False)
-            x, y = x[np.sort(keep)], y[np.sort(keep)]
+            keep = balanced_subset(x, self.max_pairs, self.seed)
+            x, y = x[keep], y[keep]
         self.centre_ = np.concatenate([x, y]).mean(axis=0)
         # scale each axis to unit spread so one kernel fits axes of very different extent
         self.scale_ = np.maximum(np.concatenate([x, y]).std(axis=0), 1e-12)
@@ -57,10 +90,14 @@ class TrainingMapSurrogate:
         d = x.shape[1]
         kernel = (ConstantKernel(1.0, (1e-4, 1e4)) * RBF(np.ones(d), (1e-2, 1e2))
                   + WhiteKernel(1e-4, (1e-10, 1e-1)))
-        self.gp_ = GaussianProcessRegressor(kernel=kernel, normalize_y=False, n_restarts_optimizer=0,
-                                            random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a bound reached is still a usable fit
+            # hyperparameters by marginal likelihood on a subsample (its cost grows as n^3 per
+            # step of the optimiser), then the posterior on every pair with them fixed
+            sub = np.random.default_rng(self.seed + 1).choice(len(x), min(len(x), HYPER_PAIRS), replace=False)
+            tuned = GaussianProcessRegressor(kernel=kernel, normalize_y=False, n_restarts_optimizer=0,
+                                             random_state=self.seed).fit(xs[sub], target[sub])
+            self.gp_ = GaussianProcessRegressor(kernel=tuned.kernel_, optimizer=None, normalize_y=False)
             self.gp_.fit(xs, target)
         self.n_pairs_ = len(x)
         return self
@@ -71,11 +108,50 @@ class TrainingMapSurrogate:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, dtype=np.float64)
         out = np.empty_like(points)
+        # the posterior mean is k(x, X) @ alpha; computed here rather than through
+        # GaussianProcessRegressor.predict, whose input checks dominate CMGDB's many small calls
+        const, length = self.gp_.kernel_.k1.k1.constant_value, self.gp_.kernel_.k1.k2.length_scale
+        train = self.gp_.X_train_ / length
+        train_sq = (train**2).sum(1)[None, :]
+        alpha = const * self.gp_.alpha_.reshape(len(train), -1)
         for a in range(0, len(points), PREDICT_CHUNK):
             p = points[a : a + PREDICT_CHUNK]
-            resid = self.gp_.predict((p - self.centre_) / self.scale_).reshape(p.shape)
-            out[a : a + PREDICT_CHUNK] = self._prior(p) + resid * self.scale_
+            q = (p - self.centre_) / self.scale_ / length
+            sq = (q**2).sum(1)[:, None] + train_sq - 2 * q @ train.T
+            resid = np.exp(-0.5 * np.maximum(sq, 0.0)) @ alpha
+            out[a : a + PREDICT_CHUNK] = self._prior(p) + resid.reshape(p.shape) * self.scale_
         return out
+
+    def std(self, points: np.ndarray) -> np.ndarray:
+        """Posterior standard deviation of the map at each point, per axis ((n, d))."""
+        points = np.asarray(points, dtype=np.float64)
+        _, sd = self.gp_.predict((points - self.centre_) / self.scale_, return_std=True)
+        sd = np.asarray(sd).reshape(len(points), -1)[:, :1]  # one kernel: the same for every output
+        return sd * self.scale_
+
+    def std_field(self, lower: np.ndarray, upper: np.ndarray):
+        """A callable giving the posterior standard deviation ((n, d)) anywhere in the box
+        ``[lower, upper]``: computed on a regular grid of nodes, and at a point the largest
+        value of the ``2**d`` nodes around it (an enclosure errs on the wide side)."""
+        lower, upper = np.asarray(lower, float), np.asarray(upper, float)
+        d = len(lower)
+        per_axis = max(2, int(round(STD_GRID_POINTS ** (1 / d))))
+        axes = [np.linspace(lower[k], upper[k], per_axis) for k in range(d)]
+        nodes = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
+        grid = (self.std(nodes)[:, 0] / self.scale_[0]).reshape([per_axis] * d)  # standardised, per node
+        # the max over each cell's corners, once: a lookup per point is then one index
+        cell_max = grid
+        for k in range(d):
+            cell_max = np.maximum(np.take(cell_max, range(per_axis - 1), axis=k),
+                                  np.take(cell_max, range(1, per_axis), axis=k))
+        step = (upper - lower) / (per_axis - 1)
+        scale = self.scale_
+
+        def field(points: np.ndarray) -> np.ndarray:
+            idx = np.clip(((np.asarray(points, float) - lower) / step).astype(np.int64), 0, per_axis - 2)
+            return cell_max[tuple(idx.T)][:, None] * scale
+
+        return field
 
     @property
     def kernel(self) -> str:

@@ -2,92 +2,185 @@
 
 For one group (all seeds of one config) :func:`group_morse`:
 
-1. projects every snapshot of every run to ``dims`` coordinates with one PCA fitted on
-   them all, so the runs share coordinates (explained-variance ratio kept);
+1. fits ``dims`` coordinates to the states of its non-diverged runs (``coordinates``: by
+   default function space when the runs carry the model's outputs on a probe set, else
+   PCA of the late snapshots; see :mod:`analysis._coordinates`);
 2. fits a surrogate of the training map ``x_t -> x_{t+tau}`` (``tau`` in snapshots) to the
    snapshot pairs (:mod:`analysis._surrogate`: a Gaussian process with a contracting far
    field);
-3. computes the Morse graph of the surrogate with CMGDB on the data's bounding box padded
-   by ``padding`` times its extent on each side (:func:`analysis.morse.morse_graph`);
-4. gives every run a verdict: the Morse set holding its final point, if any, and whether
-   that set is an attractor. The group's *fidelity* is the fraction of its (non-diverged)
-   runs whose final point lies in an attractor: the figure that says whether the graph
-   describes where training actually ends.
+3. computes the Morse graph of the surrogate with CMGDB on the runs' bounding box padded
+   by ``padding`` of its extent per side, each box image widened by ``uncertainty`` times the
+   GP's posterior standard deviation (an outer enclosure of what the data allow);
+4. judges it out of sample. The runs are split into ``folds``; for each fold, steps 1-3 are
+   redone without its runs, and each held-out run's early state (its first snapshot, and the
+   snapshot at 10% of training) is placed in the basin of an attractor of that graph and
+   compared with the attractor whose basin holds its real end. ``basin_accuracy`` is the
+   share of runs predicted right (a run whose end lies in no basin counts as wrong and as
+   *ended in transit*); its chance level is the share of runs in the largest basin;
+5. gives every run its itinerary (the Morse sets its snapshots pass through, in order) and
+   the attractor whose basin holds its end.
 
-:func:`morse_for_group` does the same from a sweep's committed shards and adds the
-pictures; it returns plain data only, so it can run as a Ray task.
+What the graph can say: which regions trajectories settle in (attractors, with a non-trivial
+Conley index), which recurrent sets they pass between (saddles and unresolved sets), and
+which starts lead where. What it cannot: anything about directions the coordinates drop,
+or about states no run visited (the far field there is a modelling choice).
 """
 
 from __future__ import annotations
 
-import io
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis._projection import Projection, fit_pca
+from analysis._coordinates import KINDS, Coordinates, fit_coordinates
 from analysis._surrogate import TrainingMapSurrogate
 from analysis.morse import MorseGraph, morse_graph
 
-METHOD_VERSION = 1  # bump when a change alters results: stored results of older versions are redone
+METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
+COORDINATES = ("auto", *KINDS)
+MIN_RUNS = 8  # fewer non-diverged runs than this cannot resolve basins reliably (BENCHMARKS.md)
+EARLY_FRACTION = 0.1  # the "early state" judged out of sample: the snapshot at 10% of training
 
 
 @dataclass(frozen=True)
 class MorseSettings:
     """How a group's Morse graph is computed (the ``reduce.morse`` section of a spec)."""
 
+    coordinates: str = "auto"
     dims: int = 2
     tau: int = 1
+    late_from: float = 0.5
     subdiv_min: int = 10
     subdiv_max: int = 16
     padding: float = 0.1
     far_field: float = 0.5
     max_pairs: int = 600
+    compose: int = 8
+    uncertainty: float = 1.0
+    folds: int = 5
 
     def __post_init__(self):
+        if self.coordinates not in COORDINATES:
+            raise ValueError(f"coordinates must be one of {', '.join(COORDINATES)}, got {self.coordinates!r}")
         if not 2 <= self.dims <= 4:
             raise ValueError(f"dims must be 2, 3 or 4, got {self.dims}")
         if self.tau < 1:
             raise ValueError(f"tau must be at least 1, got {self.tau}")
+        if not 0.0 <= self.late_from < 1.0:
+            raise ValueError(f"late_from must be in [0, 1), got {self.late_from}")
+        if self.compose < 1:
+            raise ValueError(f"compose must be at least 1, got {self.compose}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
 
 
 @dataclass
 class RunTrajectory:
-    """One run's snapshots: steps, flattened parameters (T, P) and its final status."""
+    """One run's snapshots: steps, flattened parameters (T, P), its final status and,
+    for function-space coordinates, the model's outputs on a probe set (T, F)."""
 
     run_id: str
     steps: np.ndarray
     theta: np.ndarray
     status: str = "ok"
+    outputs: np.ndarray | None = None
 
 
 @dataclass
 class RunVerdict:
+    """What the group's graph says about one run (node ids are those of the group's graph)."""
+
     run_id: str
     status: str
     final_point: list[float]
-    final_node: int  # -1 when the final point lies in no Morse set
-    in_attractor: bool
+    final_node: int  # the Morse set holding the final point, -1 if none
+    end_attractor: int  # the attractor whose basin holds the final point; < 0: ended in transit
+    itinerary: list[int]  # Morse sets the snapshots pass through, in order
+    heldout_start: int | None = None  # out of sample: basin of the first snapshot (fold graph's id)
+    heldout_early: int | None = None  # ... of the snapshot at 10% of training
+    heldout_end: int | None = None  # ... of the final point, in the same fold graph
+    fold: int = -1
+
+    @property
+    def in_attractor(self) -> bool:
+        return self.final_node >= 0 and self.final_node == self.end_attractor
+
+    @property
+    def heldout_correct(self) -> bool:
+        return self.heldout_end is not None and self.heldout_end >= 0 and self.heldout_early == self.heldout_end
+
+    @property
+    def heldout_start_correct(self) -> bool:
+        return self.heldout_end is not None and self.heldout_end >= 0 and self.heldout_start == self.heldout_end
+
+
+@dataclass
+class FittedMap:
+    """Coordinates, surrogate and Morse graph fitted to some of a group's runs."""
+
+    coordinates: Coordinates
+    surrogate: TrainingMapSurrogate
+    graph: MorseGraph
+    projected: dict[str, np.ndarray]  # run_id -> (T, dims), for every run given (fitted or not)
 
 
 @dataclass
 class GroupMorse:
     """Everything computed for one group, as plain data."""
 
-    graph: MorseGraph
-    projection: Projection
+    fitted: FittedMap
+    coordinates: str  # the kind used (``auto`` resolved)
     verdicts: list[RunVerdict]
-    projected: dict[str, np.ndarray]  # run_id -> (T, dims) projected snapshots
     n_pairs: int
-    kernel: str
+    warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def graph(self) -> MorseGraph:
+        return self.fitted.graph
+
+    @property
+    def projected(self) -> dict[str, np.ndarray]:
+        return self.fitted.projected
+
+    def _ok(self) -> list[RunVerdict]:
+        return [v for v in self.verdicts if v.status == "ok"]
+
+    @property
+    def basin_accuracy(self) -> float:
+        """Out of sample: share of runs whose early state (10% of training) lies in the basin
+        of the attractor their end lies in, in a graph fitted without them (NaN if none)."""
+        ok = self._ok()
+        return float(np.mean([v.heldout_correct for v in ok])) if ok else float("nan")
+
+    @property
+    def basin_accuracy_start(self) -> float:
+        """The same from the first snapshot (the initialisation)."""
+        ok = self._ok()
+        return float(np.mean([v.heldout_start_correct for v in ok])) if ok else float("nan")
+
+    @property
+    def chance(self) -> float:
+        """The share of runs in the largest basin of the group's graph: what always guessing
+        that basin would score."""
+        ok = self._ok()
+        if not ok:
+            return float("nan")
+        ends = Counter(v.end_attractor for v in ok if v.end_attractor >= 0)
+        return max(ends.values(), default=0) / len(ok)
+
+    @property
+    def n_transit(self) -> int:
+        """Runs whose end lies in no basin of the graph fitted without them."""
+        return sum(1 for v in self._ok() if v.heldout_end is None or v.heldout_end < 0)
+
+    @property
     def fidelity(self) -> float:
-        """Fraction of non-diverged runs whose final point lies in an attractor (NaN if none)."""
-        ok = [v.in_attractor for v in self.verdicts if v.status == "ok"]
-        return float(np.mean(ok)) if ok else float("nan")
+        """In sample (secondary): share of runs whose final point lies in an attractor."""
+        ok = self._ok()
+        return float(np.mean([v.in_attractor for v in ok])) if ok else float("nan")
 
 
 def snapshot_pairs(runs: list[RunTrajectory], tau: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -112,165 +205,135 @@ def snapshot_pairs(runs: list[RunTrajectory], tau: int) -> tuple[list[np.ndarray
     return firsts, seconds
 
 
-def group_morse(runs: list[RunTrajectory], settings: MorseSettings = MorseSettings()) -> GroupMorse:
-    """Project, fit the map, compute the Morse graph and judge every run's end point."""
-    t0 = time.perf_counter()
-    runs = [r for r in runs if len(r.steps) > 0]
-    if not runs:
-        raise ValueError("the group has no snapshots (is record.every larger than the number of steps?)")
-    if all(r.status == "diverged" for r in runs):
-        raise ValueError("every run of the group diverged; there is no training dynamics to reduce")
-    all_theta = np.concatenate([r.theta for r in runs])
-    if not np.all(np.isfinite(all_theta)):
-        raise ValueError("snapshots contain NaN or infinite parameters")
-    proj = fit_pca(all_theta, settings.dims)
-    projected = {r.run_id: proj(r.theta) for r in runs}
-    firsts, seconds = snapshot_pairs(runs, settings.tau)
-    x = np.concatenate([projected[r.run_id][i] for r, i in zip(runs, firsts)])
-    y = np.concatenate([projected[r.run_id][j] for r, j in zip(runs, seconds)])
-    if len(x) < 3:
-        raise ValueError(f"only {len(x)} snapshot pairs at tau={settings.tau}; record more often or lower tau")
-    t1 = time.perf_counter()
+def _states(run: RunTrajectory, kind: str) -> np.ndarray:
+    return run.outputs if kind == "function" else run.theta
+
+
+def fit_map(fit_runs: list[RunTrajectory], all_runs: list[RunTrajectory], kind: str,
+            settings: MorseSettings) -> FittedMap:
+    """Fit coordinates and surrogate to ``fit_runs`` and compute the Morse graph on the box
+    holding every run of ``all_runs`` (the held-out runs' states set the domain of the
+    question, never the map)."""
+    states = [_states(r, kind) for r in fit_runs]
+    firsts, seconds = snapshot_pairs(fit_runs, settings.tau)
+    xs = np.concatenate([s[i] for s, i in zip(states, firsts)])
+    ys = np.concatenate([s[j] for s, j in zip(states, seconds)])
+    if len(xs) < 3:
+        raise ValueError(f"only {len(xs)} snapshot pairs at tau={settings.tau}; record more often or lower tau")
+    coords = fit_coordinates(kind, states, xs, ys, settings.dims, late_from=settings.late_from)
+    projected = {r.run_id: coords(_states(r, kind)) for r in all_runs}
+    x = np.concatenate([projected[r.run_id][i] for r, i in zip(fit_runs, firsts)])
+    y = np.concatenate([projected[r.run_id][j] for r, j in zip(fit_runs, seconds)])
     surrogate = TrainingMapSurrogate(settings.far_field, settings.max_pairs).fit(x, y)
-    t2 = time.perf_counter()
     pts = np.concatenate(list(projected.values()))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = np.maximum(hi - lo, 1e-9 * max(1.0, float(np.abs(pts).max())))
     lower, upper = lo - settings.padding * extent, hi + settings.padding * extent
-    graph = morse_graph(surrogate, lower, upper, subdiv_min=settings.subdiv_min, subdiv_max=settings.subdiv_max)
-    t3 = time.perf_counter()
-    finals = np.stack([projected[r.run_id][-1] for r in runs])
-    nodes = graph.node_of(finals)
-    attractors = set(graph.attractors)
-    verdicts = [
-        RunVerdict(r.run_id, r.status, finals[k].tolist(), int(nodes[k]), bool(nodes[k] in attractors))
-        for k, r in enumerate(runs)
-    ]
-    return GroupMorse(
-        graph=graph,
-        projection=proj,
-        verdicts=verdicts,
-        projected=projected,
-        n_pairs=surrogate.n_pairs_,
-        kernel=surrogate.kernel,
-        timings={"project_s": t1 - t0, "fit_s": t2 - t1, "morse_s": t3 - t2, "total_s": t3 - t0},
-    )
+    widen = None
+    if settings.uncertainty > 0:
+        field_ = surrogate.std_field(lower, upper)
+        widen = lambda c: settings.uncertainty * field_(c)  # noqa: E731
+    graph = morse_graph(_composed(surrogate, settings.compose), lower, upper, subdiv_min=settings.subdiv_min, subdiv_max=settings.subdiv_max,
+                        widen=widen)
+    return FittedMap(coords, surrogate, graph, projected)
 
 
-# --- from the store --------------------------------------------------------------------
+def _composed(f, times: int):
+    """``f`` applied ``times`` times: the box map of a higher iterate. Near a stable fixed
+    point a box within ``w / (1 - rate)`` of it overlaps its own image and becomes a Morse
+    set of its own with a trivial index; composing makes the contraction per box map
+    stronger, so those artefacts vanish, while fixed points, their basins and the order
+    between them stay those of ``f``."""
+    if times == 1:
+        return f
 
-def read_group_runs(sweep_root_uri: str, unit_ids: list[str], run_ids: list[str]) -> list[RunTrajectory]:
-    """The snapshots of the given runs, read from their units' committed shards.
+    def composed(points: np.ndarray) -> np.ndarray:
+        for _ in range(times):
+            points = f(points)
+        return points
 
-    Only trajectory rows with parameters are read (``theta`` not null), through the shard
-    reader's ``pyarrow.dataset`` scan with a filter on ``run_id``; a run's status
-    (``ok``/``diverged``) comes from its finals row. Snapshots with non-finite parameters
-    are dropped.
-    """
-    import pyarrow.compute as pc
-
-    from workers import shards
-
-    fs, root = shards.resolve_filesystem(sweep_root_uri)
-    wanted = pc.field("run_id").isin(run_ids)
-    table = shards.read_units(fs, root, shards.TRAJECTORIES, unit_ids, ["run_id", "step", "theta"],
-                              filter=wanted & pc.field("theta").is_valid()
-                              ).sort_by([("run_id", "ascending"), ("step", "ascending")])
-    finals = shards.read_units(fs, root, shards.FINALS, unit_ids, ["run_id", "status"], filter=wanted)
-    status = dict(zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist()))
-    rid_col = table.column("run_id").to_numpy(zero_copy_only=False)
-    steps = table.column("step").to_numpy()
-    theta = table.column("theta").combine_chunks()
-    n = len(theta)
-    flat = theta.flatten().to_numpy(zero_copy_only=False) if n else np.empty(0, dtype=np.float32)
-    theta_np = flat.reshape(n, len(flat) // n) if n else np.empty((0, 0), dtype=np.float32)
-    out = []
-    for rid in run_ids:
-        idx = np.flatnonzero(rid_col == rid)
-        th = theta_np[idx]
-        finite = np.isfinite(th).all(axis=1)
-        run_status = "diverged" if status.get(rid) == "diverged" or not finite.all() else "ok"
-        out.append(RunTrajectory(rid, steps[idx][finite], th[finite], run_status))
-    return out
+    return composed
 
 
-def morse_for_group(
-    sweep_root_uri: str,
-    group_id: str,
-    unit_ids: list[str],
-    run_ids: list[str],
-    settings: dict,
-    title: str = "",
-) -> dict:
-    """Run :func:`group_morse` on one group of a sweep and draw its pictures.
-
-    Returns plain data (safe to return from a Ray task): a ``row`` for the group table,
-    ``runs`` (one verdict per run), and ``pictures`` (file name -> bytes). Errors are
-    reported in ``row["error"]`` rather than raised, so one group cannot stop the others.
-    """
-    started = time.perf_counter()
-    cfg = MorseSettings(**settings)
-    row: dict = {"group_id": group_id, "n_runs": len(run_ids), "error": None, **{f"param_{k}": v
-                 for k, v in asdict(cfg).items()}}
-    try:
-        runs = read_group_runs(sweep_root_uri, unit_ids, run_ids)
-        result = group_morse(runs, cfg)
-    except Exception as exc:  # reported per group; the reduction goes on
-        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        row.update(seconds=time.perf_counter() - started, run_ids=list(run_ids))
-        return {"row": row, "runs": [{"run_id": r, "group_id": group_id, "status": "error", "final_node": -1,
-                                      "in_attractor": False, "final_point": []} for r in run_ids],
-                "pictures": {}}
-    g = result.graph
-    rec = g.to_record()
-    row.update(
-        n_morse_sets=len(g.nodes),
-        n_attractors=len(g.attractors),
-        n_nontrivial=sum(1 for u in g.nodes if not g.is_trivial(u)),
-        fidelity=result.fidelity,
-        explained_variance=result.projection.explained_variance_ratio.tolist(),
-        n_pairs=result.n_pairs,
-        kernel=result.kernel,
-        dot=g.to_dot(),
-        **rec,
-        **result.timings,
-    )
-    runs_out = [{**asdict(v), "group_id": group_id} for v in result.verdicts]
-    row.update(run_ids=[v.run_id for v in result.verdicts], final_nodes=[v.final_node for v in result.verdicts],
-               final_in_attractor=[v.in_attractor for v in result.verdicts])
-    pictures = _pictures(result, title or group_id)
-    row["seconds"] = time.perf_counter() - started
-    return {"row": row, "runs": runs_out, "pictures": pictures}
+def _usable(runs: list[RunTrajectory], kind: str) -> tuple[list[RunTrajectory], str]:
+    """The runs the map is fitted on (non-diverged, finite) and the coordinates' kind."""
+    runs = [r for r in runs if len(r.steps) > 0]
+    if not runs:
+        raise ValueError("the group has no snapshots (is record.every larger than the number of steps?)")
+    ok = [r for r in runs if r.status == "ok"]
+    if not ok:
+        raise ValueError("every run of the group diverged; there is no training dynamics to reduce")
+    if kind == "auto":
+        kind = "function" if all(r.outputs is not None for r in ok) else "late_pca"
+    if kind == "function" and any(r.outputs is None for r in ok):
+        raise ValueError("function-space coordinates need the model's outputs on the probe set for every run")
+    for r in ok:
+        if not np.all(np.isfinite(_states(r, kind))):
+            raise ValueError(f"snapshots of run {r.run_id} contain NaN or infinite values")
+    return ok, kind
 
 
-def _pictures(result: GroupMorse, title: str) -> dict[str, bytes]:
-    """The Morse graph as DOT text and, when graphviz's ``dot`` is installed, SVG and PNG;
-    the Morse sets over the projected trajectories as PNG."""
-    import graphviz
-    import matplotlib
+def group_morse(runs: list[RunTrajectory], settings: MorseSettings = MorseSettings()) -> GroupMorse:
+    """Fit the group's map and Morse graph, judge it out of sample and give every run its
+    verdict. Diverged runs leave the coordinates, the pairs and the box; they get a verdict
+    with status ``diverged`` and no basin."""
+    import scipy.linalg  # noqa: F401  (loads the BLAS libraries before they are limited)
+    import sklearn.gaussian_process  # noqa: F401
+    from threadpoolctl import threadpool_limits
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # one BLAS thread: parallelism comes from Ray tasks, and a second thread spinning on a
+    # busy core made small Cholesky factorisations 100x slower here
+    with threadpool_limits(1):
+        return _group_morse(runs, settings)
 
-    from analysis.morse import plot_morse_sets
 
-    dot = result.graph.to_dot()
-    pics = {"morse_graph.dot": dot.encode()}
-    try:
-        src = graphviz.Source(dot)
-        pics["morse_graph.svg"] = src.pipe(format="svg")
-        pics["morse_graph.png"] = src.pipe(format="png")
-    except graphviz.ExecutableNotFound:
-        pass  # the driver has said once that `dot` is missing; the DOT text is kept
-    evr = result.projection.explained_variance_ratio
-    fig = plot_morse_sets(
-        result.graph,
-        list(result.projected.values()),
-        title=f"{title}\nfidelity {result.fidelity:.2f}; PCA explains {evr.sum():.0%}",
-        axis_labels=(f"PC1 ({evr[0]:.0%})", f"PC2 ({evr[1]:.0%})"),
-    )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    pics["morse_sets.png"] = buf.getvalue()
-    return pics
+def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMorse:
+    t0 = time.perf_counter()
+    ok, kind = _usable(runs, settings.coordinates)
+    warnings = []
+    if len(ok) < MIN_RUNS:
+        warnings.append(f"only {len(ok)} non-diverged runs: at least {MIN_RUNS} are needed to resolve basins "
+                        "(raise seeds)")
+    fitted = fit_map(ok, ok, kind, settings)
+    t1 = time.perf_counter()
+    g = fitted.graph
+    verdicts = {}
+    for r in ok:
+        z = fitted.projected[r.run_id]
+        nodes = g.node_of(z)
+        visited = [int(u) for u in nodes if u >= 0]
+        itinerary = [u for k, u in enumerate(visited) if k == 0 or u != visited[k - 1]]
+        verdicts[r.run_id] = RunVerdict(r.run_id, "ok", z[-1].tolist(), int(nodes[-1]), int(g.basin_of(z[-1:])[0]),
+                                        itinerary)
+    _cross_validate(ok, kind, settings, verdicts)
+    t2 = time.perf_counter()
+    out = [verdicts.get(r.run_id) or RunVerdict(r.run_id, "diverged", [], -1, -1, []) for r in runs]
+    result = GroupMorse(fitted, kind, out, fitted.surrogate.n_pairs_, warnings,
+                        {"fit_s": t1 - t0 - g.seconds, "morse_s": g.seconds, "validate_s": t2 - t1,
+                         "total_s": t2 - t0})
+    if result.n_transit:
+        warnings.append(f"{result.n_transit} run(s) ended in transit: their end lies in no basin of the graph "
+                        "fitted without them (still moving, or near a separatrix)")
+    return result
+
+
+def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
+                    verdicts: dict[str, RunVerdict]) -> None:
+    """Refit without each fold of runs; place each held-out run's first, early (10%) and
+    final snapshot in the basins of the fold's graph."""
+    k = min(settings.folds, len(ok))
+    if k < 2:
+        return
+    for fold in range(k):
+        held = [r for i, r in enumerate(ok) if i % k == fold]
+        rest = [r for i, r in enumerate(ok) if i % k != fold]
+        try:
+            fitted = fit_map(rest, ok, kind, settings)
+        except ValueError:
+            continue  # too few pairs without this fold: its runs stay unjudged (counted wrong)
+        for r in held:
+            z = fitted.projected[r.run_id]
+            early = int(round(EARLY_FRACTION * (len(z) - 1)))
+            start, at_early, end = fitted.graph.basin_of(np.stack([z[0], z[early], z[-1]]))
+            v = verdicts[r.run_id]
+            v.heldout_start, v.heldout_early, v.heldout_end, v.fold = int(start), int(at_early), int(end), fold

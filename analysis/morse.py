@@ -11,7 +11,12 @@ What the result means:
   periodic orbit, a saddle, or a region the grid cannot resolve;
 - an edge ``u -> v`` says some trajectory leaves ``u`` and later enters ``v`` (the Hasse
   diagram of that order, as CMGDB reports it);
-- an *attractor* is a node with no outgoing edge;
+- an *attractor* is a node with no outgoing edge whose Conley index is non-trivial (a sink
+  with a trivial or undefined index is *unresolved*: the grid cannot say what it is, and
+  it is never reported as an attractor);
+- the *basin* (region of attraction) of an attractor is the set of grid cells from which
+  the combinatorial map reaches that attractor and no other; cells that reach several
+  attractors (near a separatrix, or where the enclosure is wide) belong to no basin;
 - the *Conley index* of a node is the homology of an index pair, one rank per dimension:
   ``[1, 0, 0]`` a stable fixed point, ``[0, 1, 0]`` a saddle with one unstable direction,
   ``[0, 0, 1]`` a repeller in the plane, ``[1, 1, 0]`` an attracting periodic orbit, all
@@ -37,6 +42,10 @@ from pathlib import Path
 import numpy as np
 
 MAX_DIM = 6
+# basin labels of points that are in no attractor's basin
+NO_ATTRACTOR = -1  # the map leads only to unresolved sets
+SEVERAL = -2  # more than one attractor is reachable: the point is on (or near) a separatrix
+OUTSIDE = -3  # the point lies outside the box
 _TERM = re.compile(r"([+-]?)(\d*)(x(?:\^(\d+))?)?")
 
 
@@ -92,6 +101,10 @@ class MorseGraph:
     subdiv_min: int
     subdiv_max: int
     seconds: float = 0.0
+    # the leaf cells of the adaptive grid and, per cell, the attractor whose basin holds it
+    # (or NO_ATTRACTOR / SEVERAL); empty when the graph was built without them
+    cells: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), repr=False, compare=False)
+    cell_basin: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False, compare=False)
     _children: dict[int, list[int]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -103,9 +116,20 @@ class MorseGraph:
         return len(self.lower)
 
     @property
-    def attractors(self) -> list[int]:
-        """Nodes with no outgoing edge."""
+    def sinks(self) -> list[int]:
+        """Nodes with no outgoing edge (attractors and unresolved sinks)."""
         return [u for u in self.nodes if not self._children[u]]
+
+    @property
+    def attractors(self) -> list[int]:
+        """Sinks with a non-trivial Conley index."""
+        return [u for u in self.sinks if self.conley_index(u) is not None and not self.is_trivial(u)]
+
+    @property
+    def unresolved(self) -> list[int]:
+        """Morse sets whose Conley index is trivial or undefined (artefacts or sets the grid
+        cannot resolve): never attractors."""
+        return [u for u in self.nodes if self.conley_index(u) is None or self.is_trivial(u)]
 
     def successors(self, node: int) -> list[int]:
         return list(self._children[node])
@@ -133,6 +157,24 @@ class MorseGraph:
             out[inside] = u
         return out
 
+    def basin_of(self, points: np.ndarray) -> np.ndarray:
+        """For each point, the attractor whose basin holds it; ``SEVERAL`` when the map
+        reaches more than one attractor from its cell, ``NO_ATTRACTOR`` when none,
+        ``OUTSIDE`` when the point is outside the box."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        out = np.full(len(points), OUTSIDE, dtype=np.int64)
+        if not len(self.cells):
+            raise ValueError("this Morse graph was built without its cells; basins are unknown")
+        d = self.dim
+        # cells tile the box; a point on a shared face takes the first cell that holds it
+        for a in range(0, len(points), 256):
+            p = points[a : a + 256]
+            inside = (p[:, None, :] >= self.cells[None, :, :d]) & (p[:, None, :] <= self.cells[None, :, d:])
+            inside = inside.all(-1)
+            hit = inside.any(1)
+            out[a : a + 256][hit] = self.cell_basin[inside.argmax(1)[hit]]
+        return out
+
     def to_dot(self) -> str:
         """Graphviz DOT text: attractors at the bottom, labels carry the Conley index."""
         lines = ["digraph morse {", '  node [shape=ellipse, style=filled, fontname="Helvetica"];']
@@ -140,8 +182,8 @@ class MorseGraph:
             ranks = self.conley_index(u)
             label = f"{u}: CI {tuple(ranks) if ranks is not None else 'undefined'}\\n{len(self.boxes[u])} boxes"
             colour = _node_colour(u)
-            lines.append(f'  {u} [label="{label}", fillcolor="{colour}"'
-                         + (", peripheries=2" if u in self.attractors else "") + "];")
+            style = ", peripheries=2" if u in self.attractors else (", style=dashed" if u in self.unresolved else "")
+            lines.append(f'  {u} [label="{label}", fillcolor="{colour}"{style}];')
         if self.attractors:
             lines.append("  { rank=sink; " + " ".join(str(u) for u in self.attractors) + " }")
         for a, b in self.edges:
@@ -157,6 +199,7 @@ class MorseGraph:
             "nodes": list(self.nodes),
             "edges": [list(e) for e in self.edges],
             "attractors": self.attractors,
+            "unresolved": self.unresolved,
             "conley_strings": [self.conley_strings[u] for u in self.nodes],
             "conley_ranks": [self.conley_index(u) for u in self.nodes],
             "boxes": [self.boxes[u].ravel().tolist() for u in self.nodes],
@@ -173,6 +216,7 @@ def morse_graph(
     subdiv_max: int = 16,
     subdiv_limit: int = 10_000,
     chunk: int = 16_384,
+    widen: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> MorseGraph:
     """The Morse graph of ``f`` on the box ``[lower, upper]`` (CMGDB, batched box map).
 
@@ -180,6 +224,11 @@ def morse_graph(
     corners of many boxes at once (``chunk`` boxes per call), never once per box. Images
     outside the box are allowed (those boxes map out of the domain). A non-finite or
     wrongly shaped image raises :class:`MorseError` instead of silently giving a wrong graph.
+
+    ``widen(centres) -> (n, d)`` (optional) is a non-negative radius added on every side of
+    each box's image, evaluated at the box centres: with a surrogate's posterior standard
+    deviation times a factor, the box map encloses what the data allow, not just the mean.
+    The result carries the grid's leaf cells and each cell's basin (:meth:`MorseGraph.basin_of`).
     """
     import CMGDB
 
@@ -204,7 +253,15 @@ def morse_graph(
     checked(np.vstack([lo, hi, (lo + hi) / 2]))  # fail before CMGDB on an obviously bad f
 
     def batch(rects):
-        return CMGDB.BoxMapBatch(checked, rects)
+        images = CMGDB.BoxMapBatch(checked, rects)
+        if widen is not None:
+            rects = np.asarray(rects, dtype=float)
+            radius = np.asarray(widen((rects[:, :d] + rects[:, d:]) / 2), dtype=float)
+            radius = np.broadcast_to(radius.reshape(len(rects), -1), (len(rects), d))
+            if not np.all(np.isfinite(radius)) or (radius < 0).any():
+                raise MorseError("widen returned negative or non-finite radii")
+            images = np.hstack([images[:, :d] - radius, images[:, d:] + radius])
+        return images
 
     def single(rect):  # CMGDB wants a per-box map too; the batched one is what runs
         return batch(np.asarray([rect]))[0].tolist()
@@ -212,20 +269,61 @@ def morse_graph(
     model = CMGDB.Model(subdiv_min, subdiv_max, subdiv_min, subdiv_limit, lo.tolist(), hi.tolist(), single)
     model.set_batch_map(batch)
     t0 = time.perf_counter()
-    mg, _ = CMGDB.ComputeConleyMorseGraph(model, batch_chunk_size=chunk)
-    seconds = time.perf_counter() - t0
+    mg, map_graph = CMGDB.ComputeConleyMorseGraph(model, batch_chunk_size=chunk, cache_map_graph=True)
     nodes = list(mg.vertices())
+    conley = {u: list(mg.annotations(u)) for u in nodes}
+    n_cells = map_graph.num_vertices()
+    cells = np.asarray([mg.phase_space_box(v) for v in range(n_cells)], dtype=float).reshape(n_cells, 2 * d)
+    attractors = [u for u in nodes if not mg.adjacencies(u) and any(conley_ranks(conley[u]) or [])]
+    cell_basin = _cell_basins(CMGDB, mg, map_graph, nodes, attractors)
+    seconds = time.perf_counter() - t0  # the graph, its Conley indices and the basins
     return MorseGraph(
         lower=lo,
         upper=hi,
         nodes=nodes,
         edges=sorted((int(a), int(b)) for a, b in mg.edges()),
         boxes={u: np.asarray(mg.morse_set_boxes(u), dtype=float).reshape(-1, 2 * d) for u in nodes},
-        conley_strings={u: list(mg.annotations(u)) for u in nodes},
+        conley_strings=conley,
         subdiv_min=subdiv_min,
         subdiv_max=subdiv_max,
         seconds=seconds,
+        cells=cells,
+        cell_basin=cell_basin,
     )
+
+
+def _cell_basins(CMGDB, mg, map_graph, nodes: list[int], attractors: list[int]) -> np.ndarray:
+    """Per grid cell: the one attractor the combinatorial map reaches from it, else
+    ``SEVERAL`` or ``NO_ATTRACTOR``. CMGDB's native reachability masks hold 64 Morse sets;
+    beyond that, a reverse breadth-first search from each attractor over the cell graph."""
+    n = map_graph.num_vertices()
+    if not attractors:
+        return np.full(n, NO_ATTRACTOR, dtype=np.int64)
+    hits = None
+    if max(nodes) < 64:
+        try:
+            masks = np.asarray(CMGDB.MorseReachabilityMasks(map_graph, mg, list(range(n))), dtype=np.uint64)
+            hits = np.stack([(masks >> np.uint64(a)) & np.uint64(1) for a in attractors], axis=1).astype(bool)
+        except RuntimeError:
+            pass  # it refuses cell graphs with cycles outside the Morse sets (seen on refined grids)
+    if hits is None:
+        parents: list[list[int]] = [[] for _ in range(n)]
+        for v in range(n):
+            for w in map_graph.adjacencies(v):
+                parents[w].append(v)
+        hits = np.zeros((n, len(attractors)), dtype=bool)
+        for k, a in enumerate(attractors):
+            stack = list(mg.morse_set(a))
+            hits[stack, k] = True
+            while stack:
+                for v in parents[stack.pop()]:
+                    if not hits[v, k]:
+                        hits[v, k] = True
+                        stack.append(v)
+    count = hits.sum(1)
+    out = np.where(count == 0, NO_ATTRACTOR, SEVERAL).astype(np.int64)
+    out[count == 1] = np.asarray(attractors)[hits[count == 1].argmax(1)]
+    return out
 
 
 # --- pictures -----------------------------------------------------------------------
@@ -238,18 +336,25 @@ def _node_colour(u: int) -> str:
     return _PALETTE[u % len(_PALETTE)]
 
 
-def render_graph(mg: MorseGraph, path_stem: str | Path, formats: Sequence[str] = ("svg", "png")) -> list[Path]:
-    """Draw the Morse graph with graphviz's ``dot`` into ``path_stem.{svg,png}``."""
-    import graphviz
+def render_graph(mg: MorseGraph, path: str | Path | None = None, *, title: str | None = None) -> bytes:
+    """Draw the Morse graph with matplotlib (a layered layout, attractors at the bottom,
+    labels with the Conley index; no system program needed). Returns PNG bytes, also
+    written to ``path`` when given."""
+    import io
 
-    src = graphviz.Source(mg.to_dot())
-    out = []
-    for fmt in formats:
-        rendered = src.pipe(format=fmt)
-        path = Path(f"{path_stem}.{fmt}")
-        path.write_bytes(rendered)
-        out.append(path)
-    return out
+    from analysis._graph_drawing import draw_morse_graph
+
+    labels = {}
+    for u in mg.nodes:
+        ranks = mg.conley_index(u)
+        labels[u] = f"{u}: CI {tuple(ranks) if ranks is not None else 'undefined'}\n{len(mg.boxes[u])} boxes"
+    fig = draw_morse_graph(mg.nodes, mg.edges, labels, {u: _node_colour(u) for u in mg.nodes}, mg.attractors,
+                           unresolved=set(mg.unresolved), title=title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    if path is not None:
+        Path(path).write_bytes(buf.getvalue())
+    return buf.getvalue()
 
 
 def plot_morse_sets(

@@ -56,15 +56,16 @@ def main() -> None:
     root, _tmp = ensure_sweep(args.store, args.sweep, args.spec)
     groups = groups_of(root)
 
-    from analysis.dynamics import MorseSettings, group_morse, read_group_runs
+    from analysis.dynamics import MorseSettings, group_morse
+    from analysis.morse_task import read_group_runs
 
     settings = MorseSettings(dims=args.dims)
     morse_s, total_s, batched, baseline, same_nodes = [], [], [], [], []
-    group_morse(read_group_runs(root, sorted({r["unit_id"] for r in next(iter(groups.values()))}),
-                                [r["run_id"] for r in next(iter(groups.values()))]), settings)  # warm-up: imports
+    first = next(iter(groups.values()))
+    group_morse(read_group_runs(root, sorted({r["unit_id"] for r in first}), first), settings)  # warm-up: imports
     for k, (_gid, rows) in enumerate(groups.items()):
         t0 = time.perf_counter()
-        runs = read_group_runs(root, sorted({r["unit_id"] for r in rows}), [r["run_id"] for r in rows])
+        runs = read_group_runs(root, sorted({r["unit_id"] for r in rows}), rows)
         res = group_morse(runs, settings)
         total_s.append(time.perf_counter() - t0)
         morse_s.append(res.graph.seconds)

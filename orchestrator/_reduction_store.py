@@ -5,7 +5,8 @@
     reduction/NAME/runs/GROUP_ID.parquet      one row per run of the group
     reduction/NAME.parquet                    all groups (rebuilt from the parts after each reduce)
     reduction/NAME_runs.parquet               all runs
-    reduction/plots/GROUP_ID/...              a group's pictures (morse_graph.{dot,svg,png}, morse_sets.png)
+    reduction/plots/GROUP_ID/...              a group's pictures (morse_graph.{png,dot}, morse_sets.png,
+                                              connection_matrix.png)
     reduction/plots/*.png                     sweep-wide pictures (phase diagram, metric heatmaps)
 
 Each part is written to a temporary name and moved into place, so a part that exists is
@@ -23,43 +24,68 @@ import pyarrow.parquet as pq
 
 REDUCTION = "reduction"
 
+_I32, _LI32, _LLI32 = pa.int32(), pa.list_(pa.int32()), pa.list_(pa.list_(pa.int32()))
+
 MORSE_GROUP_SCHEMA = pa.schema([
     ("group_id", pa.string()),
     ("settings_key", pa.string()),  # the settings it was computed with: a change means "redo"
-    ("n_runs", pa.int32()),
+    ("n_runs", _I32),
     ("error", pa.string()),
-    ("n_morse_sets", pa.int32()),
-    ("n_attractors", pa.int32()),
-    ("n_nontrivial", pa.int32()),
-    ("fidelity", pa.float64()),
-    ("nodes", pa.list_(pa.int32())),
-    ("edges", pa.list_(pa.list_(pa.int32()))),
-    ("attractors", pa.list_(pa.int32())),
+    ("coordinates", pa.string()),  # the coordinates used (``auto`` resolved)
+    ("n_morse_sets", _I32),
+    ("n_attractors", _I32),  # sinks with a non-trivial Conley index
+    ("n_unresolved", _I32),  # Morse sets with a trivial or undefined index
+    ("n_nontrivial", _I32),
+    ("basin_accuracy", pa.float64()),  # held out: early state (10%) in the basin of the run's end attractor
+    ("basin_accuracy_start", pa.float64()),  # the same from the first snapshot
+    ("chance", pa.float64()),  # share of runs in the largest basin
+    ("n_transit", _I32),  # runs whose end lies in no basin of the graph fitted without them
+    ("fidelity", pa.float64()),  # in sample (secondary): runs whose final point lies in an attractor
+    ("nodes", _LI32),
+    ("edges", _LLI32),
+    ("attractors", _LI32),
+    ("unresolved", _LI32),
     ("conley_strings", pa.list_(pa.list_(pa.string()))),
-    ("conley_ranks", pa.list_(pa.list_(pa.int32()))),
-    ("n_boxes", pa.list_(pa.int32())),
+    ("conley_ranks", _LLI32),
+    ("n_boxes", _LI32),
     ("boxes", pa.list_(pa.list_(pa.float64()))),  # per node: its boxes' bounds, flattened
     ("lower", pa.list_(pa.float64())),
     ("upper", pa.list_(pa.float64())),
     ("explained_variance", pa.list_(pa.float64())),
-    ("n_pairs", pa.int32()),
+    ("n_pairs", _I32),
     ("kernel", pa.string()),
     ("dot", pa.string()),
+    ("warnings", pa.list_(pa.string())),
+    # pychomp on the uniform grid of subdiv_min: connection matrix of the same map ...
+    ("cm_grid", _I32),  # cells per axis
+    ("cm_conley_ranks", _LLI32),  # per Morse set of the grid's decomposition
+    ("cm_order", _LLI32),  # (from, to): Hasse diagram of the sets' order
+    ("cm_boundary", _LLI32),  # (from set, to set, dimension): connecting orbits that must exist
+    ("cm_n_morse_sets", _I32),  # non-trivial sets
+    ("cm_n_attractors", _I32),
+    ("cm_s", pa.float64()),
+    # ... and the surrogate-free map of the snapshot pairs
+    ("data_n_attractors", _I32),
+    ("data_agrees", pa.bool_()),  # as many attractors as CMGDB's, each in a basin of its own
     ("run_ids", pa.list_(pa.string())),
-    ("final_nodes", pa.list_(pa.int32())),
-    ("final_in_attractor", pa.list_(pa.bool_())),
-    ("project_s", pa.float64()),
+    ("final_nodes", _LI32),
+    ("end_attractors", _LI32),
     ("fit_s", pa.float64()),
     ("morse_s", pa.float64()),
+    ("validate_s", pa.float64()),
     ("total_s", pa.float64()),
     ("seconds", pa.float64()),
-    ("param_dims", pa.int32()),
-    ("param_tau", pa.int32()),
-    ("param_subdiv_min", pa.int32()),
-    ("param_subdiv_max", pa.int32()),
+    ("param_coordinates", pa.string()),
+    ("param_dims", _I32),
+    ("param_tau", _I32),
+    ("param_late_from", pa.float64()),
+    ("param_subdiv_min", _I32),
+    ("param_subdiv_max", _I32),
     ("param_padding", pa.float64()),
     ("param_far_field", pa.float64()),
-    ("param_max_pairs", pa.int32()),
+    ("param_max_pairs", _I32),
+    ("param_uncertainty", pa.float64()),
+    ("param_folds", _I32),
 ])
 
 MORSE_RUN_SCHEMA = pa.schema([
@@ -67,8 +93,13 @@ MORSE_RUN_SCHEMA = pa.schema([
     ("group_id", pa.string()),
     ("status", pa.string()),  # ok | diverged | error (the group's reduction failed)
     ("final_point", pa.list_(pa.float64())),
-    ("final_node", pa.int32()),  # -1: the final point lies in no Morse set
+    ("final_node", _I32),  # -1: the final point lies in no Morse set
+    ("end_attractor", _I32),  # the attractor whose basin holds the final point; < 0: in transit
     ("in_attractor", pa.bool_()),
+    ("itinerary", _LI32),  # the Morse sets its snapshots pass through, in order
+    ("basin_correct", pa.bool_()),  # held out: early state in the basin of its end's attractor
+    ("basin_correct_start", pa.bool_()),
+    ("fold", _I32),
 ])
 
 

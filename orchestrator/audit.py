@@ -143,12 +143,21 @@ def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: Tol
                     how = f"{change:.0%}" if metric in RELATIVE else f"{new - old:+.3g}"
                     drift.findings.append(f"{metric} {old:.4g} -> {new:.4g} ({how}, tolerance {limit:g})")
         ma, mb = row.get("morse") or {}, baseline[bid].get("morse") or {}
-        if attractor_change and not ma.get("error") and not mb.get("error") and ma and mb \
+        if attractor_change and _basins_trusted(ma) and _basins_trusted(mb) \
                 and ma["n_attractors"] != mb["n_attractors"]:
             drift.findings.append(f"attractors {mb['n_attractors']} -> {ma['n_attractors']}")
         matched.append(drift)
     unmatched += [{"sweep": "baseline", **dict(zip(keys, k))} for k in base_by_key]
     return setup_change, matched, unmatched
+
+
+def _basins_trusted(morse_row: dict) -> bool:
+    """A group's basin structure is compared only when its graph predicts held-out runs'
+    ends better than chance (otherwise its attractor count says nothing about training)."""
+    if not morse_row or morse_row.get("error"):
+        return False
+    acc, chance = morse_row.get("basin_accuracy"), morse_row.get("chance")
+    return acc is not None and chance is not None and acc > chance
 
 
 def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:

@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("subdiv-max", "grid depth to which Morse sets are refined")):
         rd.add_argument(f"--{flag}", type=int, default=None,
                         help=f"override reduce.morse.{flag.replace('-', '_')} of the sweep's spec: {what}")
+    rd.add_argument("--coordinates", choices=["auto", "pca", "late_pca", "function", "dmd", "latent"], default=None,
+                    help="override reduce.morse.coordinates of the sweep's spec (auto: function space when full "
+                         "parameters are recorded, else late_pca)")
 
     au = sub.add_parser("audit", help="train and reduce a spec's sweep and compare it with a baseline (exit 1: drift)")
     au.add_argument("spec", help="sweep spec (YAML)")
@@ -85,7 +88,7 @@ def _reduce(store, args, settings) -> int:
     from orchestrator.spec import MorseReduceSpec, SpecError
 
     settings = settings or recorded_settings(store)
-    overrides = {k: getattr(args, k) for k in ("dims", "tau", "subdiv_min", "subdiv_max")
+    overrides = {k: getattr(args, k) for k in ("dims", "tau", "subdiv_min", "subdiv_max", "coordinates")
                  if getattr(args, k, None) is not None}
     if overrides:
         from pydantic import ValidationError
@@ -105,7 +108,7 @@ def _reduce(store, args, settings) -> int:
              for name, c in outcome.counts.items()]
     extra = []
     if "morse" in outcome.counts:
-        extra.append(f"fidelity {outcome.fidelity:.2f} (runs ending in an attractor)")
+        extra.append(f"held-out basin accuracy {outcome.basin_accuracy:.2f} (chance {outcome.chance:.2f})")
     if "taxonomy" in outcome.counts:
         extra.append("phases " + (", ".join(f"{p} {n}" for p, n in sorted(outcome.phases.items())) or "none"))
     print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts)

@@ -33,8 +33,9 @@ TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
 # per analysis, the tag holding the settings a child's results were logged with
 ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy"}
 TABLE_COLUMNS = {
-    "morse": ("group_id", "label", "n_runs", "n_morse_sets", "n_attractors", "n_nontrivial", "fidelity", "n_pairs",
-              "total_s", "error"),
+    "morse": ("group_id", "label", "n_runs", "coordinates", "basin_accuracy", "chance", "basin_accuracy_start",
+              "n_transit", "n_morse_sets", "n_attractors", "n_unresolved", "cm_n_morse_sets", "cm_n_attractors",
+              "cm_boundary", "data_n_attractors", "data_agrees", "fidelity", "n_pairs", "total_s", "warnings", "error"),
     "taxonomy": ("group_id", "label", "phase", "n_seeds", "train_loss", "train_acc", "test_acc", "hessian_top",
                  "hessian_trace", "mc", "line_barrier", "cka", "l2", "total_s", "threshold_train_loss",
                  "threshold_mc_tolerance", "threshold_cka", "error"),
@@ -205,8 +206,10 @@ class MlflowSink:
 
 
     def log_group_morse(self, row: dict, runs: list[dict], pictures: dict[str, str], settings_key: str) -> int:
-        """Log one group's Morse results on each of its children: summary metrics, the
-        run's own verdict, and the group's pictures (local files) under ``morse/``.
+        """Log one group's Morse results on each of its children: the group's held-out basin
+        accuracy and chance level and its graph's size as metrics, the run's own verdict
+        (``basin_correct``; its itinerary and end attractor as tags, since Morse set ids are
+        not stable), and the group's pictures (local files) under ``morse/``.
 
         Children already logged with the same ``settings_key`` are skipped; children not
         in MLflow yet (training not logged) are left for a later run. Returns how many
@@ -218,17 +221,22 @@ class MlflowSink:
         done = 0
         for run, child in self._pending("morse", runs, settings_key):
             metrics = []
-            if row.get("error") is None:
-                metrics = [
-                    Metric("n_morse_sets", float(row["n_morse_sets"]), now, 0),
-                    Metric("n_attractors", float(row["n_attractors"]), now, 0),
-                    Metric("n_nontrivial_morse_sets", float(row["n_nontrivial"]), now, 0),
-                    Metric("group_fidelity", float(row["fidelity"]), now, 0),
-                    Metric("final_in_attractor", float(run["in_attractor"]), now, 0),
-                    Metric("final_morse_set", float(run["final_node"]), now, 0),
-                ]
             tags = [RunTag(ANALYSIS_TAGS["morse"], settings_key)]
-            if row.get("error"):
+            if row.get("error") is None:
+                values = {"n_morse_sets": row["n_morse_sets"], "n_attractors": row["n_attractors"],
+                          "n_unresolved_morse_sets": row["n_unresolved"],
+                          "group_basin_accuracy": row["basin_accuracy"], "group_basin_chance": row["chance"],
+                          "group_basin_accuracy_start": row["basin_accuracy_start"],
+                          "group_fidelity": row["fidelity"], "final_in_attractor": run.get("in_attractor")}
+                if run.get("basin_correct") is not None:
+                    values["basin_correct"] = run["basin_correct"]
+                metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
+                           if v is not None and np.isfinite(float(v))]
+                # Morse set ids are not stable between reductions: tags, never metrics
+                tags += [RunTag("doodl.morse_coordinates", str(row["coordinates"])),
+                         RunTag("doodl.itinerary", " > ".join(str(u) for u in run.get("itinerary") or []) or "none"),
+                         RunTag("doodl.end_attractor", str(run.get("end_attractor")))]
+            else:
                 tags.append(RunTag("doodl.morse_error", row["error"][:500]))
             self.client.log_batch(child, metrics=metrics, tags=tags)
             for path in pictures.values():

@@ -1,7 +1,7 @@
 """``doodl reduce``: Ray tasks per group turn the stored sweep into Morse graphs and the
 connectivity taxonomy.
 
-For each analysis (``morse``: :func:`analysis.dynamics.morse_for_group`; ``taxonomy``:
+For each analysis (``morse``: :func:`analysis.morse_task.morse_for_group`; ``taxonomy``:
 :func:`analysis.taxonomy.taxonomy_for_group`) and each group whose units are all committed
 (and sound), one task. A group already reduced with the same settings is skipped unless
 ``force``; a group whose reduction fails records its error in its row and the others go
@@ -13,7 +13,6 @@ tables and the sweep-wide pictures (phase diagram, metric heatmaps).
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore
 
 ANALYSES = ("morse", "taxonomy")
+MORSE_PICTURES = ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png")
 
 
 @dataclass
@@ -53,7 +53,8 @@ class ReduceOutcome:
     n_groups: int
     counts: dict[str, AnalysisCounts] = field(default_factory=dict)
     waiting: int = 0  # groups with units not yet committed
-    fidelity: float = float("nan")
+    basin_accuracy: float = float("nan")  # held out, over the sweep's runs
+    chance: float = float("nan")  # share of runs in their group's largest basin, over the sweep
     phases: dict[str, int] = field(default_factory=dict)
     logged_runs: int = 0
     mlflow_error: str | None = None
@@ -140,9 +141,6 @@ def run_reduce(
         if outcome.mlflow_error:
             sink = None
 
-    if any(name == "morse" for name, _ in todo) and shutil.which("dot") is None:
-        console.print("[yellow]warning:[/] graphviz's `dot` program is not installed here: Morse graphs are "
-                      "saved as DOT text only (install graphviz for SVG/PNG pictures)")
     if todo:
         connect(address)
         _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress)
@@ -157,7 +155,7 @@ def run_reduce(
     tables = {name: stores[name].consolidate() for name in analyses}
     pictures = {}
     if "morse" in tables:
-        outcome.fidelity = _fidelity(tables["morse"][1], groups)
+        outcome.basin_accuracy, outcome.chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
     if "taxonomy" in tables:
         tax_rows = [r for r in tables["taxonomy"][0].to_pylist() if r["group_id"] in groups]
         for r in tax_rows:
@@ -171,7 +169,7 @@ def run_reduce(
 
 
 def _tasks():
-    from analysis.dynamics import morse_for_group
+    from analysis.morse_task import morse_for_group
     from analysis.taxonomy import taxonomy_for_group
 
     return {
@@ -192,8 +190,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
         rows = groups[gid]
         units = sorted({r["unit_id"] for r in rows})
         if name == "morse":
-            ref = tasks[name].remote(store.uri, gid, units, [r["run_id"] for r in rows], params[name],
-                                     group_label(rows[0]))
+            ref = tasks[name].remote(store.uri, gid, units, rows, params[name], group_label(rows[0]))
         else:
             ref = tasks[name].remote(store.uri, gid, units, rows, params[name])
         inflight[ref] = (name, gid)
@@ -223,6 +220,9 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
                                   f"{row['error']}[/]")
                 else:
                     counts.reduced += 1
+                    for warning in row.get("warnings") or []:
+                        console.print(f"[yellow]warning:[/] {name} of group {gid} ({group_label(groups[gid][0])}): "
+                                      f"{warning}")
                 if sink is not None:
                     _log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
                 finished += 1
@@ -249,7 +249,7 @@ def _log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> Non
                 runs = pq.read_table(f).to_pylist()
         if pictures is None:
             pictures = {}
-            for name in ("morse_graph.dot", "morse_graph.svg", "morse_graph.png", "morse_sets.png"):
+            for name in MORSE_PICTURES:
                 try:
                     with rstore.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
                         pictures[name] = f.read()
@@ -293,10 +293,19 @@ def _sweep_pictures(rstore, tax_rows, groups, settings, store) -> dict[str, str]
     return out
 
 
-def _fidelity(morse_runs, groups) -> float:
-    """The sweep's fidelity: the fraction of non-diverged runs ending in an attractor."""
-    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in groups]
-    return float(np.mean([r["in_attractor"] for r in ok])) if ok else float("nan")
+def sweep_basin_accuracy(morse_groups, morse_runs, groups) -> tuple[float, float]:
+    """Held-out basin accuracy over the sweep's non-diverged runs, and its chance level (each
+    group's chance weighted by its runs)."""
+    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in groups
+          and r.get("basin_correct") is not None]
+    if not ok:
+        return float("nan"), float("nan")
+    per_group = {r["group_id"]: r for r in morse_groups.to_pylist() if r["error"] is None}
+    n_ok = {}
+    for r in ok:
+        n_ok[r["group_id"]] = n_ok.get(r["group_id"], 0) + 1
+    chance = sum(per_group[g]["chance"] * n for g, n in n_ok.items() if g in per_group) / len(ok)
+    return float(np.mean([r["basin_correct"] for r in ok])), float(chance)
 
 
 def _sweep_pictures_in_store(stores) -> dict[str, str]:
@@ -328,7 +337,8 @@ def _log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> No
                 metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
                            f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
                 if name == "morse":
-                    metrics["morse_fidelity"] = _fidelity(tables["morse"][1], groups)
+                    acc, chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
+                    metrics.update(morse_basin_accuracy=acc, morse_basin_accuracy_chance=chance)
                 sink.log_reduction_summary(name, rows, files, metrics)
     except Exception as exc:
         outcome.mlflow_error = _one_line(exc)

@@ -101,7 +101,8 @@ class ModelSpec(_AxisModel):
     axes = ("width", "depth")
     family: Literal["mlp"] = "mlp"
     width: _axis(PositiveInt) = [32]
-    depth: _axis(PositiveInt) = [2]
+    # hidden layers; 0 is softmax regression (a convex model: the known-answer case)
+    depth: _axis(Annotated[int, Field(ge=0, strict=True)]) = [2]
 
 
 class OptimizerSpec(_AxisModel):
@@ -137,13 +138,19 @@ class ResourcesSpec(_Strict):
 class MorseReduceSpec(_Strict):
     """How ``doodl reduce`` computes each group's Morse graph (see ``analysis.dynamics``)."""
 
+    # auto: function space (model outputs on a probe set) when full parameters are recorded, else late_pca
+    coordinates: Literal["auto", "pca", "late_pca", "function", "dmd", "latent"] = "auto"
     dims: Annotated[int, Field(ge=2, le=4, strict=True)] = 2
     tau: PositiveInt = 1  # in snapshots: the map is x_t -> x_{t + tau * record.every steps}
+    late_from: Annotated[float, Field(ge=0, lt=1)] = 0.5  # late_pca/function: PCA of snapshots from here on
     subdiv_min: Annotated[int, Field(ge=2, le=30, strict=True)] = 10
     subdiv_max: Annotated[int, Field(ge=2, le=40, strict=True)] = 16
     padding: Annotated[float, Field(ge=0, le=2)] = 0.1
     far_field: Annotated[float, Field(ge=0, lt=1)] = 0.5
     max_pairs: Annotated[int, Field(ge=3, le=20_000, strict=True)] = 600
+    compose: Annotated[int, Field(ge=1, le=64, strict=True)] = 8  # the box map applies the surrogate this often
+    uncertainty: Annotated[float, Field(ge=0, le=10)] = 1.0  # box images widened by this many posterior std
+    folds: Annotated[int, Field(ge=2, le=100, strict=True)] = 5  # held-out validation: runs split in folds
 
     @model_validator(mode="after")
     def _depths(self):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from analysis.morse import (
+    OUTSIDE,
+    SEVERAL,
     MorseError,
     conley_ranks,
     morse_graph,
@@ -43,6 +45,30 @@ def test_double_well_has_two_attracting_minima_below_one_saddle():
     left, right, middle = mg.node_of(np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))
     assert {left, right} == set(mg.attractors) and left != right and middle == saddle
     assert mg.node_of(np.array([[-1.7, 1.7]]))[0] == -1  # a transient point is in no Morse set
+
+
+def test_basins_of_the_double_well_are_its_two_half_planes():
+    mg = morse_graph(double_well(), [-2, -2], [2, 2], subdiv_min=10, subdiv_max=16)
+    left, right = mg.node_of(np.array([[-1.0, 0.0], [1.0, 0.0]]))
+    pts = np.array([[-1.7, 1.5], [-0.4, -1.0], [0.4, 1.9], [1.9, -1.9], [0.0, 0.5], [2.5, 0.0]])
+    assert mg.basin_of(pts).tolist() == [left, left, right, right, SEVERAL, OUTSIDE]
+
+
+def test_widened_images_blur_the_separatrix_and_keep_the_minima():
+    mg = morse_graph(double_well(), [-2, -2], [2, 2], subdiv_min=10, subdiv_max=16,
+                     widen=lambda c: np.full((len(c), 2), 0.05))
+    assert len(mg.attractors) == 2
+    near = np.array([[0.1, 0.0], [-0.1, 0.3]])  # the enclosure reaches both wells from here
+    assert (mg.basin_of(near) == SEVERAL).all()
+    assert (mg.basin_of(np.array([[-1.5, 0.0], [1.5, 0.0]])) >= 0).all()
+
+
+def test_a_sink_with_trivial_index_is_unresolved_not_an_attractor():
+    """x -> x + 0.1 (x - x^3) ... on [0.2, 2]: the minimum at 1 attracts; cut the box at
+    [1.2, 2] and the sink against the lower face has images leaving the box: undefined index."""
+    mg = morse_graph(lambda p: p - 0.25 * (p**3 - p), [1.2], [2.0], subdiv_min=6, subdiv_max=10)
+    assert mg.attractors == []
+    assert all(u in mg.unresolved for u in mg.sinks)
 
 
 def test_single_globally_attracting_fixed_point():
@@ -117,9 +143,8 @@ def test_pictures_and_plain_data(tmp_path):
     mg = morse_graph(double_well(), [-2, -2], [2, 2], subdiv_min=8, subdiv_max=12)
     dot = mg.to_dot()
     assert dot.count("->") == len(mg.edges) and "CI (0, 1, 0)" in dot
-    paths = render_graph(mg, tmp_path / "g")
-    assert [p.suffix for p in paths] == [".svg", ".png"]
-    assert paths[0].read_text().lstrip().startswith("<?xml") and paths[1].read_bytes()[:4] == b"\x89PNG"
+    png = render_graph(mg, tmp_path / "g.png", title="double well")
+    assert png[:4] == b"\x89PNG" and (tmp_path / "g.png").read_bytes() == png
     plot_morse_sets(mg, [np.array([[1.8, 1.5], [1.2, 0.5], [1.0, 0.1]])], path=tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     rec = mg.to_record()

@@ -8,10 +8,14 @@ import pytest
 
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
-GROUP_FIELDS = {"group_id", "n_morse_sets", "n_attractors", "nodes", "edges", "attractors", "conley_ranks",
-                "conley_strings", "n_boxes", "boxes", "fidelity", "explained_variance", "morse_s", "total_s",
-                "param_dims", "param_tau", "param_subdiv_min", "param_subdiv_max", "run_ids", "final_nodes",
-                "final_in_attractor", "error"}
+GROUP_FIELDS = {"group_id", "coordinates", "basin_accuracy", "basin_accuracy_start", "chance", "n_transit",
+                "n_morse_sets", "n_attractors", "n_unresolved", "unresolved", "nodes", "edges", "attractors",
+                "conley_ranks", "conley_strings", "n_boxes", "boxes", "fidelity", "explained_variance", "warnings",
+                "cm_grid", "cm_conley_ranks", "cm_order", "cm_boundary", "cm_n_attractors", "data_n_attractors",
+                "data_agrees", "morse_s", "validate_s", "total_s", "param_coordinates", "param_dims", "param_tau",
+                "param_subdiv_min", "param_subdiv_max", "param_uncertainty", "param_folds", "run_ids", "final_nodes",
+                "end_attractors", "error"}
+PICTURES = ["connection_matrix.png", "morse_graph.dot", "morse_graph.png", "morse_sets.png"]
 
 
 def _runs_by_role(db):
@@ -51,13 +55,17 @@ def test_sweep_then_reduce_writes_a_row_per_group(reduced):
     for g in good:
         assert g["n_morse_sets"] == len(g["nodes"]) >= 1 and g["n_attractors"] == len(g["attractors"]) >= 1
         assert len(g["conley_ranks"]) == len(g["nodes"]) and sum(g["n_boxes"]) >= len(g["nodes"])
-        assert 0.0 <= g["fidelity"] <= 1.0 and len(g["explained_variance"]) == 2
-        assert len(g["run_ids"]) == len(g["final_nodes"]) == 3
+        assert len(g["explained_variance"]) == 2 and g["coordinates"] == "function"  # auto: full parameters recorded
+        assert len(g["run_ids"]) == len(g["final_nodes"]) == len(g["end_attractors"]) == 3
+        assert round(g["chance"] * 3) in (1, 2, 3) and round(g["basin_accuracy"] * 3, 6) == round(g["basin_accuracy"] * 3)
+        assert any("at least 8" in w for w in g["warnings"])  # 3 seeds cannot resolve basins
+        assert set(g["unresolved"]) <= set(g["nodes"]) and not set(g["unresolved"]) & set(g["attractors"])
+        assert len(g["cm_conley_ranks"]) >= 1 and g["cm_grid"] == 32 and isinstance(g["data_agrees"], bool)
     for g in bad:
         assert "diverged" in g["error"] and g["n_morse_sets"] is None
     for g in good:
-        for name in ("morse_graph.dot", "morse_graph.svg", "morse_graph.png", "morse_sets.png"):
-            assert (tmp / "store" / "red" / "reduction" / "plots" / g["group_id"] / name).stat().st_size > 200
+        for name in PICTURES:
+            assert (tmp / "store" / "red" / "reduction" / "plots" / g["group_id"] / name).stat().st_size > 100
 
 
 def test_every_run_has_a_final_point_verdict(reduced):
@@ -69,7 +77,8 @@ def test_every_run_has_a_final_point_verdict(reduced):
         assert r["status"] in ("ok", "error")  # the failed groups' runs diverged: status "error"
         if r["status"] == "ok":
             assert len(r["final_point"]) == 2 and isinstance(r["in_attractor"], bool)
-            assert r["final_node"] >= -1
+            assert r["final_node"] >= -1 and isinstance(r["basin_correct"], bool) and 0 <= r["fold"] < 3
+            assert r["final_node"] == -1 or r["itinerary"][-1] == r["final_node"]
 
 
 def test_pictures_and_summaries_are_in_mlflow(reduced):
@@ -77,15 +86,17 @@ def test_pictures_and_summaries_are_in_mlflow(reduced):
     ok = [c for c in children if "n_morse_sets" in c.data.metrics]
     assert len(ok) == 6  # 2 good groups x 3 seeds
     for child in ok:
-        assert child.data.metrics["final_in_attractor"] in (0.0, 1.0)
+        m, tags = child.data.metrics, child.data.tags
+        assert m["basin_correct"] in (0.0, 1.0) and round(m["group_basin_chance"] * 3) in (1, 2, 3)
+        assert "group_basin_accuracy" in m and "final_morse_set" not in m  # Morse set ids are not stable: no metric
+        assert tags["doodl.morse_coordinates"] == "function" and "doodl.itinerary" in tags
         names = sorted(a.path for a in client.list_artifacts(child.info.run_id, "morse"))
-        assert names == ["morse/morse_graph.dot", "morse/morse_graph.png", "morse/morse_graph.svg",
-                         "morse/morse_sets.png"]
+        assert names == [f"morse/{p}" for p in PICTURES]
     failed = [c for c in children if "doodl.morse_error" in c.data.tags]
     assert len(failed) == 6
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
     assert {"reduction/morse.parquet", "reduction/morse_groups.csv", "reduction/morse_runs.parquet"} <= names
-    assert 0.0 <= parent.data.metrics["morse_fidelity"] <= 1.0
+    assert {"morse_basin_accuracy", "morse_basin_accuracy_chance"} <= set(parent.data.metrics)
 
 
 def test_reduce_again_skips_done_groups_and_retries_failed_ones(reduced):

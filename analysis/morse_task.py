@@ -1,0 +1,263 @@
+"""One group's Morse analysis from a sweep's store, as a Ray task (plain data in and out).
+
+:func:`morse_for_group` reads the group's committed snapshots, adds the models' outputs on
+a fixed probe set when function-space coordinates are wanted and possible, runs
+:func:`analysis.dynamics.group_morse`, cross-checks the graph with pychomp (the connection
+matrix of the same map on the uniform grid of ``subdiv_min``, and the Morse graph of the
+surrogate-free map built from the snapshot pairs themselves), and draws the pictures.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from analysis._connection import connection_matrix, data_images, grid_images, set_of_points
+from analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse, snapshot_pairs
+from analysis.morse import MorseGraph
+
+PROBE_POINTS = 200  # held-out points the function-space coordinates are the outputs on
+PROBE_SEED = 0
+
+
+def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dict], *,
+                    function_space: bool = False) -> list[RunTrajectory]:
+    """The snapshots of the group's runs (``variants``: their rows of variants.parquet),
+    read from their units' committed shards; with ``function_space``, each run also gets
+    its model's softmax outputs on the sweep's probe set at every snapshot.
+
+    Only trajectory rows with parameters are read (``theta`` not null); a run's status
+    (``ok``/``diverged``) comes from its finals row; a run with non-finite snapshots counts
+    as diverged.
+    """
+    import pyarrow.compute as pc
+
+    from workers import shards
+
+    run_ids = [v["run_id"] for v in variants]
+    fs, root = shards.resolve_filesystem(sweep_root_uri)
+    wanted = pc.field("run_id").isin(run_ids)
+    table = shards.read_units(fs, root, shards.TRAJECTORIES, unit_ids, ["run_id", "step", "theta"],
+                              filter=wanted & pc.field("theta").is_valid()
+                              ).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    finals = shards.read_units(fs, root, shards.FINALS, unit_ids, ["run_id", "status"], filter=wanted)
+    status = dict(zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist()))
+    rid_col = table.column("run_id").to_numpy(zero_copy_only=False)
+    steps = table.column("step").to_numpy()
+    theta = table.column("theta").combine_chunks()
+    n = len(theta)
+    flat = theta.flatten().to_numpy(zero_copy_only=False) if n else np.empty(0, dtype=np.float32)
+    theta_np = flat.reshape(n, len(flat) // n) if n else np.empty((0, 0), dtype=np.float32)
+    probe = None
+    if function_space and variants:
+        from analysis._function_space import probe_inputs
+
+        probe = probe_inputs(variants[0], PROBE_POINTS, PROBE_SEED)
+    out = []
+    for v in variants:
+        rid = v["run_id"]
+        idx = np.flatnonzero(rid_col == rid)
+        th = theta_np[idx]
+        finite = np.isfinite(th).all(axis=1)
+        run_status = "diverged" if status.get(rid) == "diverged" or not finite.all() else "ok"
+        outputs = None
+        if probe is not None and run_status == "ok":
+            from analysis._function_space import output_features
+
+            outputs = output_features(v, th.astype(np.float64), probe)
+        out.append(RunTrajectory(rid, steps[idx][finite], th[finite], run_status, outputs))
+    return out
+
+
+def optimiser_memory_warning(variant: dict, tau: int) -> str | None:
+    """A warning when ``tau`` snapshots span fewer steps than the optimiser's memory.
+
+    With momentum (or Adam's first moment) the state of training is the parameters *and* a
+    velocity; the map ``x_t -> x_{t+tau}`` on parameters alone is a function only when the
+    velocity has decayed over the gap: ``1 / (1 - beta)`` steps (10 for 0.9)."""
+    beta = variant.get("beta1", 0.9) if variant.get("optimizer") == "adam" else variant.get("momentum", 0.0)
+    if not beta:
+        return None
+    memory = 1.0 / (1.0 - float(beta))
+    gap = tau * int(variant.get("record_every", 1))
+    if gap >= memory:
+        return None
+    return (f"snapshots {gap} steps apart are within the optimiser's memory ({memory:.0f} steps at "
+            f"{'beta1' if variant.get('optimizer') == 'adam' else 'momentum'} {beta:g}): the map on parameters alone "
+            "is not a function; raise record.every or reduce.morse.tau")
+
+
+def cross_check(result: GroupMorse, runs: list[RunTrajectory], settings: MorseSettings) -> dict:
+    """pychomp on the uniform grid of ``subdiv_min``: the connection matrix of the same
+    (widened) surrogate map, and the Morse decomposition of the map built from the snapshot
+    pairs alone; whether the data's attractors fall in distinct attractors of CMGDB's graph."""
+    g, fitted = result.graph, result.fitted
+    d = g.dim
+    n = 2 ** max(1, settings.subdiv_min // d)
+    widen = None
+    if settings.uncertainty > 0:
+        field_ = fitted.surrogate.std_field(g.lower, g.upper)
+        widen = lambda c: settings.uncertainty * field_(c)  # noqa: E731
+    images, leaves = grid_images(fitted.surrogate, g.lower, g.upper, n, widen=widen)
+    cm = connection_matrix(images, n, d, leaves)
+    ok = [r for r in runs if r.status == "ok"]
+    firsts, seconds = snapshot_pairs(ok, settings.tau)
+    x = np.concatenate([fitted.projected[r.run_id][i] for r, i in zip(ok, firsts)])
+    y = np.concatenate([fitted.projected[r.run_id][j] for r, j in zip(ok, seconds)])
+    data = connection_matrix(data_images(x, y, g.lower, g.upper, n), n, d)
+    # each data attractor, by the snapshots inside it, must lie in one CMGDB basin, a different one each
+    pts = np.concatenate(list(fitted.projected.values()))
+    in_set = set_of_points(data, pts, g.lower, g.upper, n)
+    basins = []
+    for a in data.attractors:
+        b = set(g.basin_of(pts[in_set == a]).tolist())
+        basins.append(b.pop() if len(b) == 1 else -9)
+    agrees = (len(data.attractors) == len(g.attractors) and all(b >= 0 for b in basins)
+              and len(set(basins)) == len(basins))
+    return {
+        "cm_grid": n,
+        "cm_conley_ranks": cm.conley_ranks,
+        "cm_order": [list(e) for e in cm.order],
+        "cm_boundary": [list(e) for e in cm.boundary],
+        "cm_n_morse_sets": len(cm.nontrivial),
+        "cm_n_attractors": len(cm.attractors),
+        "cm_s": cm.seconds,
+        "data_n_attractors": len(data.attractors),
+        "data_agrees": bool(agrees),
+        "_cm": cm,
+    }
+
+
+def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], variants: list[dict],
+                    settings: dict, title: str = "") -> dict:
+    """Run :func:`group_morse` on one group of a sweep and draw its pictures.
+
+    Returns plain data (safe to return from a Ray task): a ``row`` for the group table,
+    ``runs`` (one verdict per run), and ``pictures`` (file name -> bytes). Errors are
+    reported in ``row["error"]`` rather than raised, so one group cannot stop the others.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    cfg = MorseSettings(**settings)
+    run_ids = [v["run_id"] for v in variants]
+    row: dict = {"group_id": group_id, "n_runs": len(run_ids), "error": None, "run_ids": run_ids,
+                 **{f"param_{k}": v for k, v in asdict(cfg).items()}}
+    try:
+        function_space = cfg.coordinates in ("auto", "function") and not any(v.get("projection_dim") for v in variants)
+        if cfg.coordinates == "function" and not function_space:
+            raise ValueError("coordinates 'function' need full parameter snapshots; this sweep recorded a random "
+                             "projection (record.projection): use late_pca")
+        runs = read_group_runs(sweep_root_uri, unit_ids, variants, function_space=function_space)
+        result = group_morse(runs, cfg)
+        check = cross_check(result, runs, cfg)
+    except Exception as exc:  # reported per group; the reduction goes on
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        row["seconds"] = time.perf_counter() - started
+        return {"row": row, "runs": [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids],
+                "pictures": {}}
+    warnings = list(result.warnings)
+    memory = optimiser_memory_warning(variants[0], cfg.tau)
+    if memory:
+        warnings.append(memory)
+    n_diverged = sum(1 for v in result.verdicts if v.status == "diverged")
+    if n_diverged:
+        warnings.append(f"{n_diverged} diverged run(s) left out of the coordinates, the map and the box")
+    g = result.graph
+    cm = check.pop("_cm")
+    row.update(
+        coordinates=result.coordinates,
+        n_morse_sets=len(g.nodes),
+        n_attractors=len(g.attractors),
+        n_unresolved=len(g.unresolved),
+        n_nontrivial=len(g.nodes) - len(g.unresolved),
+        basin_accuracy=result.basin_accuracy,
+        basin_accuracy_start=result.basin_accuracy_start,
+        chance=result.chance,
+        n_transit=result.n_transit,
+        fidelity=result.fidelity,
+        explained_variance=result.fitted.coordinates.explained_variance_ratio.tolist(),
+        n_pairs=result.n_pairs,
+        kernel=result.fitted.surrogate.kernel,
+        dot=g.to_dot(),
+        warnings=warnings,
+        **g.to_record(),
+        **check,
+        **result.timings,
+    )
+    runs_out = [{**_run_row(v), "group_id": group_id} for v in result.verdicts]
+    row.update(final_nodes=[v.final_node for v in result.verdicts],
+               end_attractors=[v.end_attractor for v in result.verdicts])
+    pictures = _pictures(result, cm, row, title or group_id)
+    row["seconds"] = time.perf_counter() - started
+    return {"row": row, "runs": runs_out, "pictures": pictures}
+
+
+def _run_row(v) -> dict:
+    ok = v.status == "ok"
+    return {"run_id": v.run_id, "status": v.status, "final_point": v.final_point, "final_node": v.final_node,
+            "end_attractor": v.end_attractor, "in_attractor": v.in_attractor, "itinerary": v.itinerary,
+            "basin_correct": v.heldout_correct if ok else None,
+            "basin_correct_start": v.heldout_start_correct if ok else None,
+            "fold": v.fold}
+
+
+def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]:
+    """The Morse graph (PNG, drawn with matplotlib; DOT text as an export), the Morse sets
+    over the trajectories, and the connection matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.morse import plot_morse_sets, render_graph
+
+    g = result.graph
+    verdict = (f"held-out basin accuracy {result.basin_accuracy:.2f} (chance {result.chance:.2f}); "
+               f"{len(g.attractors)} attractor(s), {len(g.unresolved)} unresolved")
+    pics = {"morse_graph.dot": g.to_dot().encode(),
+            "morse_graph.png": render_graph(g, title=f"{title}\n{verdict}")}
+    fig = plot_morse_sets(g, list(result.projected.values()), title=f"{title}\n{verdict}; {result.coordinates}",
+                          axis_labels=result.fitted.coordinates.axis_labels)
+    pics["morse_sets.png"] = _png(fig, plt)
+    pics["connection_matrix.png"] = _png(_plot_connection_matrix(cm, title), plt)
+    return pics
+
+
+def _png(fig, plt) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plot_connection_matrix(cm, title: str):
+    """The connection matrix between the non-trivial Morse sets: a mark where a generator
+    of the row's set bounds one of the column's (a connecting orbit that must exist)."""
+    import matplotlib.pyplot as plt
+
+    sets = cm.nontrivial
+    pos = {m: k for k, m in enumerate(sets)}
+    mat = np.zeros((len(sets), len(sets)))
+    for a, b, _ in cm.boundary:
+        if a in pos and b in pos:
+            mat[pos[a], pos[b]] += 1
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * max(len(sets), 2), 1.2 + 0.45 * max(len(sets), 2)), dpi=110)
+    if not sets:
+        ax.text(0.5, 0.5, "no non-trivial Morse set on this grid", ha="center", va="center", fontsize=8)
+        ax.axis("off")
+        ax.set_title(f"connection matrix ({cm.n_per_axis}^{cm.dim} grid)\n{title}", fontsize=8)
+        return fig
+    ax.imshow((mat > 0).astype(float), cmap="Greys", vmin=0, vmax=1.5)
+    labels = [f"{m}: {tuple(cm.conley_ranks[m])}" for m in sets]
+    ax.set_xticks(range(len(sets)), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(sets)), labels, fontsize=7)
+    ax.set_xlabel("to Morse set (Conley ranks)")
+    ax.set_ylabel("from Morse set")
+    ax.set_title(f"connection matrix ({cm.n_per_axis}^{cm.dim} grid)\n{title}", fontsize=8)
+    return fig
+
