@@ -17,7 +17,6 @@ import numpy as np
 
 from analysis._connection import connection_matrix, data_images, grid_images, set_of_points
 from analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse, snapshot_pairs
-from analysis.morse import MorseGraph
 
 PROBE_POINTS = 200  # held-out points the function-space coordinates are the outputs on
 PROBE_SEED = 0
