@@ -9,12 +9,11 @@ These coordinates are invariant to every symmetry that leaves the function uncha
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from workers.config import VariantConfig
 from workers.datasets import SplitData, load_split
 from workers.models import build_model, param_count
 
@@ -26,16 +25,8 @@ _CHUNK_BYTES = 100_000_000
 
 def _split(variant: dict) -> SplitData:
     """The sweep's train/test split of a variants.parquet row (cached by ``load_split``)."""
-    opts = variant.get("dataset_options") or {}
-    opts = json.loads(opts) if isinstance(opts, str) else dict(opts)
-    # load_split is lru-cached: options must be hashable and in a canonical order,
-    # as VariantConfig.from_dict builds them
-    return load_split(
-        str(variant["dataset"]),
-        float(variant["test_fraction"]),
-        int(variant["split_seed"]),
-        tuple(sorted(opts.items())),
-    )
+    cfg = VariantConfig.from_dict(variant)  # options hashable, in canonical order: load_split is cached
+    return load_split(cfg.dataset, cfg.test_fraction, cfg.split_seed, cfg.dataset_options)
 
 
 def probe_inputs(variant: dict, n_probe: int = 200, seed: int = 0) -> np.ndarray:

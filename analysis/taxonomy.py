@@ -258,7 +258,7 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
         table = shards.read_units(fs, root, shards.FINALS, unit_ids, filter=pc.field("run_id").isin(run_ids))
         finals = {r["run_id"]: r for r in table.to_pylist()}
         ok = [v for v in variants if finals[v["run_id"]]["status"] == "ok"]
-        configs = [VariantConfig.from_dict({**v, "dataset_options": _options(v)}) for v in ok]
+        configs = [VariantConfig.from_dict(v) for v in ok]
         thetas = np.stack([np.asarray(finals[v["run_id"]]["theta"], dtype=np.float64) for v in ok]) if ok \
             else np.empty((0, 0))
         result = group_taxonomy(configs, thetas, [finals[v["run_id"]] for v in ok], cfg)
@@ -279,10 +279,3 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
             "hessian_trace": result["hessian_trace_seeds"][k] if k is not None else None,
         })
     return {"row": row, "runs": runs, "pictures": {}}
-
-
-def _options(variant: dict) -> dict:
-    import json
-
-    opts = variant.get("dataset_options") or {}
-    return json.loads(opts) if isinstance(opts, str) else dict(opts)

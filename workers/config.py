@@ -53,9 +53,12 @@ class VariantConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VariantConfig":
+        """From :meth:`to_dict`'s form or a row of variants.parquet (which stores the
+        dataset options as JSON text); unknown keys (ids, unit) are ignored."""
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        d["dataset_options"] = tuple(sorted(dict(d.get("dataset_options") or {}).items()))
+        opts = d.get("dataset_options") or {}
+        d["dataset_options"] = tuple(sorted((json.loads(opts) if isinstance(opts, str) else dict(opts)).items()))
         return cls(**d)
 
     @property
@@ -69,6 +72,13 @@ class VariantConfig:
         d = self.to_dict()
         d.pop(SEED_FIELD)
         return _digest(d)
+
+    @property
+    def optimizer_memory(self) -> float:
+        """Training steps over which the optimiser's state remembers past gradients:
+        ``1 / (1 - beta)`` for SGD's momentum or Adam's first moment, 0 for plain SGD."""
+        beta = self.beta1 if self.optimizer == "adam" else self.momentum
+        return 1.0 / (1.0 - beta) if beta else 0.0
 
     @property
     def shape_key(self) -> tuple:
