@@ -38,10 +38,11 @@ from analysis._coordinates import KINDS, Coordinates, fit_coordinates
 from analysis._surrogate import TrainingMapSurrogate
 from analysis.morse import MorseGraph, morse_graph
 
-METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
+METHOD_VERSION = 3  # bump when a change alters results: stored results of older versions are redone
 COORDINATES = ("auto", *KINDS)
 MIN_RUNS = 8  # fewer non-diverged runs than this cannot resolve basins reliably (BENCHMARKS.md)
 EARLY_FRACTION = 0.1  # the "early state" judged out of sample: the snapshot at 10% of training
+BURN_IN_MEMORIES = 5  # pairs start this many optimiser memories into a run (momentum 0.9: 50 steps)
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,11 @@ class MorseSettings:
     subdiv_min: int = 10
     subdiv_max: int = 16
     padding: float = 0.1
-    far_field: float = 0.5
+    far_field: float = 0.9
     max_pairs: int = 600
     compose: int = 8
     uncertainty: float = 1.0
-    folds: int = 5
+    folds: int = 8
 
     def __post_init__(self):
         if self.coordinates not in COORDINATES:
@@ -78,14 +79,43 @@ class MorseSettings:
 
 @dataclass
 class RunTrajectory:
-    """One run's snapshots: steps, flattened parameters (T, P), its final status and,
-    for function-space coordinates, the model's outputs on a probe set (T, F)."""
+    """One run's snapshots: steps, flattened parameters (T, P), its final status,
+    for function-space coordinates the model's outputs on a probe set (T, F), and the
+    optimiser's memory in steps (``VariantConfig.optimizer_memory``; 0 for plain SGD).
+
+    With momentum or Adam the state of training is the parameters *and* a velocity that
+    starts at zero, so the map on parameters alone is not the same function at the start
+    as later. Once the velocity has settled onto what the parameters dictate, it is (on
+    the slow manifold). Heavy ball's transient decays as ``beta**t`` in most directions but
+    only as ``sqrt(beta)**t`` in critically damped ones, about ``2 / (1 - beta)`` steps;
+    snapshot pairs and the early state judged out of sample therefore start
+    ``BURN_IN_MEMORIES`` memories into the run (3 memories left held-out runs undecided or
+    wrong, 5 did not: ``BENCHMARKS.md``)."""
 
     run_id: str
     steps: np.ndarray
     theta: np.ndarray
     status: str = "ok"
     outputs: np.ndarray | None = None
+    memory: float = 0.0
+
+    @property
+    def burn_in(self) -> int:
+        """Index of the first snapshot past the optimiser's burn-in (may be past the end)."""
+        s = np.asarray(self.steps)
+        return int(np.searchsorted(s, s[0] + np.ceil(BURN_IN_MEMORIES * self.memory - 1e-9))) if len(s) else 0
+
+    @property
+    def settled(self) -> int:
+        """Where the run's pairs start: past the burn-in, but no later than half the run's
+        snapshots (a run too short for its optimiser's memory is warned about)."""
+        return min(self.burn_in, (len(self.steps) - 1) // 2)
+
+    @property
+    def early(self) -> int:
+        """Index of the early state judged out of sample: the snapshot at
+        ``EARLY_FRACTION`` of the run, or the first one past the burn-in if later."""
+        return min(max(int(round(EARLY_FRACTION * (len(self.steps) - 1))), self.settled), len(self.steps) - 1)
 
 
 @dataclass
@@ -177,6 +207,14 @@ class GroupMorse:
         return sum(1 for v in self._ok() if v.heldout_end is None or v.heldout_end < 0)
 
     @property
+    def n_undecided(self) -> int:
+        """Runs whose end lies in a basin but whose early state, in the graph fitted without
+        them, lies in none (on a separatrix, where several attractors are reachable, or
+        where no attractor is): counted wrong by ``basin_accuracy``, never a wrong basin."""
+        return sum(1 for v in self._ok() if v.heldout_end is not None and v.heldout_end >= 0
+                   and (v.heldout_early is None or v.heldout_early < 0))
+
+    @property
     def fidelity(self) -> float:
         """In sample (secondary): share of runs whose final point lies in an attractor."""
         ok = self._ok()
@@ -184,7 +222,8 @@ class GroupMorse:
 
 
 def snapshot_pairs(runs: list[RunTrajectory], tau: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Index pairs ``(i, i + tau)`` per run over equally spaced snapshots.
+    """Index pairs ``(i, i + tau)`` per run over equally spaced snapshots, from the end of
+    the optimiser's burn-in on (:attr:`RunTrajectory.settled`).
 
     The last snapshot of a run whose step count is not a multiple of the recording
     interval is closer to the one before; pairs across that shorter gap are left out so
@@ -198,7 +237,7 @@ def snapshot_pairs(runs: list[RunTrajectory], tau: int) -> tuple[list[np.ndarray
             seconds.append(np.empty(0, dtype=np.int64))
             continue
         spacing = np.median(np.diff(s))
-        i = np.arange(len(s) - tau)
+        i = np.arange(min(r.settled, len(s) - tau), len(s) - tau)
         ok = (s[i + tau] - s[i]) == tau * spacing
         firsts.append(i[ok])
         seconds.append(i[ok] + tau)
@@ -291,6 +330,9 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
     t0 = time.perf_counter()
     ok, kind = _usable(runs, settings.coordinates)
     warnings = []
+    if any(r.burn_in > r.settled for r in ok):
+        warnings.append("runs are too short for the optimiser's memory: snapshot pairs start at half of each run, "
+                        f"before {BURN_IN_MEMORIES} memories (the velocity may still be settling); train longer")
     if len(ok) < MIN_RUNS:
         warnings.append(f"only {len(ok)} non-diverged runs: at least {MIN_RUNS} are needed to resolve basins "
                         "(raise seeds)")
@@ -333,7 +375,6 @@ def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
             continue  # too few pairs without this fold: its runs stay unjudged (counted wrong)
         for r in held:
             z = fitted.projected[r.run_id]
-            early = int(round(EARLY_FRACTION * (len(z) - 1)))
-            start, at_early, end = fitted.graph.basin_of(np.stack([z[0], z[early], z[-1]]))
+            start, at_early, end = fitted.graph.basin_of(np.stack([z[0], z[r.early], z[-1]]))
             v = verdicts[r.run_id]
             v.heldout_start, v.heldout_early, v.heldout_end, v.fold = int(start), int(at_early), int(end), fold

@@ -35,6 +35,7 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     import pyarrow.compute as pc
 
     from workers import shards
+    from workers.config import VariantConfig
 
     run_ids = [v["run_id"] for v in variants]
     fs, root = shards.resolve_filesystem(sweep_root_uri)
@@ -67,26 +68,9 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
             from analysis._function_space import output_features
 
             outputs = output_features(v, th.astype(np.float64), probe)
-        out.append(RunTrajectory(rid, steps[idx][finite], th[finite], run_status, outputs))
+        out.append(RunTrajectory(rid, steps[idx][finite], th[finite], run_status, outputs,
+                                 VariantConfig.from_dict(v).optimizer_memory))
     return out
-
-
-def optimiser_memory_warning(variant: dict, tau: int) -> str | None:
-    """A warning when ``tau`` snapshots span fewer steps than the optimiser's memory.
-
-    With momentum (or Adam's first moment) the state of training is the parameters *and* a
-    velocity; the map ``x_t -> x_{t+tau}`` on parameters alone is a function only when the
-    velocity has decayed over the gap: ``1 / (1 - beta)`` steps (10 for 0.9)."""
-    beta = variant.get("beta1", 0.9) if variant.get("optimizer") == "adam" else variant.get("momentum", 0.0)
-    if not beta:
-        return None
-    memory = 1.0 / (1.0 - float(beta))
-    gap = tau * int(variant.get("record_every", 1))
-    if gap >= memory:
-        return None
-    return (f"snapshots {gap} steps apart are within the optimiser's memory ({memory:.0f} steps at "
-            f"{'beta1' if variant.get('optimizer') == 'adam' else 'momentum'} {beta:g}): the map on parameters alone "
-            "is not a function; raise record.every or reduce.morse.tau")
 
 
 def cross_check(result: GroupMorse, runs: list[RunTrajectory], settings: MorseSettings) -> dict:
@@ -160,9 +144,6 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
         return {"row": row, "runs": [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids],
                 "pictures": {}}
     warnings = list(result.warnings)
-    memory = optimiser_memory_warning(variants[0], cfg.tau)
-    if memory:
-        warnings.append(memory)
     n_diverged = sum(1 for v in result.verdicts if v.status == "diverged")
     if n_diverged:
         warnings.append(f"{n_diverged} diverged run(s) left out of the coordinates, the map and the box")
@@ -178,6 +159,7 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
         basin_accuracy_start=result.basin_accuracy_start,
         chance=result.chance,
         n_transit=result.n_transit,
+        n_undecided=result.n_undecided,
         fidelity=result.fidelity,
         explained_variance=result.fitted.coordinates.explained_variance_ratio.tolist(),
         n_pairs=result.n_pairs,

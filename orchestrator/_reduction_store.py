@@ -36,10 +36,11 @@ MORSE_GROUP_SCHEMA = pa.schema([
     ("n_attractors", _I32),  # sinks with a non-trivial Conley index
     ("n_unresolved", _I32),  # Morse sets with a trivial or undefined index
     ("n_nontrivial", _I32),
-    ("basin_accuracy", pa.float64()),  # held out: early state (10%) in the basin of the run's end attractor
+    ("basin_accuracy", pa.float64()),  # held out: early state (10%, past the burn-in) in the basin of its end's attractor
     ("basin_accuracy_start", pa.float64()),  # the same from the first snapshot
     ("chance", pa.float64()),  # share of runs in the largest basin
     ("n_transit", _I32),  # runs whose end lies in no basin of the graph fitted without them
+    ("n_undecided", _I32),  # runs whose early state lies on a separatrix (several basins) or in none
     ("fidelity", pa.float64()),  # in sample (secondary): runs whose final point lies in an attractor
     ("nodes", _LI32),
     ("edges", _LLI32),
@@ -84,6 +85,7 @@ MORSE_GROUP_SCHEMA = pa.schema([
     ("param_padding", pa.float64()),
     ("param_far_field", pa.float64()),
     ("param_max_pairs", _I32),
+    ("param_compose", _I32),
     ("param_uncertainty", pa.float64()),
     ("param_folds", _I32),
 ])

@@ -34,7 +34,7 @@ TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
 ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy"}
 TABLE_COLUMNS = {
     "morse": ("group_id", "label", "n_runs", "coordinates", "basin_accuracy", "chance", "basin_accuracy_start",
-              "n_transit", "n_morse_sets", "n_attractors", "n_unresolved", "cm_n_morse_sets", "cm_n_attractors",
+              "n_transit", "n_undecided", "n_morse_sets", "n_attractors", "n_unresolved", "cm_n_morse_sets", "cm_n_attractors",
               "cm_boundary", "data_n_attractors", "data_agrees", "fidelity", "n_pairs", "total_s", "warnings", "error"),
     "taxonomy": ("group_id", "label", "phase", "n_seeds", "train_loss", "train_acc", "test_acc", "hessian_top",
                  "hessian_trace", "mc", "line_barrier", "cka", "l2", "total_s", "threshold_train_loss",
@@ -227,6 +227,7 @@ class MlflowSink:
                           "n_unresolved_morse_sets": row["n_unresolved"],
                           "group_basin_accuracy": row["basin_accuracy"], "group_basin_chance": row["chance"],
                           "group_basin_accuracy_start": row["basin_accuracy_start"],
+                          "group_basin_undecided": row.get("n_undecided"),
                           "group_fidelity": row["fidelity"], "final_in_attractor": run.get("in_attractor")}
                 if run.get("basin_correct") is not None:
                     values["basin_correct"] = run["basin_correct"]

@@ -146,11 +146,11 @@ class MorseReduceSpec(_Strict):
     subdiv_min: Annotated[int, Field(ge=2, le=30, strict=True)] = 10
     subdiv_max: Annotated[int, Field(ge=2, le=40, strict=True)] = 16
     padding: Annotated[float, Field(ge=0, le=2)] = 0.1
-    far_field: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    far_field: Annotated[float, Field(ge=0, lt=1)] = 0.9
     max_pairs: Annotated[int, Field(ge=3, le=20_000, strict=True)] = 600
     compose: Annotated[int, Field(ge=1, le=64, strict=True)] = 8  # the box map applies the surrogate this often
     uncertainty: Annotated[float, Field(ge=0, le=10)] = 1.0  # box images widened by this many posterior std
-    folds: Annotated[int, Field(ge=2, le=100, strict=True)] = 5  # held-out validation: runs split in folds
+    folds: Annotated[int, Field(ge=2, le=100, strict=True)] = 8  # held-out validation: runs split in folds
 
     @model_validator(mode="after")
     def _depths(self):

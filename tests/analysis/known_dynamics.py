@@ -17,6 +17,7 @@ import numpy as np
 from analysis.dynamics import RunTrajectory
 
 _S = 0.45  # width of a soft-min well
+MARGIN = 0.15  # stratified starts keep this far from a separatrix: about one grid box at the default depth
 
 
 def _softmin_grad(p: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -48,6 +49,20 @@ class Landscape:
         """Index of the nearest minimum of each (x0, x1) point."""
         return np.argmin(((p[:, None, :] - self.minima[None]) ** 2).sum(-1), axis=1)
 
+    def separatrix_distance(self, p: np.ndarray) -> np.ndarray:
+        """Distance of each (x0, x1) point to the boundary of its well's basin. The wells of
+        every landscape here are alike, so the boundaries are those of the minima's Voronoi
+        cells (the double well's is x0 = 0); infinite with one minimum."""
+        m = self.minima
+        d2 = ((p[:, None, :] - m[None]) ** 2).sum(-1)
+        own = d2.argmin(axis=1)
+        gaps = np.full(d2.shape, np.inf)
+        for j in range(len(m)):
+            apart = np.linalg.norm(m[own] - m[j], axis=1)
+            other = own != j
+            gaps[other, j] = (d2[other, j] - d2[other, own[other]]) / (2 * apart[other])
+        return gaps.min(axis=1)
+
 
 LANDSCAPES = {
     "bowl": Landscape("bowl", np.zeros((1, 2))),
@@ -60,13 +75,16 @@ LANDSCAPES = {
 
 
 def descend(landscape: str, n_runs: int, *, dim: int = 40, lr: float = 0.02, steps: int = 300, every: int = 10,
-            noise: float = 0.0, momentum: float = 0.0, seed: int = 0,
-            stratified: bool = True) -> tuple[list[RunTrajectory], np.ndarray]:
+            noise: float = 0.0, momentum: float = 0.0, seed: int = 0, stratified: bool = True,
+            margin: float = MARGIN) -> tuple[list[RunTrajectory], np.ndarray]:
     """Runs of (stochastic, heavy-ball) gradient descent; returns the runs and the well
     (index into the landscape's minima) each really ended in.
 
+    Stratified starts keep ``margin`` from the boundary of the basin they start in: a state
+    closer to a separatrix than a grid box is undecidable at the grid's resolution, so the
+    known answer there is "no basin" (tested on its own) rather than a well.
     ``stratified=False`` starts every coordinate uniformly in ``[-1.5, 1.5]`` (issue 10's
-    failing case for PCA of all snapshots). ``noise`` is the standard deviation of Gaussian gradient noise per coordinate (SGD);
+    failing case for PCA of all snapshots), separatrix or not. ``noise`` is the standard deviation of Gaussian gradient noise per coordinate (SGD);
     with ``momentum`` the step is ``v = momentum v - lr g; x += v``.
     """
     land = LANDSCAPES[landscape]
@@ -74,6 +92,10 @@ def descend(landscape: str, n_runs: int, *, dim: int = 40, lr: float = 0.02, ste
     x = rng.uniform(-1.5, 1.5, size=(n_runs, dim))
     if stratified:
         x[:, :2] = land.minima[np.arange(n_runs) % len(land.minima)] + rng.uniform(-0.9, 0.9, size=(n_runs, 2))
+        near = land.separatrix_distance(x[:, :2]) < margin
+        while near.any():  # redraw starts too close to a separatrix
+            x[near, :2] = land.minima[np.flatnonzero(near) % len(land.minima)] + rng.uniform(-0.9, 0.9, (near.sum(), 2))
+            near = land.separatrix_distance(x[:, :2]) < margin
     v = np.zeros_like(x)
     snaps, recorded = [], []
     for t in range(steps + 1):
@@ -88,5 +110,6 @@ def descend(landscape: str, n_runs: int, *, dim: int = 40, lr: float = 0.02, ste
         v = momentum * v - lr * g
         x = x + v
     traj = np.stack(snaps, axis=1)  # (runs, T, dim)
-    runs = [RunTrajectory(f"run{k:03d}", np.asarray(recorded), traj[k]) for k in range(n_runs)]
+    memory = 1.0 / (1.0 - momentum) if momentum else 0.0
+    runs = [RunTrajectory(f"run{k:03d}", np.asarray(recorded), traj[k], memory=memory) for k in range(n_runs)]
     return runs, land.well_of(traj[:, -1, :2])
