@@ -40,6 +40,10 @@ import numpy as np
 PREDICT_CHUNK = 8192  # points per kernel block: bounds memory at chunk x n_pairs doubles
 HYPER_PAIRS = 200  # pairs the kernel's hyperparameters are tuned on
 NOISE_FLOOR = 1e-5  # least white-noise variance (standardised units); see the module docstring
+# shortest length scale (standardised units): below a grid box at the default depth, so it
+# never limits what the grid can resolve; shorter ones fit SGD's jitter between neighbouring
+# snapshots (seen in function space: 0.01, and attractors covering 40% of the box)
+LENGTH_FLOOR = 0.1
 STD_GRID_POINTS = 4096  # nodes of the grid the posterior standard deviation is computed on
 
 
@@ -106,7 +110,7 @@ class TrainingMapSurrogate:
         self.gain_ = _capped_affine_gain(x - self.centre_, y - self.centre_, self.far_field)
         target = (y - self._prior(x)) / self.scale_
         d = x.shape[1]
-        kernel = (ConstantKernel(1.0, (1e-4, 1e4)) * RBF(np.ones(d), (1e-2, 1e2))
+        kernel = (ConstantKernel(1.0, (1e-4, 1e4)) * RBF(np.ones(d), (LENGTH_FLOOR, 1e2))
                   + WhiteKernel(1e-4, (NOISE_FLOOR, 1e-1)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a bound reached is still a usable fit

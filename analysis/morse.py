@@ -243,12 +243,15 @@ def morse_graph(
         raise MorseError(f"need 1 <= subdiv_min <= subdiv_max <= 60, got {subdiv_min} and {subdiv_max}")
 
     def checked(points: np.ndarray) -> np.ndarray:
-        images = np.asarray(f(points), dtype=float)
-        if images.shape != points.shape:
-            raise MorseError(f"f returned shape {images.shape} for input of shape {points.shape}")
+        # neighbouring boxes share corners: on a grid about 2**d boxes meet at each, so f
+        # (a GP composed several times, the cost of the graph) runs once per distinct corner
+        unique, inverse = np.unique(points, axis=0, return_inverse=True)
+        images = np.asarray(f(unique), dtype=float)
+        if images.shape != unique.shape:
+            raise MorseError(f"f returned shape {images.shape} for input of shape {unique.shape}")
         if not np.all(np.isfinite(images)):
             raise MorseError("f returned NaN or infinite values")
-        return images
+        return images[inverse.reshape(-1)]
 
     checked(np.vstack([lo, hi, (lo + hi) / 2]))  # fail before CMGDB on an obviously bad f
 

@@ -150,3 +150,17 @@ def test_pictures_and_plain_data(tmp_path):
     rec = mg.to_record()
     assert rec["attractors"] == mg.attractors and sum(rec["n_boxes"]) == sum(len(b) for b in mg.boxes.values())
     assert len(rec["boxes"][0]) == 4 * rec["n_boxes"][0]  # d lower + d upper bounds per box
+
+
+def test_the_map_runs_once_per_distinct_corner():
+    """Neighbouring boxes share corners; the (costly) map sees each point once per call,
+    and the graph is still the known one: two minima below a saddle."""
+    seen = []
+
+    def counting(p):
+        seen.append(len(p) - len(np.unique(p, axis=0)))
+        return double_well()(p)
+
+    mg = morse_graph(counting, [-2, -2], [2, 2], subdiv_min=10, subdiv_max=16)
+    assert seen and max(seen) == 0
+    assert sorted(by_index(mg).values()) == [(0, 1, 0), (1, 0, 0), (1, 0, 0)]
