@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
-GROUP_FIELDS = {"group_id", "coordinates", "basin_accuracy", "basin_accuracy_start", "chance", "n_transit",
+GROUP_FIELDS = {"group_id", "coordinates", "basin_accuracy", "basin_accuracy_start", "chance", "n_transit", "n_undecided",
                 "n_morse_sets", "n_attractors", "n_unresolved", "unresolved", "nodes", "edges", "attractors",
                 "conley_ranks", "conley_strings", "n_boxes", "boxes", "fidelity", "explained_variance", "warnings",
                 "cm_grid", "cm_conley_ranks", "cm_order", "cm_boundary", "cm_n_attractors", "data_n_attractors",
@@ -58,6 +58,7 @@ def test_sweep_then_reduce_writes_a_row_per_group(reduced):
         assert len(g["explained_variance"]) == 2 and g["coordinates"] == "function"  # auto: full parameters recorded
         assert len(g["run_ids"]) == len(g["final_nodes"]) == len(g["end_attractors"]) == 3
         assert round(g["chance"] * 3) in (1, 2, 3) and round(g["basin_accuracy"] * 3, 6) == round(g["basin_accuracy"] * 3)
+        assert 0 <= g["n_undecided"] + g["n_transit"] <= 3 - round(g["basin_accuracy"] * 3)  # each a miss
         assert any("at least 8" in w for w in g["warnings"])  # 3 seeds cannot resolve basins
         assert set(g["unresolved"]) <= set(g["nodes"]) and not set(g["unresolved"]) & set(g["attractors"])
         assert len(g["cm_conley_ranks"]) >= 1 and g["cm_grid"] == 32 and isinstance(g["data_agrees"], bool)
@@ -89,6 +90,7 @@ def test_pictures_and_summaries_are_in_mlflow(reduced):
         m, tags = child.data.metrics, child.data.tags
         assert m["basin_correct"] in (0.0, 1.0) and round(m["group_basin_chance"] * 3) in (1, 2, 3)
         assert "group_basin_accuracy" in m and "final_morse_set" not in m  # Morse set ids are not stable: no metric
+        assert "group_basin_undecided" in m
         assert tags["doodl.morse_coordinates"] == "function" and "doodl.itinerary" in tags
         names = sorted(a.path for a in client.list_artifacts(child.info.run_id, "morse"))
         assert names == [f"morse/{p}" for p in PICTURES]
