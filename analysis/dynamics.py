@@ -36,11 +36,14 @@ import numpy as np
 
 from analysis._coordinates import KINDS, Coordinates, fit_coordinates
 from analysis._surrogate import TrainingMapSurrogate
-from analysis.morse import MorseGraph, morse_graph
+from analysis.morse import NO_ATTRACTOR, MorseGraph, morse_graph
 
 METHOD_VERSION = 3  # bump when a change alters results: stored results of older versions are redone
 COORDINATES = ("auto", *KINDS)
 MIN_RUNS = 8  # fewer non-diverged runs than this cannot resolve basins reliably (BENCHMARKS.md)
+# a basin holding fewer runs than this leaves too few trajectories there once one is held
+# out: the held-out figure is then pessimistic (measured: 2-3 runs a well, BENCHMARKS.md)
+MIN_RUNS_PER_BASIN = 4
 EARLY_FRACTION = 0.1  # the "early state" judged out of sample: the snapshot at 10% of training
 BURN_IN_MEMORIES = 5  # pairs start this many optimiser memories into a run (momentum 0.9: 50 steps)
 
@@ -129,8 +132,12 @@ class RunVerdict:
     end_attractor: int  # the attractor whose basin holds the final point; < 0: ended in transit
     itinerary: list[int]  # Morse sets the snapshots pass through, in order
     heldout_start: int | None = None  # out of sample: basin of the first snapshot (fold graph's id)
-    heldout_early: int | None = None  # ... of the snapshot at 10% of training
+    heldout_early: int | None = None  # ... of the early state (10% of training, past the burn-in)
     heldout_end: int | None = None  # ... of the final point, in the same fold graph
+    # the fold graph's verdicts in this graph's terms: the attractor (of this graph) where the
+    # fold's training runs that ended in the predicted fold basin ended; < 0: none or ambiguous
+    predicted_start: int | None = None
+    predicted_early: int | None = None
     fold: int = -1
 
     @property
@@ -139,11 +146,12 @@ class RunVerdict:
 
     @property
     def heldout_correct(self) -> bool:
-        return self.heldout_end is not None and self.heldout_end >= 0 and self.heldout_early == self.heldout_end
+        """Its early state, in a graph fitted without it, leads where its end really lies."""
+        return self.predicted_early is not None and self.predicted_early >= 0 and self.predicted_early == self.end_attractor
 
     @property
     def heldout_start_correct(self) -> bool:
-        return self.heldout_end is not None and self.heldout_end >= 0 and self.heldout_start == self.heldout_end
+        return self.predicted_start is not None and self.predicted_start >= 0 and self.predicted_start == self.end_attractor
 
 
 @dataclass
@@ -180,8 +188,10 @@ class GroupMorse:
 
     @property
     def basin_accuracy(self) -> float:
-        """Out of sample: share of runs whose early state (10% of training) lies in the basin
-        of the attractor their end lies in, in a graph fitted without them (NaN if none)."""
+        """Out of sample: share of runs whose early state (10% of training), in a graph fitted
+        without them, lies in the basin of an attractor that leads where their end lies in
+        this graph (NaN if none). Labels and predictions are both this graph's attractors,
+        so the figure and its chance level are in one frame (see :func:`_cross_validate`)."""
         ok = self._ok()
         return float(np.mean([v.heldout_correct for v in ok])) if ok else float("nan")
 
@@ -211,8 +221,7 @@ class GroupMorse:
         """Runs whose end lies in a basin but whose early state, in the graph fitted without
         them, lies in none (on a separatrix, where several attractors are reachable, or
         where no attractor is): counted wrong by ``basin_accuracy``, never a wrong basin."""
-        return sum(1 for v in self._ok() if v.heldout_end is not None and v.heldout_end >= 0
-                   and (v.heldout_early is None or v.heldout_early < 0))
+        return sum(1 for v in self._ok() if v.end_attractor >= 0 and (v.predicted_early is None or v.predicted_early < 0))
 
     @property
     def fidelity(self) -> float:
@@ -356,13 +365,28 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
     if result.n_transit:
         warnings.append(f"{result.n_transit} run(s) ended in transit: their end lies in no basin of the graph "
                         "fitted without them (still moving, or near a separatrix)")
+    sparse = sorted(a for a, n in Counter(v.end_attractor for v in result.verdicts if v.status == "ok").items()
+                    if a >= 0 and n < MIN_RUNS_PER_BASIN)
+    if sparse:
+        warnings.append(f"attractor(s) {', '.join(map(str, sparse))} hold fewer than {MIN_RUNS_PER_BASIN} runs: "
+                        "a graph fitted without one of them has too few trajectories there to place it, so "
+                        "basin_accuracy is pessimistic (raise seeds)")
     return result
 
 
 def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
                     verdicts: dict[str, RunVerdict]) -> None:
-    """Refit without each fold of runs; place each held-out run's first, early (10%) and
-    final snapshot in the basins of the fold's graph."""
+    """Refit without each fold of runs; place each held-out run's first, early and final
+    snapshot in the basins of the fold's graph, and translate the fold's basins into the
+    group graph's attractors.
+
+    The translation goes through the runs, not the coordinates (each fold fits its own):
+    a fold basin stands for the attractor (of the group graph) where the fold's training
+    runs whose ends lie in it ended, the most common one; a basin that holds no training
+    run's end, or as many of two attractors', stands for none. Without it, a fold graph that
+    merged two attractors would score a held-out run right by placing its start and its end
+    in the one merged basin, while chance is measured on the group graph's basins: with 3
+    seeds, one attractor per seed looked like accuracy 1.0 against chance 0.33."""
     k = min(settings.folds, len(ok))
     if k < 2:
         return
@@ -373,8 +397,23 @@ def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
             fitted = fit_map(rest, ok, kind, settings)
         except ValueError:
             continue  # too few pairs without this fold: its runs stay unjudged (counted wrong)
+        g = fitted.graph
+        landed = g.basin_of(np.stack([fitted.projected[r.run_id][-1] for r in rest]))
+        outcomes: dict[int, Counter] = {}
+        for r, b in zip(rest, landed):
+            outcomes.setdefault(int(b), Counter())[verdicts[r.run_id].end_attractor] += 1
+
+        def translate(basin: int) -> int:
+            if basin < 0:
+                return basin  # SEVERAL / NO_ATTRACTOR / OUTSIDE as they are
+            top = (outcomes.get(basin) or Counter()).most_common(2)
+            if not top or top[0][0] < 0 or (len(top) == 2 and top[1][1] == top[0][1]):
+                return NO_ATTRACTOR
+            return int(top[0][0])
+
         for r in held:
             z = fitted.projected[r.run_id]
-            start, at_early, end = fitted.graph.basin_of(np.stack([z[0], z[r.early], z[-1]]))
+            start, at_early, end = (int(b) for b in g.basin_of(np.stack([z[0], z[r.early], z[-1]])))
             v = verdicts[r.run_id]
-            v.heldout_start, v.heldout_early, v.heldout_end, v.fold = int(start), int(at_early), int(end), fold
+            v.heldout_start, v.heldout_early, v.heldout_end, v.fold = start, at_early, end, fold
+            v.predicted_start, v.predicted_early = translate(start), translate(at_early)

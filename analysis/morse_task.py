@@ -182,6 +182,7 @@ def _run_row(v) -> dict:
     ok = v.status == "ok"
     return {"run_id": v.run_id, "status": v.status, "final_point": v.final_point, "final_node": v.final_node,
             "end_attractor": v.end_attractor, "in_attractor": v.in_attractor, "itinerary": v.itinerary,
+            "predicted_attractor": v.predicted_early if ok else None,
             "basin_correct": v.heldout_correct if ok else None,
             "basin_correct_start": v.heldout_start_correct if ok else None,
             "fold": v.fold}

@@ -44,8 +44,8 @@ def verdict(result, wells: np.ndarray) -> bool:
 def wrong(result) -> int:
     """Held-out runs whose early state was placed in the basin of another attractor than
     their end's (undecided ones, on a separatrix, are not wrong: they are not placed)."""
-    return sum(1 for v in result.verdicts if v.heldout_end is not None and v.heldout_end >= 0
-               and v.heldout_early is not None and v.heldout_early >= 0 and v.heldout_early != v.heldout_end)
+    return sum(1 for v in result.verdicts if v.end_attractor >= 0 and v.predicted_early is not None
+               and v.predicted_early >= 0 and v.predicted_early != v.end_attractor)
 
 
 def one(job: tuple[str, int, int, str]) -> dict:

@@ -3,13 +3,15 @@
 On a sweep in a store (by default the example sweep ``examples/quickstart.yaml``, trained
 first into a temporary store if ``--store`` does not hold it):
 
-* per group, in this process, one thread: read the group's snapshots, project (PCA, d=2
-  unless ``--dims``), fit the surrogate, compute the Morse graph. Reports the median time
-  of the Morse graph step (CMGDB with the batched box map, what ``doodl reduce`` runs) and
-  of the whole group;
-* peer baseline, on the same surrogates and boxes: CMGDB with its per-box map (one Python
-  call per box, ``CMGDB.BoxMap``), as a user of CMGDB's documented single-box interface
-  would write it. Same grid, so the same Morse graph; the ratio is the speed-up;
+* per group, in this process, one thread: read the group's snapshots (and the models'
+  outputs on the probe set, as ``doodl reduce`` does for function-space coordinates), run
+  ``group_morse`` with the defaults. Reports the median time of the Morse graph step (CMGDB
+  with the batched box map of distinct corners, what ``doodl reduce`` runs) and of the
+  whole group (held-out validation included);
+* peer baseline, on the same fitted map (the surrogate composed ``compose`` times, images
+  widened by its posterior std) and box: CMGDB with its per-box map (one Python call per
+  box, ``CMGDB.BoxMap``), as a user of CMGDB's documented single-box interface would write
+  it. Same grid and map, so the same Morse graph; the ratio is the speed-up;
 * groups per second of ``doodl reduce`` (Ray tasks on the local cores, store writes and
   pictures included, MLflow off, Ray already started, ``--force`` so every group is
   redone): Morse graphs alone, then the default reduction (Morse graphs and taxonomy).
@@ -30,12 +32,17 @@ import numpy as np
 from _sweeps import ROOT, ensure_sweep, groups_of
 
 
-def per_box_morse_graph(f, lower, upper, subdiv_min, subdiv_max):
-    """The baseline: CMGDB driven through a Python call per box."""
+def per_box_morse_graph(f, widen, lower, upper, subdiv_min, subdiv_max):
+    """The baseline: CMGDB driven through a Python call per box (corners mapped by ``f``,
+    the image widened by ``widen`` at the box centre, as the batched map does)."""
     import CMGDB
 
+    d = len(lower)
+
     def box(rect):
-        return CMGDB.BoxMap(lambda x: f(np.asarray([x]))[0], rect)
+        image = np.asarray(CMGDB.BoxMap(lambda x: f(np.asarray([x]))[0], rect))
+        r = widen(np.asarray([[(rect[k] + rect[d + k]) / 2 for k in range(d)]]))[0]
+        return np.concatenate([image[:d] - r, image[d:] + r]).tolist()
 
     model = CMGDB.Model(subdiv_min, subdiv_max, subdiv_min, 10_000, list(lower), list(upper), box)
     t0 = time.perf_counter()
@@ -60,29 +67,32 @@ def main() -> None:
     from analysis.morse_task import read_group_runs
 
     settings = MorseSettings(dims=args.dims)
-    morse_s, total_s, batched, baseline, same_nodes = [], [], [], [], []
+    morse_s, total_s, batched, baseline, same_nodes, acc, chance = [], [], [], [], [], [], []
     first = next(iter(groups.values()))
-    group_morse(read_group_runs(root, sorted({r["unit_id"] for r in first}), first), settings)  # warm-up: imports
+    group_morse(read_group_runs(root, sorted({r["unit_id"] for r in first}), first, function_space=True),
+                settings)  # warm-up: imports
     for k, (_gid, rows) in enumerate(groups.items()):
         t0 = time.perf_counter()
-        runs = read_group_runs(root, sorted({r["unit_id"] for r in rows}), rows)
+        runs = read_group_runs(root, sorted({r["unit_id"] for r in rows}), rows, function_space=True)
         res = group_morse(runs, settings)
         total_s.append(time.perf_counter() - t0)
         morse_s.append(res.graph.seconds)
+        acc.append(res.basin_accuracy)
+        chance.append(res.chance)
         if k < args.baseline_groups:
-            # the same surrogate again, so both sides evaluate the same map on the same grid
-            from analysis._surrogate import TrainingMapSurrogate
-            from analysis.dynamics import snapshot_pairs
+            sur, g = res.fitted.surrogate, res.graph
+            field = sur.std_field(g.lower, g.upper)
 
-            firsts, seconds = snapshot_pairs(runs, settings.tau)
-            x = np.concatenate([res.projected[r.run_id][i] for r, i in zip(runs, firsts)])
-            y = np.concatenate([res.projected[r.run_id][j] for r, j in zip(runs, seconds)])
-            sur = TrainingMapSurrogate(settings.far_field, settings.max_pairs).fit(x, y)
-            secs, n = per_box_morse_graph(sur, res.graph.lower, res.graph.upper, settings.subdiv_min,
-                                          settings.subdiv_max)
+            def composed(p, sur=sur):
+                for _ in range(settings.compose):
+                    p = sur(p)
+                return p
+
+            secs, n = per_box_morse_graph(composed, lambda c, field=field: settings.uncertainty * field(c), g.lower,
+                                          g.upper, settings.subdiv_min, settings.subdiv_max)
             baseline.append(secs)
-            batched.append(res.graph.seconds)
-            same_nodes.append(n == len(res.graph.nodes))
+            batched.append(g.seconds)
+            same_nodes.append(n == len(g.nodes))
 
     import ray
 
@@ -113,7 +123,8 @@ def main() -> None:
               f"(same node count: {all(same_nodes)})")
     for analyses, wall in walls.items():
         print(f"doodl reduce --force --only {' --only '.join(analyses)}, {cpus} Ray CPUs: {len(groups)} groups in "
-              f"{wall:.1f} s wall = {len(groups) / wall:.2f} groups/s; fidelity {outcome.fidelity:.2f}")
+              f"{wall:.1f} s wall = {len(groups) / wall:.2f} groups/s")
+    print(f"held-out basin accuracy per group: {np.round(acc, 2).tolist()} (chance {np.round(chance, 2).tolist()})")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ MORSE_RUN_SCHEMA = pa.schema([
     ("end_attractor", _I32),  # the attractor whose basin holds the final point; < 0: in transit
     ("in_attractor", pa.bool_()),
     ("itinerary", _LI32),  # the Morse sets its snapshots pass through, in order
+    ("predicted_attractor", _I32),  # held out: where its early state leads, in this graph's ids; < 0: undecided
     ("basin_correct", pa.bool_()),  # held out: early state in the basin of its end's attractor
     ("basin_correct_start", pa.bool_()),
     ("fold", _I32),

@@ -4,7 +4,9 @@ Every test runs ``group_morse`` with ``MorseSettings()`` defaults (or the next g
 up, or tau 2) and checks, run by run: as many attractors as wells the runs ended in, every
 run ending in the attractor of its own well, distinct wells in distinct attractors, and a
 held-out basin accuracy of 1.0 (every run's early state, in a graph fitted without it, lies
-in the basin of the attractor its end lies in). Starts keep a grid box away from the
+in the basin of the attractor its end lies in) wherever every well holds at least
+``MIN_RUNS_PER_BASIN`` runs; below that (8 runs in 3 wells) accuracy above chance and a
+warning. Starts keep a grid box away from the
 separatrices (``known_dynamics.MARGIN``); starts on them are tested on their own: there the
 right answer at the grid's resolution is "no basin", never the wrong one.
 """
@@ -16,7 +18,8 @@ import pytest
 
 from analysis._coordinates import fit_coordinates, pca
 from analysis._surrogate import TrainingMapSurrogate, balanced_subset
-from analysis.dynamics import MorseSettings, RunTrajectory, group_morse, snapshot_pairs
+from analysis.dynamics import MIN_RUNS_PER_BASIN, MorseSettings, RunTrajectory, group_morse, snapshot_pairs
+from analysis.morse import SEVERAL
 from tests.analysis.known_dynamics import LANDSCAPES, descend
 
 DEFAULTS = MorseSettings()
@@ -43,8 +46,13 @@ def assert_known_answer(result, wells: np.ndarray) -> None:
     for w in set(wells.tolist()):  # each well is one attractor, a different one each
         assert len(set(ends[wells == w].tolist())) == 1
     assert len({ends[wells == w][0] for w in set(wells.tolist())}) == k
-    assert result.basin_accuracy == 1.0, [(v.heldout_early, v.heldout_end) for v in result.verdicts]
-    assert result.n_transit == 0 and result.n_undecided == 0
+    if np.bincount(wells).min() >= MIN_RUNS_PER_BASIN:
+        assert result.basin_accuracy == 1.0, [(v.predicted_early, v.end_attractor) for v in result.verdicts]
+        assert result.n_transit == 0 and result.n_undecided == 0
+        assert not any("hold fewer than" in w for w in result.warnings)
+    else:  # 2-3 runs a well: held out, one is left (BENCHMARKS.md); doodl says so
+        assert result.basin_accuracy > result.chance
+        assert any(f"hold fewer than {MIN_RUNS_PER_BASIN} runs" in w for w in result.warnings)
 
 
 def _params(sizes):
@@ -82,9 +90,9 @@ def test_states_on_a_separatrix_are_undecided_never_in_the_wrong_basin():
     box = (result.graph.upper[0] - result.graph.lower[0]) / 2 ** (DEFAULTS.subdiv_min // 2)
     near = LANDSCAPES["double_well"].separatrix_distance(np.stack([r.theta[r.early, :2] for r in runs])) < box
     for v, close in zip(result.verdicts, near):
-        assert v.heldout_end >= 0
+        assert v.heldout_end >= 0 and v.end_attractor >= 0
         if close:
-            assert v.heldout_early in (v.heldout_end, -2), v  # SEVERAL: both wells reachable
+            assert v.predicted_early in (v.end_attractor, SEVERAL), v  # both wells reachable
         else:
             assert v.heldout_correct, v
     assert near.any() and result.n_undecided >= 1  # the case does test the separatrix
@@ -100,6 +108,22 @@ def test_momentum_needs_the_burn_in():
     amnesic = [RunTrajectory(r.run_id, r.steps, r.theta) for r in runs]
     result = group_morse(amnesic)
     assert len(result.graph.attractors) != 3 or result.basin_accuracy < 1.0
+
+
+def test_one_run_per_well_is_not_evidence_of_basins():
+    """Three runs, one per well (as with 3 seeds that each end apart): a graph fitted without
+    a run has no trajectory into its well, so nothing predicts where it goes. Its start and
+    end may still share a basin of that fold graph (a basin standing for another run's
+    attractor); scored in the group graph's attractors, that is not a hit, and the held-out
+    figure does not beat chance."""
+    shared = 0
+    for seed in range(3):
+        runs, wells = descend("three_wells_plane", 3, seed=seed)
+        result = group_morse(runs)
+        assert sorted(wells.tolist()) == [0, 1, 2]
+        assert result.basin_accuracy <= result.chance
+        shared += sum(v.heldout_early == v.heldout_end >= 0 for v in result.verdicts)
+    assert shared >= 1  # the fold-frame agreement that a per-fold score would have counted
 
 
 def test_chance_is_the_share_of_the_largest_basin_and_the_bowl_is_trivially_predictable():

@@ -80,6 +80,7 @@ def test_every_run_has_a_final_point_verdict(reduced):
             assert len(r["final_point"]) == 2 and isinstance(r["in_attractor"], bool)
             assert r["final_node"] >= -1 and isinstance(r["basin_correct"], bool) and 0 <= r["fold"] < 3
             assert r["final_node"] == -1 or r["itinerary"][-1] == r["final_node"]
+            assert r["basin_correct"] == (r["predicted_attractor"] >= 0 and r["predicted_attractor"] == r["end_attractor"])
 
 
 def test_pictures_and_summaries_are_in_mlflow(reduced):
