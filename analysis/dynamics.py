@@ -370,7 +370,7 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
     if sparse:
         warnings.append(f"attractor(s) {', '.join(map(str, sparse))} hold fewer than {MIN_RUNS_PER_BASIN} runs: "
                         "a graph fitted without one of them has too few trajectories there to place it, so "
-                        "basin_accuracy is pessimistic (raise seeds)")
+                        "basin_accuracy is unreliable there (raise seeds)")
     return result
 
 
