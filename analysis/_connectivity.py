@@ -19,15 +19,25 @@ T_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def mc_from_errors(errors: np.ndarray) -> float:
-    """``mc = (e0 + e1)/2 - e(t*)`` with ``t*`` maximising ``|e(t) - (e0 + e1)/2|``.
+    """``mc = (e0 + e1)/2 - e(t*)`` with ``t*`` maximising ``|e(t) - (e0 + e1)/2|`` over the
+    interior of the curve.
 
-    ``errors`` are the error rates (in %) at ``T_GRID``. Negative mc is a barrier (the curve
-    is worse than its ends), positive a curve better than its ends.
+    ``errors`` are the error rates (in %) at ``T_GRID`` (any grid whose first and last points
+    are the two seeds). Negative mc is a barrier (the curve is worse than its ends), positive a
+    curve better than its ends. ``t*`` excludes the ends: there ``|e - mid| = |e1 - e0|/2``
+    with opposite signs, so an end would win on any curve flatter than its ends and the sign
+    would follow the order of the pair. Interior points tied for the largest deviation
+    (within 1e-9) are averaged, so the answer depends only on the set of errors, not on
+    which seed comes first; on a grid symmetric about 0.5 (``T_GRID``) a straight line
+    between different ends gives 0.
     """
     e = np.asarray(errors, dtype=float)
-    mid = (e[0] + e[-1]) / 2
-    dev = e - mid
-    return float(-dev[int(np.argmax(np.abs(dev)))])
+    if e.ndim != 1 or len(e) < 3:
+        raise ValueError(f"mc needs a 1-d curve of at least 3 errors (ends and interior), got shape {e.shape}")
+    dev = e[1:-1] - (e[0] + e[-1]) / 2
+    size = np.abs(dev)
+    tied = dev[size >= size.max() - 1e-9]
+    return float(0.0 - tied.mean())  # 0.0 - x, not -x: no -0.0 in reports
 
 
 def linear_barrier(errors: np.ndarray) -> float:

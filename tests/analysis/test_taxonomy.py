@@ -86,6 +86,46 @@ def test_mc_and_barrier_formulas():
     assert linear_barrier([10, 12, 14, 16, 18]) == 0  # a straight rise is no barrier
 
 
+def test_mc_ignores_the_order_of_the_pair():
+    # [10, 20, 20, 20, 30] is issue 11's case: the ends won t* and gave +10 one way, -10 the other
+    for errors in ([10, 20, 20, 20, 30], [10, 20, 40, 20, 30], [4, 5, 4, 3, 6], [10, 15, 10, 5, 10],
+                   [3.5, 7.25, 1.0, 9.5, 2.0]):
+        assert mc_from_errors(errors) == mc_from_errors(errors[::-1])
+
+
+def test_mc_is_zero_without_a_barrier_between_different_ends():
+    assert mc_from_errors([10, 20, 20, 20, 30]) == 0.0  # flat at the ends' mean
+    assert mc_from_errors([10, 15, 20, 25, 30]) == 0.0  # straight line: +5 and -5 tie at t=.25, .75
+    assert mc_from_errors([30, 25, 20, 15, 10]) == 0.0
+    assert mc_from_errors([10, 15, 10, 5, 10]) == 0.0  # a bump and a dip of the same size cancel
+
+
+def test_mc_of_a_known_bump_and_dip():
+    # ends 10 and 30 average 20; the bump reaches 40 at t = 0.5: a barrier of 20, either way round
+    assert mc_from_errors([10, 25, 40, 25, 30]) == -20
+    assert mc_from_errors([30, 25, 40, 25, 10]) == -20
+    # a dip to 5 at t = 0.5: the curve beats its ends' mean by 15
+    assert mc_from_errors([10, 10, 5, 10, 30]) == 15
+    assert mc_from_errors([30, 10, 5, 10, 10]) == 15
+    with pytest.raises(ValueError, match="at least 3"):
+        mc_from_errors([10, 30])
+
+
+def test_mc_of_a_fitted_curve_ignores_the_order_of_the_pair(tiny):
+    model, params, x, y, _, _ = tiny
+    shapes = {k: v.shape[1:] for k, v in params.items()}
+    flat = torch.cat([v.flatten(1) for v in params.values()], dim=1)
+    a, b = flat[:1], flat[1:]
+    fitter = CurveFitter(model, shapes)
+    n = torch.tensor([x.shape[1]])
+    c = fitter.fit(a, b, x[:1], y[:1], n, steps=20, lr=0.01, momentum=0.9, batch=16, seed=0)
+    forward = fitter.errors(a, b, c, x[:1], y[:1], n)[0]
+    backward = fitter.errors(b, a, c, x[:1], y[:1], n)[0]
+    assert np.array_equal(backward, forward[::-1])  # g_ba(t) = g_ab(1 - t) on T_GRID
+    assert forward[0] != forward[-1]  # ends of different error: the case the order used to flip
+    assert mc_from_errors(forward) == mc_from_errors(backward)
+
+
 def test_a_model_is_connected_to_itself(tiny):
     model, params, x, y, _, _ = tiny
     shapes = {k: v.shape[1:] for k, v in params.items()}
