@@ -1,8 +1,9 @@
 """``doodl audit``: has a training setup drifted into another region of the landscape?
 
 An audit trains (or reuses) the sweep of a spec, reduces it, and compares it group by
-group with a baseline sweep: a sweep id in the store, or, for ``last``, the sweep of the
-last audit of the same spec name recorded in MLflow.
+group with a baseline sweep: a sweep id in the store, or, for ``last``, the sweep the
+previous audit of the same spec name (recorded in MLflow) looked at, never the audited
+sweep itself (see :func:`last_baseline_id`).
 
 Matching groups. Two sweeps of one setup differ in what the setup changed (say the label
 noise went from 0 to 0.3): config fields that have a single value in each sweep but not
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.spec import SweepSpec, ToleranceSpec
 from orchestrator.store import StoreError, SweepStore
+from orchestrator.tracking import console, one_line, probe, tracking_errors
 
 MATCH_FIELDS = ("dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width",
                 "depth", "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum")
@@ -185,16 +187,41 @@ def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:
     return buf.getvalue()
 
 
-def resolve_baseline(ref: str, spec: SweepSpec, store_uri: str, tracking_uri: str) -> SweepStore:
-    """The baseline sweep: ``ref`` itself, or for ``last`` the sweep of the spec's last audit."""
-    if ref != "last":
-        store = SweepStore(store_uri, ref)
-        store.read_sweep()  # refuses an unknown sweep with one line
-        return store
-    audits = audit_history(spec.name, tracking_uri)
-    if not audits:
-        raise StoreError(f"--baseline last: no earlier audit of {spec.name!r} in MLflow at {tracking_uri}")
-    return SweepStore(store_uri, audits[0]["sweep_id"])
+def resolve_baseline(ref: str, spec: SweepSpec, store_uri: str, tracking_uri: str,
+                     audited: str | None = None) -> SweepStore:
+    """The baseline sweep: ``ref`` itself, or for ``last`` what the spec's audits compared
+    last (:func:`last_baseline_id`), never the sweep being audited.
+
+    ``audited`` is the id of the sweep this audit audits; ``None`` means the spec's own sweep
+    (``spec.name``), which is what an audit without ``--fresh`` trains or reuses.
+    """
+    if ref == "last":
+        history = audit_history(spec.name, tracking_uri)
+        if not history:
+            raise StoreError(f"--baseline last: no earlier audit of {spec.name!r} in MLflow at {tracking_uri}")
+        ref = last_baseline_id(history, audited or spec.name)
+    store = SweepStore(store_uri, ref)
+    store.read_sweep()  # refuses an unknown (or since deleted) sweep with one line
+    return store
+
+
+def last_baseline_id(history: list[dict], audited: str) -> str:
+    """The sweep ``--baseline last`` means for sweep ``audited``, given the spec's audits
+    newest first (:func:`audit_history`).
+
+    "Compare with what I audited last time": the sweep of the newest audit of another sweep.
+    When every earlier audit was of ``audited`` itself (an audit rerun without ``--fresh``),
+    the baseline the newest of them used, so a rerun compares with what it compared with
+    before. A sweep is never its own baseline: with nothing else on record, one line refuses.
+    """
+    others = [a["sweep_id"] for a in history if a.get("sweep_id") and a["sweep_id"] != audited]
+    if others:
+        return others[0]
+    earlier = [a["baseline"] for a in history if a.get("baseline") and a["baseline"] != audited]
+    if earlier:
+        return earlier[0]
+    raise StoreError(f"--baseline last: every earlier audit compared sweep {audited!r} with itself; "
+                     "name a baseline sweep instead")
 
 
 def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
@@ -235,6 +262,7 @@ def log_audit(tracking_uri: str, spec: SweepSpec, report: AuditReport, files: di
 
     from orchestrator.mlflow_sink import MlflowSink
 
+    probe(tracking_uri)
     sink = MlflowSink(tracking_uri, spec.name, report.sweep_id)
     run = sink.client.create_run(sink.experiment_id, run_name=f"audit-{report.created}", tags={
         "doodl.role": "audit", "doodl.sweep_id": report.sweep_id, TAG_BASELINE: report.baseline,
@@ -265,12 +293,12 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
     from orchestrator.driver import run_sweep
     from orchestrator.reduce import run_reduce
 
-    baseline = resolve_baseline(baseline_ref, spec, store_uri, tracking_uri)
+    sweep_id = f"{spec.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"[:100] if fresh else None
+    baseline = resolve_baseline(baseline_ref, spec, store_uri, tracking_uri, audited=sweep_id or spec.name)
     for name in ("taxonomy", "morse"):
         if baseline.fs.get_file_info(f"{baseline.root}/reduction/{name}.parquet").type.name != "File":
             raise StoreError(f"baseline sweep {baseline.sweep_id!r} has no {name} results; run `doodl reduce "
                              f"{baseline.sweep_id}` first")
-    sweep_id = f"{spec.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"[:100] if fresh else None
     outcome = run_sweep(spec, store_uri=store_uri, tracking_uri=tracking_uri, address=address,
                         show_progress=show_progress, sweep_id=sweep_id)
     if outcome.failed_units:
@@ -287,9 +315,7 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
     report.files = files
     try:
         log_audit(tracking_uri, spec, report, files, store.fs)
-    except Exception as exc:  # the report is in the store; MLflow can catch up later
-        from orchestrator.driver import _one_line, console
-
-        console.print(f"[yellow]warning:[/] the audit run could not be logged to MLflow ({_one_line(exc)})")
+    except tracking_errors() as exc:  # the report is in the store; MLflow can catch up later
+        console.print(f"[yellow]warning:[/] the audit run could not be logged to MLflow ({one_line(exc)})")
     report.files = files
     return report

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     au = sub.add_parser("audit", help="train and reduce a spec's sweep and compare it with a baseline (exit 1: drift)")
     au.add_argument("spec", help="sweep spec (YAML)")
-    au.add_argument("--baseline", help="a sweep id in the store, or 'last' (the sweep of this spec's last audit)")
+    au.add_argument("--baseline", help="a sweep id in the store, or 'last' (the sweep this spec's previous audit looked at, "
+                         "never the audited sweep itself)")
     au.add_argument("--history", action="store_true", help="print the past audits of this spec and exit")
     au.add_argument("--fresh", action="store_true",
                     help="train the spec anew under NAME-TIMESTAMP instead of reusing its sweep (scheduled audits)")

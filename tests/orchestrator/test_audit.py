@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from orchestrator.audit import compare
+from orchestrator.audit import compare, last_baseline_id
 from orchestrator.spec import ToleranceSpec
+from orchestrator.store import StoreError
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 
@@ -48,14 +49,39 @@ def test_more_label_noise_drifts_and_names_what(audited):
 def test_baseline_last_and_history(audited):
     _, base, noisy, common = audited
     code, out, err = run_cli(["audit", str(noisy), "--baseline", "last", *common])
-    assert code == 0, err  # the last audit of "noisy" audited sweep "noisy": itself, so no drift
-    assert "audit noisy against noisy: ok" in out
+    # the only earlier audit of "noisy" was of "noisy" itself, against "base": a rerun compares
+    # with that baseline again, never with itself
+    assert code == 1, err
+    assert "audit noisy against base: drift" in out
     code, out, _ = run_cli(["audit", str(noisy), "--history", *common])
     lines = [ln for ln in out.splitlines() if "baseline" in ln]
     assert code == 0 and len(lines) == 2
-    assert "ok     sweep noisy  baseline noisy" in lines[0] and "drift  sweep noisy  baseline base" in lines[1]
+    assert all("drift  sweep noisy  baseline base" in ln for ln in lines)
+    # "base" was only ever audited against itself: nothing else to compare with, one line refuses
+    code, out, err = run_cli(["audit", str(base), "--baseline", "last", *common])
+    assert code == 2 and "every earlier audit compared sweep 'base' with itself" in err
+    assert len(err.strip().splitlines()) == 1 and "audit base against" not in out
     code, _, err = run_cli(["audit", str(base), "--baseline", "nope", *common])
     assert code == 2 and "unknown sweep 'nope'" in err
+
+
+def _history(*audits: tuple[str, str]) -> list[dict]:
+    """Audit records newest first, as ``audit_history`` returns them: (sweep, baseline) pairs."""
+    return [{"sweep_id": s, "baseline": b, "verdict": "ok"} for s, b in audits]
+
+
+def test_baseline_last_is_the_previous_audit_never_the_sweep_itself():
+    # fresh audits each audit a new sweep: "last" is the sweep audited last time
+    assert last_baseline_id(_history(("s-2", "s-1"), ("s-1", "s")), "s-3") == "s-2"
+    # rerunning an audit of the same sweep: the baseline it used (the old code returned "noisy")
+    assert last_baseline_id(_history(("noisy", "base")), "noisy") == "base"
+    # the newest audit of another sweep wins over this sweep's own earlier audits
+    assert last_baseline_id(_history(("a", "x"), ("b", "y")), "a") == "b"
+    assert last_baseline_id(_history(("b", "y"), ("a", "x")), "a") == "b"
+    # only audits of this sweep: the newest baseline that is not the sweep itself
+    assert last_baseline_id(_history(("a", "a"), ("a", "x"), ("a", "z")), "a") == "x"
+    with pytest.raises(StoreError, match="compared sweep 'a' with itself"):
+        last_baseline_id(_history(("a", "a"), ("a", "a")), "a")
 
 
 def _rows(phase, loss, attractors, accuracy=1.0, chance=0.5, **config):
