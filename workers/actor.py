@@ -46,6 +46,7 @@ class UnitTrainer:
 
     def run_unit(self, unit_id: str, configs: list[dict], attempt: int = 1) -> dict:
         """Train one unit, write its shards and marker, return a summary for the driver."""
+        _maybe_hold(self.fs, self.root)
         start = time.perf_counter()
         _maybe_fault(unit_id, attempt)
         result = train_unit([VariantConfig.from_dict(c) for c in configs], self.device)
@@ -71,3 +72,29 @@ def _maybe_fault(unit_id: str, attempt: int) -> None:
     first attempt of that unit, as a crashed node would."""
     if os.environ.get("DOODL_FAULT_EXIT_UNIT") == unit_id and attempt == 1:
         os._exit(17)
+
+
+HOLD_POLL_SECONDS = 0.05
+HOLD_GIVE_UP_SECONDS = 600.0
+
+
+def _maybe_hold(fs, root: str) -> None:
+    """Test-only fault hook: ``DOODL_FAULT_HOLD_FILE=<path>`` holds the unit about to be
+    trained while the sweep's store already holds ``DOODL_FAULT_HOLD_AFTER`` (default 1) or
+    more committed units, until a file exists at ``<path>`` (polled every 50 ms).
+
+    A test of a race uses it to hold the rest of the work until its signal has arrived:
+    with ``num_actors: 1`` exactly that many units are committed and the rest wait, however
+    busy the machine. A file that is never created holds until the actor is killed; the
+    hold gives up after ``HOLD_GIVE_UP_SECONDS`` so a leaked actor does not poll forever.
+    Never set in real runs: nothing but the tests reads these variables.
+    """
+    path = os.environ.get("DOODL_FAULT_HOLD_FILE")
+    if not path:
+        return
+    after = int(os.environ.get("DOODL_FAULT_HOLD_AFTER", "1"))
+    if len(shards.committed_units(fs, root)) < after:
+        return
+    deadline = time.monotonic() + HOLD_GIVE_UP_SECONDS
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL_SECONDS)

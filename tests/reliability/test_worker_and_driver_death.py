@@ -43,35 +43,56 @@ def test_dead_worker_unit_is_retried_on_a_fresh_actor(tmp_path):
     assert len(pc.unique(keys)) == traj.num_rows == 8 * 24  # every (run_id, step) exactly once
 
 
-def test_ctrl_c_cancels_and_the_next_run_resumes(tmp_path):
-    spec_path = write_spec(tmp_path, tiny_spec_dict(
-        name="cancel", optimizer={"steps": 800}, resources={"variants_per_unit": 1, "num_actors": 1}))
-    proc = subprocess.Popen(
-        [DOODL, "sweep", str(spec_path), "--store", str(tmp_path / "store"), "--no-progress",
+def _start_held(tmp_path, spec, hold_after: int, **popen) -> subprocess.Popen:
+    """Start a sweep in the background whose actors hold every unit once the store holds
+    ``hold_after`` committed units (the test-only ``DOODL_FAULT_HOLD_FILE`` hook of
+    ``workers.actor``; its file is never created, so the held work waits until the actor
+    is killed). With ``num_actors: 1`` exactly ``hold_after`` units commit and the run
+    cannot finish before the test's signal, however busy the machine. Ray's local workers
+    inherit the driver's environment, so the variables reach the actors."""
+    env = {**os.environ, "DOODL_FAULT_HOLD_FILE": str(tmp_path / "never-created"),
+           "DOODL_FAULT_HOLD_AFTER": str(hold_after)}
+    return subprocess.Popen(
+        [DOODL, "sweep", str(spec), "--store", str(tmp_path / "store"), "--no-progress",
          "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen,
     )
-    commits = tmp_path / "store" / "cancel" / "_commits"
-    deadline = time.time() + 180
-    while not (commits.exists() and any(commits.glob("*.json"))):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err[-3000:]
-    assert "cancelled" in err and "run the same command again" in err
-    n_done = len(list(commits.glob("*.json")))
-    assert 1 <= n_done < 8
-    again = _run(tmp_path, spec_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert f"trained {8 - n_done}, already done {n_done}, failed 0" in again.stdout
 
 
 def _wait_for_commits(proc, commits, n, timeout=180):
     deadline = time.time() + timeout
     while not (commits.exists() and len(list(commits.glob("*.json"))) >= n):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()  # a held run never ends by itself: do not wait on it
+            _, err = proc.communicate(timeout=60)
+            raise AssertionError(f"{n} commits not seen (exit {proc.returncode}): {err[-3000:]}")
         time.sleep(0.1)
+
+
+def _stop(proc) -> None:
+    """Kill a sweep a failed test left running (its held actor would wait on)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate(timeout=60)
+
+
+def test_ctrl_c_cancels_and_the_next_run_resumes(tmp_path):
+    spec_path = write_spec(tmp_path, tiny_spec_dict(
+        name="cancel", optimizer={"steps": 100}, resources={"variants_per_unit": 1, "num_actors": 1}))
+    proc = _start_held(tmp_path, spec_path, hold_after=1)
+    try:
+        commits = tmp_path / "store" / "cancel" / "_commits"
+        _wait_for_commits(proc, commits, 1)
+        proc.send_signal(signal.SIGINT)  # the second unit is held: the run cannot finish first
+        out, err = proc.communicate(timeout=60)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, err[-3000:]
+    assert "cancelled" in err and "run the same command again" in err
+    assert len(list(commits.glob("*.json"))) == 1
+    again = _run(tmp_path, spec_path)  # without the hook
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trained 7, already done 1, failed 0" in again.stdout
 
 
 def _rows(store: SweepStore, kind: str) -> dict:
@@ -92,26 +113,25 @@ def test_killed_driver_resumes_to_the_same_store(tmp_path):
 
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.Popen(
-        [DOODL, "sweep", str(spec_path), "--store", str(work / "store"), "--no-progress",
-         "--tracking-uri", f"sqlite:///{work / 'm.db'}"],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    proc = _start_held(work, spec_path, hold_after=2, start_new_session=True)
     commits = work / "store" / "killed" / "_commits"
-    _wait_for_commits(proc, commits, 2)
-    proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up
-    proc.wait(timeout=30)
-    time.sleep(1.0)
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the local Ray it started (its actors could still commit)
-    except ProcessLookupError:
-        pass
+        _wait_for_commits(proc, commits, 2)  # the third unit is held: the run cannot finish first
+        proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up
+        proc.wait(timeout=30)
+        time.sleep(1.0)
+    finally:
+        _stop(proc)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the local Ray it started (its held actor too)
+        except ProcessLookupError:
+            pass
     before = {p.name: p.read_bytes() for p in commits.glob("*.json")}
-    assert 2 <= len(before) < 8
+    assert len(before) == 2
 
-    again = _run(work, spec_path)
+    again = _run(work, spec_path)  # without the hook
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"trained {8 - len(before)}, already done {len(before)}, failed 0" in again.stdout
+    assert "trained 6, already done 2, failed 0" in again.stdout
     for name, payload in before.items():  # committed units were not trained again
         assert (commits / name).read_bytes() == payload
 
