@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from dataclasses import dataclass
 
-from orchestrator.spec import SweepSpec
+from orchestrator.spec import SpecError, SweepSpec
 from workers.config import VariantConfig
 
 # The axes in grid order; the first two are the default phase-diagram axes later on.
@@ -48,8 +49,21 @@ def swept_axes(spec: SweepSpec) -> list[str]:
     return [k for k, vals in axis_values(spec).items() if len(vals) > 1]
 
 
+def grid_size(spec: SweepSpec) -> int:
+    """How many variants the spec's grid holds, computed without expanding it."""
+    n_seeds = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds)
+    return math.prod(len(vals) for vals in axis_values(spec).values()) * n_seeds
+
+
 def expand(spec: SweepSpec) -> list[VariantConfig]:
-    """Every variant of the grid (axes x seeds), in a deterministic order."""
+    """Every variant of the grid (axes x seeds), in a deterministic order.
+
+    A grid larger than ``resources.max_variants`` is refused before anything is built.
+    """
+    n = grid_size(spec)
+    if n > spec.resources.max_variants:
+        raise SpecError(f"{spec.name}: the grid has {n:,} variants, more than resources.max_variants "
+                        f"({spec.resources.max_variants:,}); check the axes and seeds, or raise the limit")
     axes = axis_values(spec)
     opt, rec = spec.optimizer, spec.record
     out = []

@@ -160,6 +160,25 @@ class SweepStore:
         return table
 
     # --- units ---------------------------------------------------------------------
+    def recorded_units(self, variants: list[VariantConfig]) -> list[WorkUnit]:
+        """The sweep's units as ``variants.parquet`` records them, with ``variants`` (the
+        spec's expansion) as their members.
+
+        ``resources`` change how fast a sweep trains, never which variants share a unit:
+        unit ids name the store's shards, so a rerun with other resources finishes the
+        recorded units instead of packing new ones.
+        """
+        by_run = {v.run_id: v for v in variants}
+        members: dict[str, list[VariantConfig]] = {}
+        table = self.read_variants()
+        for run_id, unit_id in zip(table.column("run_id").to_pylist(), table.column("unit_id").to_pylist()):
+            if run_id not in by_run:
+                raise StoreError(f"{self.root}/{VARIANTS}: run {run_id} is not a variant of this spec")
+            members.setdefault(unit_id, []).append(by_run[run_id])
+        if sum(map(len, members.values())) != len(variants):
+            raise StoreError(f"{self.root}/{VARIANTS}: holds {table.num_rows} variants, the spec {len(variants)}")
+        return [WorkUnit(unit_id=u, variants=tuple(vs)) for u, vs in members.items()]
+
     def unit_states(self, unit_ids: list[str]) -> dict[str, UnitState]:
         """The state of each unit: sound commits count, torn ones are reported and redone."""
         found = shards.committed_units(self.fs, self.root, verify=True)
