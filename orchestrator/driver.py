@@ -14,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import ray
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,13 +24,10 @@ from rich.progress import (
 )
 
 from orchestrator.expand import WorkUnit, expand, pack
-from orchestrator.mlflow_sink import MlflowSink
 from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore, derived_sweep_id
+from orchestrator.tracking import console, defer, log_sweep_done, log_units, one_line, open_sink, tracking_errors
 from workers.actor import UnitTrainer
-
-console = Console(stderr=True)
-
 
 @dataclass
 class SweepOutcome:
@@ -93,46 +89,6 @@ def progress_bar(what: str, show: bool) -> Progress:
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception as one short line for a warning."""
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
-
-
-def _open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> MlflowSink | None:
-    """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``)."""
-    try:
-        return MlflowSink(tracking_uri, experiment, sweep_id)
-    except Exception as exc:  # any failure to reach MLflow must not stop training
-        outcome.mlflow_error = _one_line(exc)
-        console.print(
-            f"[yellow]warning:[/] MLflow at {tracking_uri} is unreachable ({outcome.mlflow_error}); "
-            f"the work goes on and logging is deferred: run `doodl sync {sweep_id}` later to log it."
-        )
-        return None
-
-
-def _log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str, list[dict]],
-               unit_ids: list[str], outcome) -> None:
-    """Log the not-yet-logged variants of committed units (a failure only defers logging)."""
-    if sink is None or not unit_ids:
-        return
-    wanted = [v for u in unit_ids for v in rows_by_unit[u] if v["run_id"] not in sink.logged]
-    if not wanted:
-        return
-    try:
-        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", "train_loss", "train_acc", "grad_norm"])
-        fin = store.read_unit_rows(
-            "finals", unit_ids,
-            ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],
-        )
-        outcome.logged_runs += sink.log_variants(wanted, traj, fin)
-    except Exception as exc:
-        outcome.mlflow_error = _one_line(exc)
-        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); "
-                      f"run `doodl sync {store.sweep_id}` later to log.")
-
-
 def run_sweep(
     spec: SweepSpec,
     *,
@@ -151,12 +107,12 @@ def run_sweep(
     """
     start = time.perf_counter()
     variants = expand(spec)
-    units = pack(variants, spec.resources.variants_per_unit)
     store = SweepStore(store_uri, sweep_id or spec.name)
     if new_sweep and store.exists() and not store.matches(spec):
         store = SweepStore(store_uri, derived_sweep_id(spec))
         console.print(f"sweep {spec.name!r} exists with a different spec: this spec is sweep {store.sweep_id!r}")
-    store.initialise(spec, variants, units)
+    store.initialise(spec, variants, pack(variants, spec.resources.variants_per_unit))
+    units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
         rows_by_unit.setdefault(row["unit_id"], []).append(row)
@@ -168,15 +124,15 @@ def run_sweep(
             console.print(f"[yellow]unit {u.unit_id} is torn ({states[u.unit_id].problem}); retraining it[/]")
     outcome = SweepOutcome(store.sweep_id, len(variants), len(units), skipped_units=len(done))
 
-    sink = _open_sink(tracking_uri, spec.name, store.sweep_id, outcome)
+    sink = open_sink(tracking_uri, spec.name, store.sweep_id, outcome)
     if sink is not None:
         try:
             sink.log_parent({"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,
                              "store": store.uri})
-        except Exception as exc:
-            outcome.mlflow_error = _one_line(exc)
+        except tracking_errors() as exc:
+            defer(outcome, exc)
             sink = None
-    _log_units(sink, store, rows_by_unit, [u.unit_id for u in done], outcome)
+    log_units(sink, store, rows_by_unit, [u.unit_id for u in done], outcome)
 
     if todo:
         connect(address)
@@ -186,16 +142,6 @@ def run_sweep(
         log_sweep_done(sink, store, [u.unit_id for u in units], outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome
-
-
-def log_sweep_done(sink: MlflowSink, store: SweepStore, unit_ids: list[str], outcome) -> None:
-    """Mark the parent run finished, with the counts of done and diverged variants."""
-    try:
-        status = store.read_unit_rows("finals", unit_ids, ["status"]).column("status").to_pylist()
-        sink.log_parent({}, {"n_variants_done": len(status), "n_diverged": status.count("diverged")},
-                        finished=True)
-    except Exception as exc:
-        outcome.mlflow_error = _one_line(exc)
 
 
 def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, already: int, total: int,
@@ -241,7 +187,7 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
                     summary = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
                         ray.exceptions.WorkerCrashedError) as exc:
-                    reason = _one_line(exc)
+                    reason = one_line(exc)
                     if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
                         replacement = actor  # the actor lives on; only the unit failed
                     else:
@@ -262,7 +208,7 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
                 rate = trained_variants / max(time.perf_counter() - t0, 1e-9)
                 progress.update(task, advance=len(summary["runs"]), rate=f"{rate:.1f}/s")
                 submit(actor)
-                _log_units(sink, store, rows_by_unit, [unit_id], outcome)
+                log_units(sink, store, rows_by_unit, [unit_id], outcome)
     except KeyboardInterrupt:
         for a in actors:
             ray.kill(a, no_restart=True)

@@ -22,17 +22,11 @@ import numpy as np
 import ray
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.driver import (
-    _log_units,
-    _one_line,
-    _open_sink,
-    connect,
-    console,
-    progress_bar,
-)
+from orchestrator.driver import connect, progress_bar
 from orchestrator.expand import AXES
 from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore
+from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
 
 ANALYSES = ("morse", "taxonomy")
 MORSE_PICTURES = ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png")
@@ -131,13 +125,13 @@ def run_reduce(
                 todo.append((name, gid))
 
     experiment = store.read_sweep().get("name", store.sweep_id)
-    sink = _open_sink(tracking_uri, experiment, store.sweep_id, outcome) if tracking_uri else None
+    sink = open_sink(tracking_uri, experiment, store.sweep_id, outcome) if tracking_uri else None
     if sink is not None:
         rows_by_unit: dict[str, list[dict]] = {}
         for v in variants:
             rows_by_unit.setdefault(v["unit_id"], []).append(v)
         committed = sorted(u for u, s in states.items() if s.state == "committed")
-        _log_units(sink, store, rows_by_unit, committed, outcome)  # children must exist to carry results
+        log_units(sink, store, rows_by_unit, committed, outcome)  # children must exist to carry results
         if outcome.mlflow_error:
             sink = None
 
@@ -150,7 +144,7 @@ def run_reduce(
         for name in analyses:
             for gid, row in stores[name].reduced_groups().items():
                 if (name, gid) not in done_now and row["settings_key"] == keys[name] and gid in groups:
-                    _log_group(sink, stores[name], row, keys[name], outcome)
+                    log_group(sink, stores[name], row, keys[name], outcome)
 
     tables = {name: stores[name].consolidate() for name in analyses}
     pictures = {}
@@ -163,7 +157,7 @@ def run_reduce(
                 outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
         pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store)
     if sink is not None:
-        _log_summaries(sink, store, stores, tables, groups, pictures, outcome)
+        log_summaries(sink, store, stores, tables, groups, pictures, outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
@@ -206,7 +200,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
                 try:
                     result = ray.get(ready[0])
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
-                    result = _failed_result(gid, groups[gid], _one_line(exc))
+                    result = _failed_result(gid, groups[gid], one_line(exc))
                 row = result["row"]
                 row["settings_key"] = keys[name]
                 for k, v in params[name].items():  # the settings sit beside the results
@@ -224,7 +218,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
                         console.print(f"[yellow]warning:[/] {name} of group {gid} ({group_label(groups[gid][0])}): "
                                       f"{warning}")
                 if sink is not None:
-                    _log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
+                    log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
                 finished += 1
                 progress.update(bar, advance=1, rate=f"{finished / max(time.perf_counter() - t0, 1e-9):.2f}/s")
     except KeyboardInterrupt:
@@ -234,7 +228,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
         raise
 
 
-def _log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
+def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
     """Log one group's results of one analysis; runs and pictures are read back from the
     store when not given."""
     import pyarrow.parquet as pq
@@ -264,10 +258,8 @@ def _log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> Non
                 outcome.logged_runs += sink.log_group_morse(row, runs, local, key)
             else:
                 outcome.logged_runs += sink.log_group_taxonomy(row, runs, key)
-    except Exception as exc:
-        outcome.mlflow_error = _one_line(exc)
-        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); "
-                      "run `doodl sync SWEEP` later to log.")
+    except tracking_errors() as exc:
+        defer(outcome, exc)
 
 
 def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str, str, list[str]]:
@@ -308,7 +300,7 @@ def sweep_basin_accuracy(morse_groups, morse_runs, groups) -> tuple[float, float
     return float(np.mean([r["basin_correct"] for r in ok])), float(chance)
 
 
-def _sweep_pictures_in_store(stores) -> dict[str, str]:
+def sweep_pictures_in_store(stores) -> dict[str, str]:
     """The sweep-wide pictures already in the store (name -> path)."""
     import pyarrow.fs as pafs
 
@@ -319,7 +311,7 @@ def _sweep_pictures_in_store(stores) -> dict[str, str]:
     return {i.base_name: i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png")}
 
 
-def _log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
+def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
     labels = {gid: group_label(rows[0]) for gid, rows in groups.items()}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -340,7 +332,5 @@ def _log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> No
                     acc, chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
                     metrics.update(morse_basin_accuracy=acc, morse_basin_accuracy_chance=chance)
                 sink.log_reduction_summary(name, rows, files, metrics)
-    except Exception as exc:
-        outcome.mlflow_error = _one_line(exc)
-        console.print(f"[yellow]warning:[/] MLflow logging failed ({outcome.mlflow_error}); "
-                      "run `doodl sync SWEEP` later to log.")
+    except tracking_errors() as exc:
+        defer(outcome, exc)

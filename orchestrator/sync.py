@@ -13,14 +13,9 @@ import time
 from dataclasses import dataclass
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.driver import _log_units, _open_sink, log_sweep_done
-from orchestrator.reduce import (
-    ANALYSES,
-    _log_group,
-    _log_summaries,
-    _sweep_pictures_in_store,
-)
+from orchestrator.reduce import ANALYSES, log_group, log_summaries, sweep_pictures_in_store
 from orchestrator.store import SweepStore
+from orchestrator.tracking import defer, log_sweep_done, log_units, open_sink, tracking_errors
 
 
 @dataclass
@@ -37,7 +32,7 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
     doc = store.read_sweep()
     variants = store.read_variants().to_pylist()
     outcome = SyncOutcome(store.sweep_id)
-    sink = _open_sink(tracking_uri, doc.get("name", store.sweep_id), store.sweep_id, outcome)
+    sink = open_sink(tracking_uri, doc.get("name", store.sweep_id), store.sweep_id, outcome)
     if sink is None:
         return outcome
     rows_by_unit: dict[str, list[dict]] = {}
@@ -48,10 +43,10 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
     try:
         sink.log_parent({"n_variants": len(variants), "n_units": len(rows_by_unit), "dataset": variants[0]["dataset"],
                          "store": store.uri})
-    except Exception as exc:
-        outcome.mlflow_error = str(exc).splitlines()[0][:300]
+    except tracking_errors() as exc:
+        defer(outcome, exc)
         return outcome
-    _log_units(sink, store, rows_by_unit, committed, outcome)
+    log_units(sink, store, rows_by_unit, committed, outcome)
     if len(committed) == len(rows_by_unit) and not outcome.mlflow_error:
         log_sweep_done(sink, store, committed, outcome)
     groups: dict[str, list[dict]] = {}
@@ -65,9 +60,9 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
             continue
         for row in rows.values():
             if row["group_id"] in groups:
-                _log_group(sink, rstore, row, row["settings_key"], outcome)
+                log_group(sink, rstore, row, row["settings_key"], outcome)
         tables[name] = rstore.consolidate()
     if tables:
-        _log_summaries(sink, store, stores, tables, groups, _sweep_pictures_in_store(stores), outcome)
+        log_summaries(sink, store, stores, tables, groups, sweep_pictures_in_store(stores), outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome

@@ -100,3 +100,67 @@ def test_locked_database_is_retried_with_backoff(tmp_path, caplog):
     assert "MLflow database is locked" in caplog.text
     run = sink.client.get_run(sink.parent_id)
     assert run.data.params["n_variants"] == "8" and run.data.metrics["n_variants_done"] == 8.0
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on exit: nothing listens there
+
+
+def test_a_server_that_accepts_but_never_answers_is_down_after_the_probe_timeout():
+    import socket
+
+    from orchestrator.tracking import TrackingUnavailable, probe
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        start = time.monotonic()
+        with pytest.raises(TrackingUnavailable, match="within 0.5 s"):
+            probe(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+        assert time.monotonic() - start < 10  # the probe's own timeout, not MLflow's minutes of retries
+    with pytest.raises(TrackingUnavailable):
+        probe(f"http://127.0.0.1:{_closed_port()}")
+    probe("sqlite:///anything.db")  # no server to probe
+
+
+def test_a_tracking_server_that_is_down_never_reaches_the_mlflow_client(tmp_path, ray_session, capsys, monkeypatch):
+    """The MLflow client retries a dead server for minutes per call: with the probe failing,
+    it is never created, so training starts at once; `doodl sync` then logs everything once."""
+    spec = write_spec(tmp_path, tiny_spec_dict(name="outage"))
+    store = ["--store", str(tmp_path / "store")]
+    down = f"http://127.0.0.1:{_closed_port()}"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the MLflow client was created for a server that is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowSink, "__init__", never)
+        assert main(["sweep", str(spec), *store, "--tracking-uri", down, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "trained 3, already done 0, failed 0; logged 0 MLflow runs" in captured.out
+    assert f"MLflow logging deferred: TrackingUnavailable: no answer from {down} within 3 s" in captured.err
+    good = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
+    assert "sync outage: logged 8 MLflow runs" in capsys.readouterr().out
+    assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
+    assert "logged 0 MLflow runs" in capsys.readouterr().out
+    assert len(_runs(tmp_path / "mlflow.db")) == 9
+
+
+def test_a_programming_error_in_logging_is_raised_not_deferred(tmp_path, ray_session, monkeypatch):
+    """Only what MLflow and the network raise means "tracking is unavailable"; a bug fails loudly."""
+    from orchestrator.driver import run_sweep
+    from orchestrator.spec import load_spec
+
+    def broken(self, *args, **kwargs):
+        raise TypeError("a bug in doodl")
+
+    monkeypatch.setattr(MlflowSink, "log_variants", broken)
+    spec = load_spec(write_spec(tmp_path, tiny_spec_dict(name="outage")))
+    with pytest.raises(TypeError, match="a bug in doodl"):
+        run_sweep(spec, store_uri=str(tmp_path / "store"), tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                  show_progress=False)

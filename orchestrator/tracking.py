@@ -1,0 +1,110 @@
+"""MLflow as an observer of committed work: it is told what the store holds, and a tracking
+store that is down, slow or locked defers logging (``doodl sync`` catches up), never training.
+
+Only what MLflow and the network raise (:func:`tracking_errors`) counts as "tracking is
+unavailable"; anything else is a programming error and is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+
+from rich.console import Console
+
+from orchestrator.mlflow_sink import MlflowSink
+from orchestrator.store import SweepStore
+
+console = Console(stderr=True)
+PROBE_TIMEOUT_S = 3.0  # a tracking server that does not answer this fast is treated as down
+# for doodl's own client: MLflow's defaults retry a dead server for minutes per call
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+class TrackingUnavailable(ConnectionError):
+    """The tracking server did not answer its health check."""
+
+
+def tracking_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "tracking is unavailable": MLflow's, the HTTP client's,
+    the SQL store's and the operating system's (a server that is down, a locked database)."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, requests.exceptions.RequestException, sqlalchemy.exc.SQLAlchemyError, OSError
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for a warning."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def probe(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise :class:`TrackingUnavailable` when an http(s) tracking server does not answer
+    ``/health`` within ``timeout`` seconds; other stores (SQLite) need no probe."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status >= 500:
+                raise TrackingUnavailable(f"{tracking_uri} answered its health check with {resp.status}")
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingUnavailable(f"no answer from {tracking_uri} within {timeout:g} s ({reason})") from None
+
+
+def defer(outcome, exc: BaseException, what: str = "MLflow logging failed") -> None:
+    """Record a tracking failure on ``outcome`` and say once how to catch up."""
+    outcome.mlflow_error = one_line(exc)
+    sweep = getattr(outcome, "sweep_id", None) or "SWEEP"
+    console.print(f"[yellow]warning:[/] {what} ({outcome.mlflow_error}); the work goes on and logging is "
+                  f"deferred: run `doodl sync {sweep}` later to log it.")
+
+
+def open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> MlflowSink | None:
+    """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``) when
+    the tracking store cannot be reached within :data:`PROBE_TIMEOUT_S`."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)  # a user's own setting wins
+    try:
+        probe(tracking_uri)
+        return MlflowSink(tracking_uri, experiment, sweep_id)
+    except tracking_errors() as exc:
+        defer(outcome, exc, f"MLflow at {tracking_uri} is unreachable")
+        return None
+
+
+def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str, list[dict]],
+              unit_ids: list[str], outcome) -> None:
+    """Log the not-yet-logged variants of committed units. After a failure nothing more is
+    tried in this command (each try could wait on a dead server): ``doodl sync`` catches up."""
+    if sink is None or not unit_ids or outcome.mlflow_error:
+        return
+    wanted = [v for u in unit_ids for v in rows_by_unit[u] if v["run_id"] not in sink.logged]
+    if not wanted:
+        return
+    try:
+        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", "train_loss", "train_acc", "grad_norm"])
+        fin = store.read_unit_rows(
+            "finals", unit_ids,
+            ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],
+        )
+        outcome.logged_runs += sink.log_variants(wanted, traj, fin)
+    except tracking_errors() as exc:
+        defer(outcome, exc)
+
+
+def log_sweep_done(sink: MlflowSink, store: SweepStore, unit_ids: list[str], outcome) -> None:
+    """Mark the parent run finished, with the counts of done and diverged variants."""
+    if outcome.mlflow_error:
+        return
+    try:
+        status = store.read_unit_rows("finals", unit_ids, ["status"]).column("status").to_pylist()
+        sink.log_parent({}, {"n_variants_done": len(status), "n_diverged": status.count("diverged")},
+                        finished=True)
+    except tracking_errors() as exc:
+        defer(outcome, exc)
