@@ -15,12 +15,13 @@ whole; a group counts as reduced once its group part exists without an error.
 
 from __future__ import annotations
 
-import os
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from workers.store_files import write_atomic
 
 REDUCTION = "reduction"
 
@@ -155,11 +156,7 @@ class ReductionStore:
         self.group_schema, self.run_schema = SCHEMAS[name]
 
     def _write(self, path: str, payload: bytes) -> None:
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(payload)
-        self.fs.move(tmp, path)
+        write_atomic(self.fs, path, payload)
 
     def _write_table(self, path: str, table: pa.Table) -> None:
         sink = pa.BufferOutputStream()

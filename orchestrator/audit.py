@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from orchestrator.spec import SweepSpec, ToleranceSpec
 from orchestrator.store import StoreError, SweepStore
 from orchestrator.tracking import console, one_line, probe, tracking_errors
+from workers.store_files import write_atomic
 
 MATCH_FIELDS = ("dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width",
                 "depth", "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum")
@@ -245,13 +246,11 @@ def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -
     fs = store.fs
     audit_id = report.created.replace("-", "").replace(":", "")
     base = f"{store.root}/audits/{audit_id}"
-    fs.create_dir(base, recursive=True)
     files = {"report.md": report.to_markdown().encode(), "report.json": json.dumps(report.to_json(), indent=1).encode(),
              "phase_diagrams.png": side_by_side(store, baseline)}
     out = {}
     for name, payload in files.items():
-        with fs.open_output_stream(f"{base}/{name}") as f:
-            f.write(payload)
+        write_atomic(fs, f"{base}/{name}", payload)
         out[name] = f"{base}/{name}"
     return out
 

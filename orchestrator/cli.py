@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("spec", help="sweep spec (YAML)")
     run_args(sw)
     sw.add_argument("--reduce", action="store_true", help="run `doodl reduce` on the sweep after training")
+    sw.add_argument("--verify", action="store_true",
+                    help="check every committed shard's checksum before skipping it (reads the whole sweep; "
+                         "default: sizes only)")
     sw.add_argument("--new-sweep", action="store_true",
                     help="if a sweep of this name exists with a different spec, start a new sweep "
                          "(id NAME-HASH) instead of refusing")
@@ -75,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="show the variants of a sweep and how far they are")
     st.add_argument("sweep", help="sweep id (the spec's name)")
     store_args(st)
+    st.add_argument("--verify", action="store_true",
+                    help="check every shard's checksum (reads the whole sweep); default: sizes only")
     return p
 
 
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = load_spec(args.spec)
             outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,
                                 address=args.address, show_progress=not args.no_progress,
-                                new_sweep=args.new_sweep)
+                                new_sweep=args.new_sweep, verify="full" if args.verify else "size")
             print(
                 f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
                 f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
@@ -190,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             if outcome.mlflow_error:
                 print(f"doodl: error: MLflow logging still failing: {outcome.mlflow_error}", file=sys.stderr)
                 return EXIT_FAILED
-            print(f"sync {outcome.sweep_id}: logged {outcome.logged_runs} MLflow runs and results "
+            merged = f"; merged {outcome.merged_runs} duplicate runs" if outcome.merged_runs else ""
+            print(f"sync {outcome.sweep_id}: logged {outcome.logged_runs} MLflow runs and results{merged} "
                   f"in {outcome.seconds:.1f}s")
             return EXIT_OK
         if args.command == "status":
             from orchestrator.status import print_status
 
-            print_status(SweepStore(args.store, args.sweep))
+            print_status(SweepStore(args.store, args.sweep), verify="full" if args.verify else "size")
             return EXIT_OK
     except (SpecError, StoreError) as exc:
         return _bad_input(str(exc))

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from orchestrator.expand import WorkUnit, expand, pack
+from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore, derived_sweep_id
 from orchestrator.tracking import console, defer, log_sweep_done, log_units, one_line, open_sink, tracking_errors
@@ -98,12 +99,15 @@ def run_sweep(
     show_progress: bool = True,
     new_sweep: bool = False,
     sweep_id: str | None = None,
+    verify: str = "size",
 ) -> SweepOutcome:
     """Train every variant of ``spec`` not yet in the store, then log it to MLflow.
 
     A sweep of the same name but a different spec is refused, unless ``new_sweep``: then
     the spec gets its own sweep id (:func:`orchestrator.store.derived_sweep_id`). An explicit
     ``sweep_id`` (a fresh audit) stores the sweep under that id instead of the spec's name.
+    Committed units are trusted when their shards have the sizes their markers record
+    (``verify="full"``: when their checksums match).
     """
     start = time.perf_counter()
     variants = expand(spec)
@@ -111,12 +115,21 @@ def run_sweep(
     if new_sweep and store.exists() and not store.matches(spec):
         store = SweepStore(store_uri, derived_sweep_id(spec))
         console.print(f"sweep {spec.name!r} exists with a different spec: this spec is sweep {store.sweep_id!r}")
+    if store.exists() and not store.matches(spec):
+        store.initialise(spec, variants, [])  # refuses with one line, before any lease is taken
+    store.check_writable()
+    with SweepLease(store, "training"):  # a second driver on this sweep refuses (exit 2)
+        return _run_sweep(spec, store, variants, tracking_uri, address, show_progress, verify, start)
+
+
+def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, address: str | None,
+               show_progress: bool, verify: str, start: float) -> SweepOutcome:
     store.initialise(spec, variants, pack(variants, spec.resources.variants_per_unit))
     units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
         rows_by_unit.setdefault(row["unit_id"], []).append(row)
-    states = store.unit_states([u.unit_id for u in units])
+    states = store.unit_states([u.unit_id for u in units], verify)
     done = [u for u in units if states[u.unit_id].state == "committed"]
     todo = [u for u in units if states[u.unit_id].state != "committed"]
     for u in todo:

@@ -10,12 +10,15 @@ from orchestrator.store import SweepStore
 STATUS_COLUMNS = ["run_id", "width", "depth", "label_noise", "train_fraction", "lr", "batch_size", "seed"]
 
 
-def sweep_status(store: SweepStore) -> list[dict]:
-    """One dict per variant: config, unit state, status, steps and final metrics."""
+def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
+    """One dict per variant: config, unit state, status, steps and final metrics.
+
+    Units are checked by shard sizes (``verify="size"``: nothing downloaded) or in full
+    (``"full"``: every shard's checksum, i.e. the whole sweep read once)."""
     store.read_sweep()  # refuses an unknown sweep id with a clear line
     variants = store.read_variants().to_pylist()
     unit_ids = sorted({v["unit_id"] for v in variants})
-    states = store.unit_states(unit_ids)
+    states = store.unit_states(unit_ids, verify)
     committed = [u for u in unit_ids if states[u].state == "committed"]
     finals = {}
     if committed:
@@ -38,13 +41,13 @@ def sweep_status(store: SweepStore) -> list[dict]:
     return out
 
 
-def print_status(store: SweepStore, console: Console | None = None) -> list[dict]:
+def print_status(store: SweepStore, console: Console | None = None, verify: str = "size") -> list[dict]:
     """Print the status table and a summary line; return the rows."""
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped output: no 80-column squeeze
             console = Console(width=160)
-    rows = sweep_status(store)
+    rows = sweep_status(store, verify)
     table = Table(title=f"sweep {store.sweep_id}", show_lines=False)
     cols = ["run_id", "width", "depth", "label_noise", "train_fraction", "lr", "batch_size", "seed", "status",
             "attempt", "steps", "train_loss", "train_acc", "test_acc"]

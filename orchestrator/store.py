@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -21,6 +22,7 @@ from orchestrator.expand import WorkUnit
 from orchestrator.spec import SWEEP_NAME, SweepSpec
 from workers import shards
 from workers.config import VariantConfig
+from workers.store_files import write_atomic
 
 DEFAULT_STORE = "./doodl-store"
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")  # run, group and unit ids: hashes, never user text
@@ -72,11 +74,15 @@ class SweepStore:
 
     @property
     def uri(self) -> str:
-        """The sweep root as a URI a worker on another machine can open."""
+        """The sweep root as a URI a worker on another machine can open: the store's scheme
+        and its options (``?endpoint_override=...``). Credentials written into the URI
+        (``s3://KEY:SECRET@bucket``) are left out: it is logged to MLflow and handed to every
+        worker, which take credentials from their environment as the driver can."""
         if "://" not in self.store_uri:
             return self.root
         scheme = self.store_uri.split("://", 1)[0]
-        return f"{scheme}://{self.root}"
+        query = urllib.parse.urlsplit(self.store_uri).query
+        return f"{scheme}://{self.root}" + (f"?{query}" if query else "")
 
     # --- checks -------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -124,8 +130,7 @@ class SweepStore:
         table = variants_table(variants, units)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        with self.fs.open_output_stream(f"{self.root}/{VARIANTS}") as f:
-            f.write(sink.getvalue())
+        write_atomic(self.fs, f"{self.root}/{VARIANTS}", sink.getvalue().to_pybytes())
         doc = {
             "sweep_id": self.sweep_id,
             "name": spec.name,  # the MLflow experiment; the sweep id differs after --new-sweep
@@ -137,8 +142,7 @@ class SweepStore:
             "n_units": len(units),
         }
         # sweep.json last: its presence says the sweep directory is complete
-        with self.fs.open_output_stream(f"{self.root}/{SWEEP_JSON}") as f:
-            f.write(json.dumps(doc, indent=1).encode())
+        write_atomic(self.fs, f"{self.root}/{SWEEP_JSON}", json.dumps(doc, indent=1).encode())
         return True
 
     def read_variants(self) -> pa.Table:
@@ -179,9 +183,12 @@ class SweepStore:
             raise StoreError(f"{self.root}/{VARIANTS}: holds {table.num_rows} variants, the spec {len(variants)}")
         return [WorkUnit(unit_id=u, variants=tuple(vs)) for u, vs in members.items()]
 
-    def unit_states(self, unit_ids: list[str]) -> dict[str, UnitState]:
-        """The state of each unit: sound commits count, torn ones are reported and redone."""
-        found = shards.committed_units(self.fs, self.root, verify=True)
+    def unit_states(self, unit_ids: list[str], verify: str = "size") -> dict[str, UnitState]:
+        """The state of each unit: sound commits count, torn ones are reported and redone.
+
+        ``verify`` ``"size"`` (the default: no shard is downloaded) or ``"full"`` (checksums
+        and row counts): see :func:`workers.shards.verify_unit`."""
+        found = shards.committed_units(self.fs, self.root, verify=verify)
         out = {}
         for u in unit_ids:
             c = found.get(u)

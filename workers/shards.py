@@ -6,8 +6,8 @@ Layout under a sweep root (any ``pyarrow.fs`` filesystem)::
     finals/unit=UNIT_ID/part-0.parquet
     _commits/UNIT_ID.json     written last, atomically
 
-A unit's data counts only once its marker exists and matches its files (row counts and
-SHA-256 checksums); readers go through :func:`committed_units` and ignore the rest.
+A unit's data counts only once its marker exists and matches its files (sizes, row counts
+and SHA-256 checksums); readers go through :func:`committed_units` and ignore the rest.
 
 ``theta`` is a ``fixed_size_list<float32>[D]`` to readers, null on rows without a
 snapshot. pyarrow < 26 cannot read null fixed-size lists back from Parquet
@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from workers.engine import UnitResult
+from workers.store_files import write_atomic
 
 TRAJECTORIES = "trajectories"
 FINALS = "finals"
@@ -38,6 +39,7 @@ COMMITS = "_commits"
 PART = "part-0.parquet"
 FLOAT_COLUMNS = ["train_loss", "train_acc", "grad_norm", "lr"]
 FORMAT_VERSION = 1
+VERIFY_LEVELS = ("none", "size", "full")
 
 
 class ShardError(ValueError):
@@ -180,12 +182,6 @@ def unit_paths(root: str, unit_id: str) -> dict[str, str]:
     }
 
 
-def _write_bytes(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(payload)
-
-
 def write_unit(
     fs: pafs.FileSystem, root: str, unit_id: str, result: UnitResult, *, attempt: int = 1
 ) -> dict:
@@ -202,18 +198,15 @@ def write_unit(
     }
     for kind, table in tables.items():
         payload = _parquet_bytes(table)
-        _write_bytes(fs, paths[kind], payload)
+        write_atomic(fs, paths[kind], payload)
         marker["files"][kind] = {
             "path": paths[kind][len(root) + 1 :],
             "rows": table.num_rows,
+            "bytes": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
     marker["rows"] = marker["files"][TRAJECTORIES]["rows"]
-    # write-then-rename makes the marker appear whole on local and POSIX-like stores;
-    # on object stores a single PUT is already atomic
-    tmp = paths[COMMITS] + f".tmp-{os.getpid()}"
-    _write_bytes(fs, tmp, json.dumps(marker, indent=1).encode())
-    fs.move(tmp, paths[COMMITS])
+    write_atomic(fs, paths[COMMITS], json.dumps(marker, indent=1).encode())  # last: the unit now counts
     return marker
 
 
@@ -236,41 +229,84 @@ def read_marker(fs: pafs.FileSystem, root: str, unit_id: str) -> dict | None:
         return None
 
 
-def verify_unit(fs: pafs.FileSystem, root: str, marker: dict) -> str | None:
-    """Check a unit's files against its marker; return a problem or None when sound."""
-    for kind, meta in marker.get("files", {}).items():
-        path = f"{root}/{meta['path']}"
-        try:
-            with fs.open_input_stream(path) as f:
-                payload = f.read()
-        except FileNotFoundError:
-            return f"{kind} shard missing: {meta['path']}"
-        if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
-            return f"{kind} shard checksum mismatch: {meta['path']}"
-        try:
-            rows = pq.read_metadata(pa.BufferReader(payload)).num_rows
-        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError on torn files
-            return f"{kind} shard unreadable ({exc}): {meta['path']}"
-        if rows != meta["rows"]:
-            return f"{kind} shard has {rows} rows, marker says {meta['rows']}: {meta['path']}"
+def _shard_sizes(fs: pafs.FileSystem, root: str) -> dict[str, int]:
+    """Size of every shard under the sweep root, from one listing (one LIST on S3, not a
+    request per file)."""
+    sizes = {}
+    for kind in (TRAJECTORIES, FINALS):
+        for info in fs.get_file_info(pafs.FileSelector(f"{root}/{kind}", recursive=True, allow_not_found=True)):
+            if info.type == pafs.FileType.File:
+                sizes[info.path[len(root) + 1:]] = info.size
+    return sizes
+
+
+def _check_full(fs: pafs.FileSystem, root: str, kind: str, meta: dict) -> str | None:
+    """Download a shard and check its checksum and row count against the marker."""
+    path = f"{root}/{meta['path']}"
+    try:
+        with fs.open_input_stream(path) as f:
+            payload = f.read()
+    except FileNotFoundError:
+        return f"{kind} shard missing: {meta['path']}"
+    if hashlib.sha256(payload).hexdigest() != meta["sha256"]:
+        return f"{kind} shard checksum mismatch: {meta['path']}"
+    try:
+        rows = pq.read_metadata(pa.BufferReader(payload)).num_rows
+    except (pa.ArrowInvalid, OSError) as exc:  # what pyarrow raises on a torn footer
+        return f"{kind} shard unreadable ({exc}): {meta['path']}"
+    if rows != meta["rows"]:
+        return f"{kind} shard has {rows} rows, marker says {meta['rows']}: {meta['path']}"
     return None
 
 
-def committed_units(fs: pafs.FileSystem, root: str, *, verify: bool = False) -> dict[str, CommittedUnit]:
-    """All units with a commit marker; with ``verify``, each checked against its files."""
+def verify_unit(fs: pafs.FileSystem, root: str, marker: dict, level: str = "full",
+                sizes: dict[str, int] | None = None) -> str | None:
+    """Check a unit's files against its marker; return a problem or None when sound.
+
+    ``level`` ``"size"`` compares each shard's size with the marker's (from ``sizes``, a
+    listing, when given): it catches missing and torn shards without reading them, which is
+    what a resume or ``doodl status`` can afford on S3. ``"full"`` downloads each shard and
+    checks its SHA-256 and row count (``doodl status --verify``). Markers written before
+    sizes were recorded are checked in full.
+    """
+    if level not in VERIFY_LEVELS:
+        raise ValueError(f"verify level {level!r}: one of {VERIFY_LEVELS}")
+    for kind, meta in marker.get("files", {}).items():
+        if level == "size" and "bytes" in meta:
+            size = sizes.get(meta["path"]) if sizes is not None else _size(fs, f"{root}/{meta['path']}")
+            if size is None:
+                return f"{kind} shard missing: {meta['path']}"
+            if size != meta["bytes"]:
+                return f"{kind} shard has {size} bytes, marker says {meta['bytes']}: {meta['path']}"
+        elif level != "none":
+            problem = _check_full(fs, root, kind, meta)
+            if problem:
+                return problem
+    return None
+
+
+def _size(fs: pafs.FileSystem, path: str) -> int | None:
+    info = fs.get_file_info(path)
+    return info.size if info.type == pafs.FileType.File else None
+
+
+def committed_units(fs: pafs.FileSystem, root: str, *, verify: str = "none") -> dict[str, CommittedUnit]:
+    """All units with a commit marker, each checked against its files at level ``verify``
+    (``"none"``, ``"size"`` or ``"full"``: see :func:`verify_unit`)."""
     selector = pafs.FileSelector(f"{root}/{COMMITS}", allow_not_found=True)
+    sizes = _shard_sizes(fs, root) if verify == "size" else None
     out: dict[str, CommittedUnit] = {}
     for info in fs.get_file_info(selector):
         name = info.base_name
         if info.type != pafs.FileType.File or not name.endswith(".json"):
-            continue  # skips the .tmp-* files of a marker being written
+            continue  # skips the temporary files of a marker being written
         unit_id = name[: -len(".json")]
         try:
             marker = read_marker(fs, root, unit_id)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             out[unit_id] = CommittedUnit(unit_id, {}, f"commit marker unreadable: {exc}")
             continue
-        problem = verify_unit(fs, root, marker) if verify else None
+        problem = verify_unit(fs, root, marker, verify, sizes)
         out[unit_id] = CommittedUnit(unit_id, marker, problem)
     return out
 

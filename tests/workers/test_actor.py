@@ -21,7 +21,7 @@ def test_actor_trains_a_unit_with_one_thread_and_commits_it(tmp_path, ray_sessio
     summary = ray_session.get(actor.run_unit.remote("u7", configs, 1))
     assert summary["rows"] == 4 * 10 and summary["pid"] == info["pid"] and summary["diverged"] == 0
     fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
-    found = shards.committed_units(fs, root, verify=True)
+    found = shards.committed_units(fs, root, verify="full")
     assert list(found) == ["u7"] and found["u7"].problem is None
     assert found["u7"].marker["runs"] == [dataclasses.replace(CFG, seed=s).run_id for s in range(4)]
     ray_session.kill(actor)

@@ -68,8 +68,52 @@ def test_commit_marker_catches_torn_units(tmp_path, unit):
     json.dump(marker, open(mpath, "w"))
     (tmp_path / "sweep" / "_commits" / "nomarker.json").unlink()
 
-    found = shards.committed_units(fs, root, verify=True)
+    found = shards.committed_units(fs, root, verify="full")
     assert set(found) == {"good", "truncated", "rowcount"}
     assert found["good"].problem is None
     assert "checksum mismatch" in found["truncated"].problem
     assert "marker says" in found["rowcount"].problem
+
+
+def test_size_checks_find_torn_shards_without_reading_them(tmp_path, unit, monkeypatch):
+    """What a resume and `doodl status` check: sizes from one listing, no shard downloaded.
+    A same-size corruption is left to the full check (`doodl status --verify`)."""
+    _, result = unit
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    for u in ("good", "truncated", "flipped", "missing"):
+        shards.write_unit(fs, root, u, result)
+    paths = {u: shards.unit_paths(root, u)["trajectories"] for u in ("truncated", "flipped", "missing")}
+    data = open(paths["truncated"], "rb").read()
+    open(paths["truncated"], "wb").write(data[:-10])
+    data = bytearray(open(paths["flipped"], "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(paths["flipped"], "wb").write(bytes(data))
+    (tmp_path / "sweep" / "trajectories" / "unit=missing" / "part-0.parquet").unlink()
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a size check downloaded a shard")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shards, "_check_full", no_download)  # the one place that reads a shard's bytes
+        found = shards.committed_units(fs, root, verify="size")
+    assert found["good"].problem is None and found["flipped"].problem is None
+    assert f"bytes, marker says {len(data)}" in found["truncated"].problem
+    assert "shard missing" in found["missing"].problem
+    full = shards.committed_units(fs, root, verify="full")
+    assert "checksum mismatch" in full["flipped"].problem and full["good"].problem is None
+    with pytest.raises(ValueError, match="verify level"):
+        shards.verify_unit(fs, root, found["good"].marker, "sizes")
+
+
+def test_a_marker_without_sizes_is_checked_in_full(tmp_path, unit):
+    """Stores written before markers recorded sizes stay correctly checked."""
+    _, result = unit
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    marker = shards.write_unit(fs, root, "old", result)
+    for meta in marker["files"].values():
+        del meta["bytes"]
+    path = shards.unit_paths(root, "old")["trajectories"]
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    assert "checksum mismatch" in shards.verify_unit(fs, root, marker, "size")

@@ -1,0 +1,83 @@
+"""Whole-file writes to a store on any ``pyarrow.fs`` filesystem: a file appears complete or
+not at all, and a create-only write for leases.
+
+On object stores (S3, GCS) one PUT is already atomic: an upload that dies is never
+completed, so nothing appears. Elsewhere (a local disk, a shared mount) the payload goes to
+a temporary name unique to this write (a UUID: process ids repeat across pods on one
+mount) and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+
+import pyarrow.fs as pafs
+
+OBJECT_STORES = ("s3", "gcs")
+TMP_MARK = ".tmp-"  # readers skip names holding it: a write still in progress
+
+
+def is_object_store(fs: pafs.FileSystem) -> bool:
+    """True for filesystems where a single PUT is atomic and renames are copies."""
+    return fs.type_name in OBJECT_STORES
+
+
+def _tmp_name(path: str) -> str:
+    return f"{path}{TMP_MARK}{uuid.uuid4().hex}"
+
+
+def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file, or the whole new one."""
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if is_object_store(fs):
+        with fs.open_output_stream(path) as f:
+            f.write(payload)
+        return
+    tmp = _tmp_name(path)
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(payload)
+        fs.move(tmp, path)
+    finally:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+
+
+def create_only(fs: pafs.FileSystem, path: str, payload: bytes) -> bool:
+    """Create ``path`` with ``payload`` only if it does not exist; True when this call created it.
+
+    On a local filesystem this is exact (a hard link fails when the name exists). pyarrow has
+    no conditional PUT for object stores, so there it is check-then-write: two writers within
+    the same few milliseconds can both succeed, which is why a lease is read back after a
+    settling delay before it is trusted (:mod:`orchestrator.lease`).
+    """
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = _tmp_name(path)
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        try:
+            os.link(tmp, path)
+            return True
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                return False
+            raise
+        finally:
+            os.unlink(tmp)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return False
+    with fs.open_output_stream(path) as f:
+        f.write(payload)
+    return True
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
+    """The file's contents, or None when it does not exist."""
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
