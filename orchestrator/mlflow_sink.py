@@ -107,18 +107,48 @@ class MlflowSink:
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
             experiment, artifact_location=_artifact_location(tracking_uri))
         self.parent_id = self._find_or_create_parent()
+        self._read_children()
+
+    def _read_children(self) -> None:
         self.children: dict[str, str] = {}
         self.logged: set[str] = set()
         # analysis -> run_id -> settings key of the results logged on that child
         self.reduction_logged: dict[str, dict[str, str]] = {name: {} for name in ANALYSIS_TAGS}
-        for run in self._search(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_ROLE}` = 'child'"):
+        for run in sorted(self._search(self._role_filter("child")), key=_keep_order, reverse=True):
             rid = run.data.tags.get(TAG_RUN)
-            self.children[rid] = run.info.run_id
+            self.children[rid] = run.info.run_id  # of duplicates, the one merge_duplicates keeps wins
             if run.data.tags.get(TAG_LOGGED) == "1":
                 self.logged.add(rid)
             for name, tag in ANALYSIS_TAGS.items():
                 if tag in run.data.tags:
                     self.reduction_logged[name][rid] = run.data.tags[tag]
+
+    def _role_filter(self, role: str) -> str:
+        return f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_ROLE}` = '{role}'"
+
+    def merge_duplicates(self) -> int:
+        """Delete duplicate parent and child runs of this sweep (left by two drivers that ran
+        at once before sweeps had a lease): per variant the fully logged, earliest child is
+        kept, and the earliest parent; kept children are re-pointed at the kept parent.
+        Returns how many runs were deleted."""
+        deleted = 0
+        parents = sorted(self._search(self._role_filter("parent")), key=_keep_order)
+        self.parent_id = parents[0].info.run_id if parents else self.parent_id
+        for extra in parents[1:]:
+            self.client.delete_run(extra.info.run_id)
+            deleted += 1
+        by_variant: dict[str, list] = {}
+        for run in self._search(self._role_filter("child")):
+            by_variant.setdefault(run.data.tags.get(TAG_RUN), []).append(run)
+        for runs in by_variant.values():
+            keep, *extra = sorted(runs, key=_keep_order)
+            for run in extra:
+                self.client.delete_run(run.info.run_id)
+                deleted += 1
+            if keep.data.tags.get("mlflow.parentRunId") != self.parent_id:
+                self.client.set_tag(keep.info.run_id, "mlflow.parentRunId", self.parent_id)
+        self._read_children()
+        return deleted
 
     def _search(self, filter_string: str):
         token = None
@@ -132,7 +162,7 @@ class MlflowSink:
                 return
 
     def _find_or_create_parent(self) -> str:
-        found = list(self._search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_ROLE}` = 'parent'"))
+        found = sorted(self._search(self._role_filter("parent")), key=_keep_order)
         if found:
             return found[0].info.run_id
         run = self.client.create_run(
@@ -302,6 +332,11 @@ class MlflowSink:
         mets = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
         if mets:
             self.client.log_batch(self.parent_id, metrics=mets)
+
+
+def _keep_order(run) -> tuple:
+    """Sort key: of duplicate runs, the fully logged one first, then the earliest."""
+    return (run.data.tags.get(TAG_LOGGED) != "1", run.info.start_time or 0, run.info.run_id)
 
 
 def _artifact_location(tracking_uri: str) -> str | None:

@@ -24,6 +24,7 @@ import ray
 from orchestrator._reduction_store import ReductionStore
 from orchestrator.driver import connect, progress_bar
 from orchestrator.expand import AXES
+from orchestrator.lease import SweepLease
 from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore
 from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
@@ -97,9 +98,17 @@ def run_reduce(
     show_progress: bool = True,
 ) -> ReduceOutcome:
     """Reduce every ready group of a sweep not yet reduced with ``settings``
-    (``tracking_uri=None``: no MLflow logging)."""
+    (``tracking_uri=None``: no MLflow logging). A second reduction of the same sweep at
+    once is refused (:class:`orchestrator.lease.LeaseHeld`); training may go on meanwhile."""
     start = time.perf_counter()
     settings = settings or recorded_settings(store)
+    store.read_sweep()  # an unknown sweep is refused before a lease is written for it
+    with SweepLease(store, "reducing"):
+        return _run_reduce(store, tracking_uri, settings, analyses, address, force, show_progress, start)
+
+
+def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpec, analyses, address, force: bool,
+                show_progress: bool, start: float) -> ReduceOutcome:
     variants = store.read_variants().to_pylist()
     groups: dict[str, list[dict]] = {}
     for v in variants:

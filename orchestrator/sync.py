@@ -4,7 +4,8 @@ The store is the source of truth; MLflow is a view of it. When MLflow was unreac
 (or its database locked for too long) during ``doodl sweep`` or ``doodl reduce``, the work
 went on and logging was deferred: this command catches up, without training or reducing.
 It is idempotent: children are found by tags, results carry the settings they were
-computed with, and nothing already logged is logged twice.
+computed with, and nothing already logged is logged twice. Duplicate runs (two drivers that
+ran at once before sweeps had a lease) are merged: one parent, one child per variant.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from orchestrator.tracking import defer, log_sweep_done, log_units, open_sink, t
 class SyncOutcome:
     sweep_id: str
     logged_runs: int = 0
+    merged_runs: int = 0  # duplicate runs deleted
     mlflow_error: str | None = None
     seconds: float = 0.0
 
@@ -34,6 +36,11 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
     outcome = SyncOutcome(store.sweep_id)
     sink = open_sink(tracking_uri, doc.get("name", store.sweep_id), store.sweep_id, outcome)
     if sink is None:
+        return outcome
+    try:
+        outcome.merged_runs = sink.merge_duplicates()
+    except tracking_errors() as exc:
+        defer(outcome, exc)
         return outcome
     rows_by_unit: dict[str, list[dict]] = {}
     for v in variants:

@@ -1,0 +1,162 @@
+"""One driver per sweep and purpose at a time: a lease in the store.
+
+A driver that trains a sweep (or reduces it) first creates ``SWEEP/_leases/PURPOSE.json``
+with a create-only write: its owner (a random id, host, process), when it was taken and when
+it expires. A heartbeat thread renews the expiry while the driver works; the driver deletes
+the lease when it stops. A second driver finds the lease and refuses with one line (exit 2),
+unless the lease is stale: expired (its driver stopped renewing it: killed, or its pod gone)
+or held by a process of this host that no longer exists (a driver killed a moment ago need
+not wait for the expiry).
+
+On object stores pyarrow has no conditional PUT, so a new lease is read back after
+:data:`SETTLE_S` and trusted only if it is still this driver's: of two drivers that wrote
+within that window, the later write wins and the other refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from orchestrator.store import StoreError, SweepStore
+from workers.store_files import create_only, is_object_store, read_bytes, write_atomic
+
+LEASES = "_leases"
+TTL_S = 60.0  # a lease not renewed for this long is stale
+HEARTBEAT_S = 15.0
+SETTLE_S = 2.0  # object stores: how long a written lease must survive before it is trusted
+TAKEOVER_TRIES = 3
+
+
+class LeaseHeld(StoreError):
+    """Another driver holds the sweep's lease; ``str()`` is the one line for the user."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease, as recorded in its file."""
+
+    owner: str
+    host: str
+    pid: int
+    acquired: str
+    expires: float
+
+    @classmethod
+    def parse(cls, payload: bytes | None) -> Holder | None:
+        try:
+            doc = json.loads(payload) if payload else None
+            return cls(doc["owner"], doc["host"], int(doc["pid"]), doc["acquired"], float(doc["expires"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: treated as stale, it protects nothing
+
+    def stale(self, now: float) -> bool:
+        """Expired, or held by a process of this host that is gone."""
+        return self.expires < now or (self.host == socket.gethostname() and not _alive(self.pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+class SweepLease:
+    """The lease of one sweep for one purpose (``training``, ``reducing``); a context manager."""
+
+    def __init__(self, store: SweepStore, purpose: str, ttl: float = TTL_S, heartbeat: float = HEARTBEAT_S,
+                 settle: float = SETTLE_S):
+        self.store, self.purpose = store, purpose
+        self.path = f"{store.root}/{LEASES}/{purpose}.json"
+        self.ttl, self.heartbeat, self.settle = ttl, heartbeat, settle
+        self.owner = uuid.uuid4().hex
+        self.acquired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> bytes:
+        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+                           "purpose": self.purpose, "acquired": self.acquired,
+                           "expires": time.time() + self.ttl}).encode()
+
+    def _holder(self) -> Holder | None:
+        return Holder.parse(read_bytes(self.store.fs, self.path))
+
+    def acquire(self) -> SweepLease:
+        """Take the lease or raise :class:`LeaseHeld`; start renewing it."""
+        fs = self.store.fs
+        for _ in range(TAKEOVER_TRIES):
+            try:
+                created = create_only(fs, self.path, self._record())
+            except OSError as exc:
+                raise StoreError(f"store {self.store.store_uri}: not writable ({exc})") from None
+            if created:
+                if is_object_store(fs):
+                    time.sleep(self.settle)
+                    holder = self._holder()
+                    if holder is None or holder.owner != self.owner:
+                        raise self._held(holder)
+                self._thread = threading.Thread(target=self._renew_until_stopped, daemon=True,
+                                                name=f"doodl-lease-{self.purpose}")
+                self._thread.start()
+                return self
+            holder = self._holder()
+            if holder is not None and not holder.stale(time.time()):
+                raise self._held(holder)
+            # stale: remove it, unless someone replaced it since it was read
+            if Holder.parse(read_bytes(fs, self.path)) == holder:
+                try:
+                    fs.delete_file(self.path)
+                except FileNotFoundError:
+                    pass
+        raise self._held(self._holder())
+
+    def _held(self, holder: Holder | None) -> LeaseHeld:
+        who = f"{holder.host} (pid {holder.pid}) since {holder.acquired}" if holder else "another driver"
+        return LeaseHeld(
+            f"sweep {self.store.sweep_id!r} is already being {self.purpose.replace('ing', 'ed')} by {who}; "
+            f"wait for it to finish (a driver that was killed releases it within {self.ttl:.0f} s), then run "
+            "this again")
+
+    def renew(self) -> bool:
+        """Push the expiry forward; False (and no write) when the lease is no longer ours."""
+        holder = self._holder()
+        if holder is None or holder.owner != self.owner:
+            return False
+        write_atomic(self.store.fs, self.path, self._record())
+        return True
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            try:
+                if not self.renew():
+                    return
+            except OSError:  # the store hiccuped: try again at the next beat, well inside the TTL
+                continue
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        holder = self._holder()
+        if holder is not None and holder.owner == self.owner:
+            try:
+                self.store.fs.delete_file(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> SweepLease:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
