@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``doodl`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from orchestrator.driver import ClusterError
+    from orchestrator.errors import ClusterError, PlacementError
     from orchestrator.spec import SpecError
     from orchestrator.store import StoreError, SweepStore
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
     except (SpecError, StoreError) as exc:
         return _bad_input(str(exc))
-    except ClusterError as exc:
+    except (ClusterError, PlacementError) as exc:
         print(f"doodl: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

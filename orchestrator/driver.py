@@ -1,9 +1,11 @@
 """The Ray driver: a pool of long-lived actors fed work units from a queue.
 
 Units already committed in the store are skipped (resume). Each actor holds one unit at
-a time; ``ray.wait`` hands the next unit to whichever actor finishes first. A unit whose
-actor dies is retried on a fresh actor up to ``resources.max_retries`` times. After every
-committed unit the driver (the only MLflow writer) logs that unit's variants.
+a time, and only once it has been placed and started (:mod:`orchestrator.actor_pool`);
+``ray.wait`` hands the next unit to whichever actor finishes first. A unit whose actor
+dies is retried on a fresh actor up to ``resources.max_retries`` times. After every
+committed unit the driver (the only MLflow writer) logs that unit's variants. One driver
+per sweep at a time (:mod:`orchestrator.lease`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from orchestrator.actor_pool import ActorPool
+from orchestrator.errors import ClusterError
 from orchestrator.expand import WorkUnit, expand, pack
 from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore, derived_sweep_id
 from orchestrator.tracking import console, defer, log_sweep_done, log_units, one_line, open_sink, tracking_errors
 from workers.actor import UnitTrainer
+
+POLL_S = 1.0  # how long the driver waits on results before looking at the pool again
 
 @dataclass
 class SweepOutcome:
@@ -43,10 +49,7 @@ class SweepOutcome:
     logged_runs: int = 0
     mlflow_error: str | None = None
     seconds: float = 0.0
-
-
-class ClusterError(RuntimeError):
-    """The Ray cluster named by ``--address`` cannot be reached."""
+    n_actors: int = 0  # the most actors training at once
 
 
 def connect(address: str | None) -> None:
@@ -115,8 +118,7 @@ def run_sweep(
     if new_sweep and store.exists() and not store.matches(spec):
         store = SweepStore(store_uri, derived_sweep_id(spec))
         console.print(f"sweep {spec.name!r} exists with a different spec: this spec is sweep {store.sweep_id!r}")
-    if store.exists() and not store.matches(spec):
-        store.initialise(spec, variants, [])  # refuses with one line, before any lease is taken
+    store.check_same_spec(spec)  # before a lease is written for it
     store.check_writable()
     with SweepLease(store, "training"):  # a second driver on this sweep refuses (exit 2)
         return _run_sweep(spec, store, variants, tracking_uri, address, show_progress, verify, start)
@@ -160,23 +162,19 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
 def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, already: int, total: int,
            show_progress: bool) -> None:
     res = spec.resources
-    cpus = ray.cluster_resources().get("CPU", 1)
-    n_actors = res.num_actors or max(1, int(cpus // res.cpus_per_actor))
-    n_actors = min(n_actors, len(todo))
     actor_cls = ray.remote(UnitTrainer).options(
         num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0
     )
-
-    def new_actor():
-        return actor_cls.remote(store.uri)
-
+    pool = ActorPool(actor_cls, (store.uri,), res, len(todo))
     queue = deque(todo)
     attempts = {u.unit_id: 0 for u in todo}
     by_id = {u.unit_id: u for u in todo}
     inflight: dict[ray.ObjectRef, tuple[object, str]] = {}
 
     def submit(actor) -> None:
+        """Hand a ready actor the next unit, or retire it when none is left."""
         if not queue:
+            pool.retire(actor, was_ready=True)
             return
         unit = queue.popleft()
         attempts[unit.unit_id] += 1
@@ -184,29 +182,33 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
         inflight[ref] = (actor, unit.unit_id)
 
     progress = progress_bar("variants", show_progress)
-    actors = [new_actor() for _ in range(n_actors)]
     t0 = time.perf_counter()
     trained_variants = 0
     try:
         with progress:
             task = progress.add_task(f"sweep {store.sweep_id}", total=total, completed=already, rate="")
-            for a in actors:
-                submit(a)
-            while inflight:
-                ready, _ = ray.wait(list(inflight), num_returns=1)
+            while inflight or queue:
+                ready, _ = ray.wait([*inflight, *pool.pending], num_returns=1, timeout=POLL_S)
+                if not ready:  # nothing finished: look for new capacity and for actors never placed
+                    pool.grow()
+                    pool.give_up_unplaced(busy=len(inflight))
+                    continue
                 ref = ready[0]
+                if ref in pool.pending:
+                    actor = pool.became_ready(ref)
+                    if actor is None:
+                        pool.add()
+                    else:
+                        submit(actor)
+                    continue
                 actor, unit_id = inflight.pop(ref)
                 try:
                     summary = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
                         ray.exceptions.WorkerCrashedError) as exc:
                     reason = one_line(exc)
-                    if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc, ray.exceptions.RayActorError):
-                        replacement = actor  # the actor lives on; only the unit failed
-                    else:
-                        ray.kill(actor, no_restart=True)
-                        replacement = new_actor()
-                        actors.append(replacement)
+                    actor_lives = (isinstance(exc, ray.exceptions.RayTaskError)
+                                   and not isinstance(exc, ray.exceptions.RayActorError))
                     if attempts[unit_id] <= res.max_retries:
                         console.print(f"[yellow]unit {unit_id} failed ({reason}); retry {attempts[unit_id]}"
                                       f"/{res.max_retries}[/]")
@@ -214,7 +216,12 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
                     else:
                         console.print(f"[red]unit {unit_id} failed after {attempts[unit_id]} attempts: {reason}[/]")
                         outcome.failed_units[unit_id] = reason
-                    submit(replacement)
+                    if actor_lives:  # only the unit failed
+                        submit(actor)
+                    else:  # the unit goes to a fresh actor once it is placed
+                        pool.retire(actor, was_ready=True)
+                        if queue:
+                            pool.add()
                     continue
                 outcome.trained_units += 1
                 trained_variants += len(summary["runs"])
@@ -223,16 +230,12 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
                 submit(actor)
                 log_units(sink, store, rows_by_unit, [unit_id], outcome)
     except KeyboardInterrupt:
-        for a in actors:
-            ray.kill(a, no_restart=True)
+        pool.shutdown()
         console.print(
             f"[red]cancelled[/]: {outcome.trained_units + outcome.skipped_units}/{outcome.n_units} units are "
             "committed; run the same command again to finish the rest."
         )
         raise
     finally:
-        for a in actors:
-            try:
-                ray.kill(a, no_restart=True)
-            except Exception:
-                pass
+        outcome.n_actors = pool.max_ready
+        pool.shutdown()

@@ -133,6 +133,8 @@ class ResourcesSpec(_Strict):
     cpus_per_actor: PositiveFloat = 1.0
     gpus_per_actor: NonNegFloat = 0.0
     max_retries: Annotated[int, Field(ge=0)] = 2
+    # seconds an actor may wait to be placed (an autoscaler starting a node) before it is given up
+    placement_timeout: PositiveFloat = 600.0
     # a guard against typos such as ``seeds: 100000000``: the grid is refused before it is expanded
     max_variants: PositiveInt = 100_000
 

@@ -112,6 +112,15 @@ class SweepStore:
         """True when the recorded sweep trains what ``spec`` trains."""
         return self.read_sweep().get("spec_results") == _result_spec(spec)
 
+    def check_same_spec(self, spec: SweepSpec) -> None:
+        """Refuse a spec that trains something else than the recorded sweep (if there is one):
+        its ids and data would not match."""
+        if self.exists() and not self.matches(spec):
+            raise StoreError(
+                f"sweep {self.sweep_id!r} already exists in {self.store_uri} with a different spec; "
+                "give the changed sweep a new name, or pass --new-sweep"
+            )
+
     def initialise(self, spec: SweepSpec, variants: list[VariantConfig], units: list[WorkUnit]) -> bool:
         """Create the sweep directory, or check that it belongs to this same spec.
 
@@ -119,11 +128,7 @@ class SweepStore:
         spec (other than ``resources``) is refused: its ids and data would not match.
         """
         if self.exists():
-            if not self.matches(spec):
-                raise StoreError(
-                    f"sweep {self.sweep_id!r} already exists in {self.store_uri} with a different spec; "
-                    "give the changed sweep a new name, or pass --new-sweep"
-                )
+            self.check_same_spec(spec)
             self.read_variants()  # refuses a corrupted variants.parquet early
             return False
         self.check_writable()
