@@ -23,6 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from workers.engine import UnitResult
 from workers.store_files import write_atomic
+
+if TYPE_CHECKING:  # the shard format reads a result's arrays; it needs no torch to do so
+    from workers.engine import UnitResult
 
 TRAJECTORIES = "trajectories"
 FINALS = "finals"

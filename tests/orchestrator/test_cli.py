@@ -101,3 +101,16 @@ def test_sweep_joins_a_cluster_started_with_ray_start(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             pytest.fail("ray head did not stop on SIGTERM")
+
+
+def test_status_loads_neither_torch_nor_ray(tmp_path):
+    """`doodl status` reads the store only: the shard format does not pull in the training
+    engine, nor the CLI the compute side (a second of imports on every call, and torch on a
+    machine that only inspects a bucket)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from orchestrator.cli import main; code = main(['status', 'none', '--store', "
+              f"{str(tmp_path)!r}]); print(code, sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "2 []", done.stderr[-2000:]
