@@ -239,8 +239,11 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
 
 def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
     """Log one group's results of one analysis; runs and pictures are read back from the
-    store when not given."""
+    store when not given. After a tracking failure nothing more is tried (``doodl sync``)."""
     import pyarrow.parquet as pq
+
+    if outcome.mlflow_error:
+        return
 
     try:
         gid = row["group_id"]
@@ -321,6 +324,9 @@ def sweep_pictures_in_store(stores) -> dict[str, str]:
 
 
 def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
+    """Log each analysis's all-groups table, files and sweep-level metrics on the parent run."""
+    if outcome.mlflow_error:
+        return
     labels = {gid: group_label(rows[0]) for gid, rows in groups.items()}
     try:
         with tempfile.TemporaryDirectory() as tmp:
