@@ -31,7 +31,7 @@ from orchestrator.expand import WorkUnit, expand, pack
 from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore, derived_sweep_id
-from orchestrator.tracking import console, defer, log_sweep_done, log_units, one_line, open_sink, tracking_errors
+from orchestrator.tracking import SweepLog, console, one_line
 from workers.actor import UnitTrainer
 
 POLL_S = 1.0  # how long the driver waits on results before looking at the pool again
@@ -139,27 +139,22 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
             console.print(f"[yellow]unit {u.unit_id} is torn ({states[u.unit_id].problem}); retraining it[/]")
     outcome = SweepOutcome(store.sweep_id, len(variants), len(units), skipped_units=len(done))
 
-    sink = open_sink(tracking_uri, spec.name, store.sweep_id, outcome)
-    if sink is not None:
-        try:
-            sink.log_parent({"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,
-                             "store": store.uri})
-        except tracking_errors() as exc:
-            defer(outcome, exc)
-            sink = None
-    log_units(sink, store, rows_by_unit, [u.unit_id for u in done], outcome)
-
-    if todo:
-        connect(address)
-        _train(spec, store, todo, rows_by_unit, sink, outcome,
-               already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
-    if sink is not None and not outcome.failed_units:
-        log_sweep_done(sink, store, [u.unit_id for u in units], outcome)
+    log = SweepLog(tracking_uri, spec.name, store, rows_by_unit, outcome=outcome,
+                   parent_params={"n_variants": len(variants), "n_units": len(units), "dataset": spec.dataset.name,
+                                  "store": store.uri})
+    log.units_committed([u.unit_id for u in done])
+    try:
+        if todo:
+            connect(address)
+            _train(spec, store, todo, log, outcome,
+                   already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
+    finally:
+        log.finish([u.unit_id for u in units], complete=not outcome.failed_units and outcome.trained_units == len(todo))
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, already: int, total: int,
+def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already: int, total: int,
            show_progress: bool) -> None:
     res = spec.resources
     actor_cls = ray.remote(UnitTrainer).options(
@@ -228,7 +223,7 @@ def _train(spec, store, todo: list[WorkUnit], rows_by_unit, sink, outcome, *, al
                 rate = trained_variants / max(time.perf_counter() - t0, 1e-9)
                 progress.update(task, advance=len(summary["runs"]), rate=f"{rate:.1f}/s")
                 submit(actor)
-                log_units(sink, store, rows_by_unit, [unit_id], outcome)
+                log.units_committed([unit_id])
     except KeyboardInterrupt:
         pool.shutdown()
         console.print(

@@ -8,6 +8,7 @@ unavailable"; anything else is a programming error and is raised.
 from __future__ import annotations
 
 import os
+import threading
 import urllib.error
 import urllib.request
 
@@ -108,3 +109,89 @@ def log_sweep_done(sink: MlflowSink, store: SweepStore, unit_ids: list[str], out
                         finished=True)
     except tracking_errors() as exc:
         defer(outcome, exc)
+
+
+RETRY_S = 30.0  # while the tracking server is down, it is probed again this often (in the background)
+
+
+class SweepLog:
+    """The driver's MLflow view of one sweep, fed committed units as they land.
+
+    When the tracking server is down (at the start, or it went down mid-sweep), a background
+    thread probes it every :data:`RETRY_S` seconds; once it answers, the next committed unit
+    (or the end of the sweep) logs everything committed so far. Training never waits on it;
+    what is still unlogged when the sweep ends is left to ``doodl sync``.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, store: SweepStore, rows_by_unit: dict[str, list[dict]],
+                 parent_params: dict, outcome, retry_every: float | None = None):
+        self.tracking_uri, self.experiment, self.store = tracking_uri, experiment, store
+        self.rows_by_unit, self.parent_params, self.outcome = rows_by_unit, parent_params, outcome
+        self.retry_every = RETRY_S if retry_every is None else retry_every
+        self.committed: list[str] = []
+        self._back, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sink = open_sink(tracking_uri, experiment, store.sweep_id, outcome)
+        self._start_parent()
+
+    def _start_parent(self) -> None:
+        if self.sink is None:
+            self._watch()
+            return
+        try:
+            self.sink.log_parent(self.parent_params)
+        except tracking_errors() as exc:
+            defer(self.outcome, exc)
+            self.sink = None
+            self._watch()
+
+    def _watch(self) -> None:
+        """Probe the server in the background until it answers (servers only: a local
+        SQLite store that fails has no health to probe)."""
+        if self._thread is not None or not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        self._back.clear()
+        self._thread = threading.Thread(target=self._probe_until_back, daemon=True, name="doodl-mlflow-retry")
+        self._thread.start()
+
+    def _probe_until_back(self) -> None:
+        while not self._stop.wait(self.retry_every):
+            try:
+                probe(self.tracking_uri)
+            except TrackingUnavailable:
+                continue
+            self._back.set()
+            return
+
+    def _reconnect(self) -> None:
+        """The server answered again: open the view and log everything committed so far."""
+        self._thread, self.outcome.mlflow_error = None, None
+        console.print(f"MLflow at {self.tracking_uri} is back: logging the {len(self.committed)} units committed so far")
+        self.sink = open_sink(self.tracking_uri, self.experiment, self.store.sweep_id, self.outcome)
+        self._start_parent()
+        log_units(self.sink, self.store, self.rows_by_unit, self.committed, self.outcome)
+
+    def units_committed(self, unit_ids: list[str]) -> None:
+        """Log these newly committed units (and catch up, if the server is back)."""
+        self.committed += unit_ids
+        if self.sink is None:
+            if self._back.is_set():
+                self._reconnect()
+            return
+        log_units(self.sink, self.store, self.rows_by_unit, unit_ids, self.outcome)
+        if self.outcome.mlflow_error:  # it went down mid-sweep
+            self.sink = None
+            self._watch()
+
+    def finish(self, all_unit_ids: list[str], complete: bool) -> None:
+        """Stop probing; catch up if the server is back; mark the parent finished when
+        every unit is committed."""
+        self._stop.set()
+        if self.sink is None and self._thread is not None:
+            try:
+                probe(self.tracking_uri)
+                self._reconnect()
+            except TrackingUnavailable:
+                pass
+        if self.sink is not None and complete:
+            log_sweep_done(self.sink, self.store, all_unit_ids, self.outcome)

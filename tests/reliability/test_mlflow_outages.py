@@ -164,3 +164,60 @@ def test_a_programming_error_in_logging_is_raised_not_deferred(tmp_path, ray_ses
     with pytest.raises(TypeError, match="a bug in doodl"):
         run_sweep(spec, store_uri=str(tmp_path / "store"), tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                   show_progress=False)
+
+
+def test_a_tracking_server_that_comes_back_mid_sweep_gets_everything_logged(tmp_path):
+    """The server is down when the sweep starts and comes up while it trains (the first
+    driver holds its second unit until then): training never waited on it, and by the end
+    every variant is logged to the real server, once, without `doodl sync`."""
+    import os
+    import signal
+    import subprocess
+    import urllib.request
+
+    from tests.orchestrator.test_cli import DOODL
+    from tests.reliability.test_worker_and_driver_death import _stop, _wait_for_commits
+
+    port = _closed_port()
+    tracking = f"http://127.0.0.1:{port}"
+    spec = write_spec(tmp_path, tiny_spec_dict(name="outage", resources={"variants_per_unit": 3, "num_actors": 1}))
+    release = tmp_path / "release"
+    sweep = subprocess.Popen(
+        [DOODL, "sweep", str(spec), "--store", str(tmp_path / "store"), "--no-progress", "--tracking-uri", tracking],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "DOODL_FAULT_HOLD_FILE": str(release), "DOODL_FAULT_HOLD_AFTER": "1"})
+    server = None
+    try:
+        _wait_for_commits(sweep, tmp_path / "store" / "outage" / "_commits", 1)  # trained with the server down
+        server = subprocess.Popen(
+            ["mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{tracking}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        release.touch()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        _stop(sweep)
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    assert sweep.returncode == 0, err[-3000:]
+    assert "trained 3, already done 0, failed 0; logged 8 MLflow runs" in out
+    assert "is unreachable" in err and "MLflow logging deferred" not in err  # caught up, nothing left for sync
+    roles = {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'server.db'}")
+    for run in client.search_runs([client.get_experiment_by_name("outage").experiment_id], max_results=100):
+        roles[run.data.tags["doodl.role"]] = roles.get(run.data.tags["doodl.role"], 0) + 1
+        if run.data.tags["doodl.role"] == "parent":
+            assert run.info.status == "FINISHED"
+    assert roles == {"parent": 1, "child": 8}
