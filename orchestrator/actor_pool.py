@@ -48,6 +48,7 @@ class ActorPool:
         self.pending: dict[ray.ObjectRef, tuple[object, float]] = {}  # ping -> (actor, created at)
         self.live: list = []  # every actor not yet killed
         self.max_ready = 0
+        self.start_failures = 0  # actors that died before answering their ping
         self._ready_now = 0
         self._last_grow = 0.0
         self._request_capacity()
@@ -77,12 +78,21 @@ class ActorPool:
             self.add()
 
     def became_ready(self, ping: ray.ObjectRef):
-        """The actor whose ping answered, now ready (None if it died before answering)."""
+        """The actor whose ping answered, now ready (None if it died before answering).
+
+        Actors that keep dying before they start (a store the workers cannot open, a broken
+        node image) are replaced up to ``resources.max_retries`` times, then
+        :class:`PlacementError` says why: never an endless loop of new actors."""
         actor, _ = self.pending.pop(ping)
         try:
             ray.get(ping)
-        except ray.exceptions.RayActorError:
+        except ray.exceptions.RayActorError as exc:
             self.retire(actor)
+            self.start_failures += 1
+            if self.start_failures > self.res.max_retries:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+                raise PlacementError(f"{self.start_failures} training actors died before they started; the last: "
+                                     f"{reason}") from None
             return None
         self._ready_now += 1
         self.max_ready = max(self.max_ready, self._ready_now)

@@ -71,3 +71,31 @@ def test_a_cluster_with_fewer_gpus_than_cpus_trains_every_unit_on_its_gpu_actors
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RESULT 3 1 0" in done.stdout
+
+
+@ray.remote(num_cpus=1)
+class _DiesOnStart:
+    def __init__(self):
+        raise OSError("cannot open the store from this node")
+
+    def ping(self):
+        return "never"
+
+
+def test_actors_that_die_before_they_start_are_replaced_a_few_times_then_reported(ray_session):
+    """A store the workers cannot open kills every new actor in its constructor: the pool
+    replaces it up to max_retries times and then says why, instead of looping forever."""
+    import pytest
+
+    from orchestrator.errors import PlacementError
+
+    pool = ActorPool(_DiesOnStart, (), ResourcesSpec(max_retries=2, num_actors=1), n_units=3)
+    try:
+        with pytest.raises(PlacementError, match="3 training actors died before they started.*cannot open the store"):
+            while True:
+                ready, _ = ray.wait(list(pool.pending), num_returns=1, timeout=60)
+                assert ready, "an actor neither started nor died within 60 s"
+                if pool.became_ready(ready[0]) is None:
+                    pool.add()
+    finally:
+        pool.shutdown()
