@@ -44,10 +44,15 @@ def one_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
+def is_server(tracking_uri: str) -> bool:
+    """True for a tracking server (http/https), which can be probed; False for a local store."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def probe(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Raise :class:`TrackingUnavailable` when an http(s) tracking server does not answer
     ``/health`` within ``timeout`` seconds; other stores (SQLite) need no probe."""
-    if not tracking_uri.startswith(("http://", "https://")):
+    if not is_server(tracking_uri):
         return
     try:
         with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as resp:
@@ -148,7 +153,7 @@ class SweepLog:
     def _watch(self) -> None:
         """Probe the server in the background until it answers (servers only: a local
         SQLite store that fails has no health to probe)."""
-        if self._thread is not None or not self.tracking_uri.startswith(("http://", "https://")):
+        if self._thread is not None or not is_server(self.tracking_uri):
             return
         self._back.clear()
         self._thread = threading.Thread(target=self._probe_until_back, daemon=True, name="doodl-mlflow-retry")

@@ -40,9 +40,10 @@ def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
         with fs.open_output_stream(tmp) as f:
             f.write(payload)
         fs.move(tmp, path)
-    finally:
+    except BaseException:  # a write that died: leave no temporary behind
         if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
             fs.delete_file(tmp)
+        raise
 
 
 def create_only(fs: pafs.FileSystem, path: str, payload: bytes) -> bool:
