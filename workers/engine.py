@@ -22,18 +22,22 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
+from workers._batch_transforms import augment_images, input_noise
 from workers.config import VariantConfig
-from workers.datasets import (
-    STREAM_PROJECTION,
-    BatchStream,
-    load_split,
-    seed_stream,
-    variant_training_set,
-)
+from workers.datasets import BatchStream, SplitData, dataset_split, variant_data
 from workers.models import build_model, flatten_params, init_params
+from workers.schedules import is_constant, lr_table
+from workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
 
 # Batches are sampled this many steps at a time (bounded memory for long runs).
 _SAMPLE_BLOCK = 256
+# Final evaluation runs over chunks of samples of at most this many input values across
+# the unit's variants (a CIFAR-10 unit of 64 variants would otherwise need 40 GB at once).
+_EVAL_VALUES = 1 << 24
+# Held-out loss and accuracy are measured at every recorded step on this many points of the
+# test split (its order is already a seeded permutation, so the first ones are a fixed
+# random subset): the curves that show, say, a train/test gap closing late (grokking).
+EVAL_POINTS = 1024
 
 
 @dataclass
@@ -44,12 +48,14 @@ class UnitResult:
     loss: np.ndarray  # (V, T+1) minibatch loss at theta_t (float32)
     acc: np.ndarray  # (V, T+1)
     grad_norm: np.ndarray  # (V, T+1)
-    lr: np.ndarray  # (V,)
+    lr: np.ndarray  # (V, T+1) learning rate used at each step (the schedule's)
     epoch: np.ndarray  # (V, T+1) int32
     last_step: np.ndarray  # (V,) last recorded step (T, or the step of divergence)
     status: list[str]  # "ok" | "diverged"
     snapshot_steps: np.ndarray  # (S,) steps at which theta was recorded
     snapshots: np.ndarray  # (S, V, D) recorded (possibly projected) parameters
+    test_loss: np.ndarray  # (S, V) held-out loss at the snapshot steps (EVAL_POINTS test points)
+    test_acc: np.ndarray  # (S, V)
     final_params: np.ndarray  # (V, P) full flattened parameters at the end
     final_metrics: dict[str, np.ndarray]  # each (V,): train/test loss and accuracy
 
@@ -83,7 +89,8 @@ def _per_variant(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
 
 
 class _Optimizer:
-    """Functional SGD-momentum / Adam over stacked parameters with per-variant lr and wd."""
+    """Functional SGD-momentum / Adam / AdamW over stacked parameters with per-variant lr
+    and wd; ``lr_scale`` (a per-variant factor for this step) applies a schedule."""
 
     def __init__(self, cfg: VariantConfig, lrs, wds, params: dict[str, torch.Tensor]):
         self.kind = cfg.optimizer
@@ -91,13 +98,16 @@ class _Optimizer:
         self.lr = {k: _per_variant(lrs, p) for k, p in params.items()}
         self.wd = {k: _per_variant(wds, p) for k, p in params.items()}
         # like torch.optim, skip the decay term when no variant uses it (g + 0 * p == g)
-        self.use_wd = any(w != 0 for w in wds)
+        self.use_wd = any(w != 0 for w in wds) and self.kind != "adamw"
+        self.decoupled_wd = any(w != 0 for w in wds) and self.kind == "adamw"
         self.t = 0
         self.buf: dict[str, torch.Tensor] = {}
-        self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()} if self.kind == "adam" else {}
-        self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()} if self.kind == "adam" else {}
+        adam = self.kind in ("adam", "adamw")
+        self.exp_avg = {k: torch.zeros_like(p) for k, p in params.items()} if adam else {}
+        self.exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()} if adam else {}
 
-    def step(self, params: dict[str, torch.Tensor], grads, frozen: torch.Tensor | None = None) -> None:
+    def step(self, params: dict[str, torch.Tensor], grads, frozen: torch.Tensor | None = None,
+             lr: torch.Tensor | None = None) -> None:
         """Update ``params`` and the optimiser state in place; variants where the (V,) bool
         ``frozen`` is true keep their parameters and state unchanged."""
         self.t += 1
@@ -108,6 +118,9 @@ class _Optimizer:
         saved = [s[frozen] for s in state] if frozen is not None else []
         for k, p in params.items():
             g = grads[k] + self.wd[k] * p if self.use_wd else grads[k]
+            lr_k = self.lr[k] if lr is None else lr.view_as(self.lr[k])
+            if self.decoupled_wd:  # as torch.optim.AdamW: decay the weights, not the gradient
+                p.mul_(1 - lr_k * self.wd[k])
             if self.kind == "sgd":
                 m = self.cfg.momentum
                 if m != 0:
@@ -116,15 +129,15 @@ class _Optimizer:
                     else:
                         self.buf[k] = g.clone()
                     g = self.buf[k]
-                p.sub_(self.lr[k] * g)
-            else:  # adam, as torch.optim.Adam (single-tensor path)
+                p.sub_(lr_k * g)
+            else:  # adam / adamw, as torch.optim.Adam(W) (single-tensor path)
                 b1, b2 = self.cfg.beta1, self.cfg.beta2
                 ea = self.exp_avg[k].lerp_(g, 1 - b1)
                 eas = self.exp_avg_sq[k].mul_(b2).add_((1 - b2) * g * g)
                 bc1 = 1 - b1**self.t
                 bc2 = 1 - b2**self.t
                 denom = eas.sqrt() / (bc2**0.5) + self.cfg.eps
-                p.sub_((self.lr[k] / bc1) * ea / denom)
+                p.sub_((lr_k / bc1) * ea / denom)
         for s, old in zip(state, saved):
             s[frozen] = old
 
@@ -135,22 +148,16 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     device = torch.device(device)
     c0 = configs[0]
     V, T, B = len(configs), c0.steps, c0.batch_size
-    split = load_split(c0.dataset, c0.test_fraction, c0.split_seed, c0.dataset_options)
-    n_in, n_out = split.n_features, split.n_classes
+    split = dataset_split(c0)
+    shape = split.shape
 
-    model = build_model(c0.model, n_in=n_in, n_out=n_out, width=c0.width, depth=c0.depth).to(device)
-    inits = [
-        init_params(c.model, n_in=n_in, n_out=n_out, width=c.width, depth=c.depth, seed=c.seed)
-        for c in configs
-    ]
+    model = build_model(c0, shape).to(device)
+    inits = [init_params(c, shape) for c in configs]
     params = {k: torch.stack([p[k] for p in inits]).to(device) for k in inits[0]}
     n_params = int(sum(p[0].numel() for p in params.values()))
 
-    data = [
-        variant_training_set(split, seed=c.seed, train_fraction=c.train_fraction, label_noise=c.label_noise)
-        for c in configs
-    ]
-    x_train = torch.from_numpy(split.x_train).to(device)
+    data = [variant_data(split, c) for c in configs]
+    x_train, _ = _on_device(split, device)
     # labels indexed by position in each variant's own training set
     n_max = max(len(d.indices) for d in data)
     idx_pad = np.zeros((V, n_max), dtype=np.int64)
@@ -162,6 +169,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     pos_to_row = torch.from_numpy(idx_pad).to(device)
     labels = torch.from_numpy(lab_pad).to(device)
     streams = [BatchStream(len(d.indices), B, c.seed) for d, c in zip(data, configs)]
+    corrupt = _BatchCorruption(configs, shape.input_shape, device)
 
     def loss_fn(p, x, y):
         logits = functional_call(model, p, (x,))
@@ -169,6 +177,10 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
 
     step_fn = vmap(grad_and_value(loss_fn, has_aux=True))
     opt = _Optimizer(c0, [c.lr for c in configs], [c.weight_decay for c in configs], params)
+    # per-step learning rates (V, T) of the variants' schedules, from torch's own schedulers
+    lrs = None
+    if not all(is_constant(c) for c in configs):
+        lrs = torch.from_numpy(np.stack([lr_table(c) for c in configs], axis=1)).to(device, torch.float32)
 
     snap_steps = snapshot_steps(T, c0.record_every)
     snap_set = set(snap_steps.tolist())  # O(1) membership; `in` on the array scans it
@@ -176,6 +188,8 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     if c0.projection_dim:
         proj = torch.from_numpy(projection_matrix(n_params, c0.projection_dim, c0.projection_seed)).to(device)
     snaps: list[torch.Tensor] = []
+    held_out = _HeldOut(model, split, device)
+    evals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     loss_h = torch.full((V, T + 1), float("nan"), device=device)
     acc_h = torch.full((V, T + 1), float("nan"), device=device)
@@ -192,11 +206,13 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         pos = block[t % _SAMPLE_BLOCK]  # (V, B) positions in each variant's training set
         # gather + index_select pick the same rows as fancy indexing, several times faster
         rows = torch.gather(pos_to_row, 1, pos)
-        xb = x_train.index_select(0, rows.view(-1)).view(V, B, -1)
+        xb = x_train.index_select(0, rows.view(-1)).view(V, B, *shape.input_shape)
+        xb = corrupt(xb)
         yb = torch.gather(labels, 1, pos)
         if t in snap_set:
             flat = flatten_params(params, batch_dims=1)
             snaps.append(flat @ proj.T if proj is not None else flat.clone())
+            evals.append(held_out(params))
         grads, (loss, logits) = step_fn(params, xb, yb)
         acc = (logits.argmax(-1) == yb).float().mean(-1)
         gn = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
@@ -213,41 +229,126 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             alive = alive & ~bad
             all_alive = False
         if t < T:
-            opt.step(params, grads, frozen=None if all_alive else ~alive)
+            opt.step(params, grads, frozen=None if all_alive else ~alive, lr=None if lrs is None else lrs[t])
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
-    final_metrics = _evaluate(model, params, split, x_train, pos_to_row, labels, valid, device)
+    final_metrics = _evaluate(model, params, split, pos_to_row, labels, valid, device)
+    lr_h = np.repeat(np.array([[c.lr] for c in configs], dtype=np.float32), T + 1, axis=1)
+    if lrs is not None:
+        lr_h[:, :T] = lrs.T.cpu().numpy()
+        lr_h[:, T] = lr_h[:, T - 1]  # no update follows the last step: its rate is the last one used
     return UnitResult(
         run_ids=[c.run_id for c in configs],
         loss=loss_h.cpu().numpy(),
         acc=acc_h.cpu().numpy(),
         grad_norm=gn_h.cpu().numpy(),
-        lr=np.array([c.lr for c in configs], dtype=np.float32),
+        lr=lr_h,
         epoch=epoch.astype(np.int32),
         last_step=last_step,
         status=["ok" if s == T else "diverged" for s in last_step],
         snapshot_steps=snap_steps,
         snapshots=torch.stack(snaps).cpu().numpy(),
+        test_loss=torch.stack([e[0] for e in evals]).cpu().numpy(),
+        test_acc=torch.stack([e[1] for e in evals]).cpu().numpy(),
         final_params=flatten_params(params, batch_dims=1).cpu().numpy(),
         final_metrics=final_metrics,
     )
 
 
+_DEVICE_DATA: dict[tuple[int, str], tuple[SplitData, torch.Tensor, torch.Tensor]] = {}
+
+
+def _on_device(split: SplitData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's train and test inputs on ``device``, made once per actor and data set
+    (a long-lived actor trains many units of one sweep)."""
+    key = (id(split), str(device))
+    hit = _DEVICE_DATA.get(key)
+    if hit is None or hit[0] is not split:
+        _DEVICE_DATA.clear()  # one data set at a time: a sweep has one
+        hit = (split, torch.from_numpy(split.x_train).to(device), torch.from_numpy(split.x_test).to(device))
+        _DEVICE_DATA[key] = hit
+    return hit[1], hit[2]
+
+
+class _HeldOut:
+    """Loss and accuracy of every variant on the first ``EVAL_POINTS`` test points."""
+
+    def __init__(self, model, split: SplitData, device: torch.device):
+        _, x_test = _on_device(split, device)
+        n = min(EVAL_POINTS, len(split.y_test))
+        self.x = x_test[:n].view(n, *split.shape.input_shape)
+        self.y = torch.from_numpy(split.y_test[:n]).to(device)
+
+        def metrics(p, x, y):
+            logits = functional_call(model, p, (x,))
+            return F.cross_entropy(logits, y), (logits.argmax(-1) == y).float().mean()
+
+        self.fn = vmap(metrics, in_dims=(0, None, None))
+
+    @torch.no_grad()
+    def __call__(self, params) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fn(params, self.x, self.y)
+
+
+class _BatchCorruption:
+    """Per-variant input noise and image augmentation of each drawn batch.
+
+    Each variant draws from generators of its own seed, so its batches do not depend on
+    which variants share its unit; a unit without either axis passes batches through.
+    """
+
+    def __init__(self, configs: Sequence[VariantConfig], input_shape: tuple[int, ...], device: torch.device):
+        self.noise = [(v, torch.tensor([c.input_noise]), torch_generator(c.seed, STREAM_INPUT_NOISE))
+                      for v, c in enumerate(configs) if c.input_noise > 0]
+        self.augment = [(v, torch_generator(c.seed, STREAM_AUGMENT)) for v, c in enumerate(configs) if c.augment]
+        if self.augment and len(input_shape) != 3:
+            raise ValueError(f"data.augment needs image data; this data set's inputs have shape {input_shape}")
+        self.device = device
+
+    def __call__(self, xb: torch.Tensor) -> torch.Tensor:
+        if not (self.noise or self.augment):
+            return xb
+        xb = xb.clone()
+        for v, gen in self.augment:
+            xb[v] = augment_images(xb[v].cpu(), gen).to(self.device)
+        for v, std, gen in self.noise:
+            xb[v] = input_noise(xb[v : v + 1].cpu(), std, gen)[0].to(self.device)
+        return xb
+
+
 @torch.no_grad()
-def _evaluate(model, params, split, x_train, pos_to_row, labels, valid, device) -> dict[str, np.ndarray]:
+def _evaluate(model, params, split, pos_to_row, labels, valid, device) -> dict[str, np.ndarray]:
     """Full-set loss and accuracy of every variant: its own (noisy) training set and the
-    sweep's held-out test split."""
+    sweep's held-out test split, in chunks of samples (bounded memory for image sets)."""
+    x_train, x_test = _on_device(split, device)
+    shape = split.shape.input_shape
+    V = pos_to_row.shape[0]
+    chunk = max(1, _EVAL_VALUES // max(1, V * split.n_features))
 
     def per_sample(p, x, y):
         logits = functional_call(model, p, (x,))
         return F.cross_entropy(logits, y, reduction="none"), (logits.argmax(-1) == y).float()
 
+    batched = vmap(per_sample)
+    shared = vmap(per_sample, in_dims=(0, None, None))
     mask = torch.from_numpy(valid).to(device).float()
-    tr_loss, tr_hit = vmap(per_sample)(params, x_train[pos_to_row], labels)
-    count = mask.sum(1)
-    x_test = torch.from_numpy(split.x_test).to(device)
+    tr_loss, tr_hit = [], []
+    for s in range(0, pos_to_row.shape[1], chunk):
+        rows = pos_to_row[:, s : s + chunk]
+        x = x_train.index_select(0, rows.reshape(-1)).view(V, rows.shape[1], *shape)
+        loss, hit = batched(params, x, labels[:, s : s + chunk])
+        tr_loss.append(loss)
+        tr_hit.append(hit)
     y_test = torch.from_numpy(split.y_test).to(device)
-    te_loss, te_hit = vmap(per_sample, in_dims=(0, None, None))(params, x_test, y_test)
+    te_loss, te_hit = [], []
+    for s in range(0, len(y_test), chunk):
+        x = x_test[s : s + chunk].view(-1, *shape)
+        loss, hit = shared(params, x, y_test[s : s + chunk])
+        te_loss.append(loss)
+        te_hit.append(hit)
+    tr_loss, tr_hit = torch.cat(tr_loss, 1), torch.cat(tr_hit, 1)
+    te_loss, te_hit = torch.cat(te_loss, 1), torch.cat(te_hit, 1)
+    count = mask.sum(1)
     out = {
         "final_train_loss": (tr_loss * mask).sum(1) / count,
         "final_train_acc": (tr_hit * mask).sum(1) / count,

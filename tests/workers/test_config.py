@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from workers.config import VariantConfig
+from workers.config import VariantConfig, axes, later_labels, shown_axes
 
 BASE = dict(dataset="blobs", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0, model="mlp",
             width=8, depth=1, optimizer="sgd", lr=0.1, batch_size=16, weight_decay=0.0, steps=20)
@@ -29,3 +30,31 @@ def test_from_dict_reads_a_variants_row_with_options_as_json():
     back = VariantConfig.from_dict(row)
     assert back == cfg and back.run_id == cfg.run_id
     assert VariantConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_run_ids_of_first_release_configs_do_not_change():
+    """Fields added later stay out of the ids at their defaults: sweeps written before them
+    resume and log to the same MLflow runs (ids computed with the first release's code)."""
+    cfg = VariantConfig(dataset="digits", test_fraction=0.2, split_seed=0, label_noise=0.1, train_fraction=0.5,
+                        model="mlp", width=8, depth=2, optimizer="sgd", lr=0.05, batch_size=16, weight_decay=0.0,
+                        steps=2000, record_every=50, seed=2)
+    assert (cfg.run_id, cfg.group_id) == ("781de33f4ec22621", "171eec2a78db796c")
+    assert replace(cfg, input_noise=0.1).run_id != cfg.run_id
+    assert replace(cfg, schedule="cosine").group_id != cfg.group_id
+
+
+def test_axes_registry_drives_labels_and_columns():
+    assert list(axes())[:2] == ["width", "depth"]  # the default phase-diagram axes come first
+    assert all(f.metadata["section"] in ("model", "data", "optimizer") for f in axes().values())
+    base = {**BASE, "seed": 0}
+    assert later_labels(base) == []
+    assert later_labels({**base, "input_noise": 0.3, "schedule": "cosine"}) == [("inoise", 0.3), ("sched", "cosine")]
+    shown = shown_axes([base, {**base, "augment": True}])
+    assert "augment" in shown and "input_noise" not in shown and "width" in shown
+
+
+def test_variants_differing_only_in_per_variant_fields_share_a_unit():
+    a = VariantConfig(**BASE)
+    assert replace(a, lr=0.5, seed=3, schedule="step", input_noise=0.2).shape_key == a.shape_key
+    assert replace(a, width=16).shape_key != a.shape_key
+    assert replace(a, heads=2).shape_key != a.shape_key

@@ -37,7 +37,13 @@ def test_rows_per_step_and_theta_at_recorded_steps(tmp_path, unit):
         assert rows["step"].to_pylist() == list(range(18))
         has_theta = [i for i, t in enumerate(rows["theta"].to_pylist()) if t is not None]
         assert has_theta == [0, 4, 8, 12, 16, 17] == list(snapshot_steps(17, 4))
+        # held-out metrics exist exactly where theta does: null, not NaN, elsewhere
+        for name in ("test_loss", "test_acc"):
+            assert [i for i, x in enumerate(rows[name].to_pylist()) if x is not None] == has_theta
         assert set(rows["status"].to_pylist()) == {"ok"}
+    # a column a unit was written without (an older doodl) reads as nulls
+    old = shards.read_units(fs, root, "trajectories", ["u1"], ["run_id", "no_such_metric"])
+    assert old["no_such_metric"].null_count == old.num_rows
     finals = shards.read_units(fs, root, "finals", ["u1"])
     last = table.filter(pa.compute.equal(table["step"], 17)).sort_by("run_id")
     fin = finals.sort_by("run_id")
