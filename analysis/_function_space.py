@@ -14,7 +14,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from workers.config import VariantConfig
-from workers.datasets import SplitData, load_split
+from workers.datasets import SplitData, dataset_split
 from workers.models import build_model, param_count
 
 # Spawn key that separates the probe stream from every other use of the same seed.
@@ -26,7 +26,7 @@ _CHUNK_BYTES = 100_000_000
 def _split(variant: dict) -> SplitData:
     """The sweep's train/test split of a variants.parquet row (cached by ``load_split``)."""
     cfg = VariantConfig.from_dict(variant)  # options hashable, in canonical order: load_split is cached
-    return load_split(cfg.dataset, cfg.test_fraction, cfg.split_seed, cfg.dataset_options)
+    return dataset_split(cfg)
 
 
 def probe_inputs(variant: dict, n_probe: int = 200, seed: int = 0) -> np.ndarray:
@@ -69,9 +69,9 @@ def output_features(variant: dict, thetas: np.ndarray, probe: np.ndarray) -> np.
     projection, ``projection_dim`` > 0).
     """
     split = _split(variant)
-    family, width, depth = str(variant["model"]), int(variant["width"]), int(variant["depth"])
-    shape = dict(n_in=split.n_features, n_out=split.n_classes, width=width, depth=depth)
-    n_params = param_count(family, **shape)
+    cfg = VariantConfig.from_dict(variant)
+    family, width, depth = cfg.model, cfg.width, cfg.depth
+    n_params = param_count(cfg, split.shape)
     thetas = np.asarray(thetas)
     if thetas.ndim != 2 or thetas.shape[1] != n_params:
         got = thetas.shape[1] if thetas.ndim == 2 else f"shape {thetas.shape}"
@@ -86,7 +86,7 @@ def output_features(variant: dict, thetas: np.ndarray, probe: np.ndarray) -> np.
         raise ValueError(f"probe must be (n, {split.n_features}), got shape {probe.shape}")
 
     # float64 so the features match a plain forward pass to well below 1e-6
-    model = build_model(family, **shape).double()
+    model = build_model(cfg, split.shape).double()
     shapes = _shapes(model)
     x = torch.from_numpy(probe).double()
 
@@ -95,8 +95,11 @@ def output_features(variant: dict, thetas: np.ndarray, probe: np.ndarray) -> np.
 
     batched = vmap(forward)
     # per snapshot: its parameters plus every layer's activations on the probe set
-    # (pre- and post-ReLU, and the logits and softmax), 8 bytes each
-    acts = len(x) * (2 * width * depth + 2 * split.n_classes)
+    # (an MLP's pre- and post-ReLU, the logits and softmax; conv and attention maps hold
+    # about an input's worth of values per channel), 8 bytes each
+    per_layer = width * (split.n_features if cfg.model in ("cnn", "resnet") else 1)
+    per_layer *= split.shape.input_shape[0] if split.vocab else 1
+    acts = len(x) * (2 * per_layer * max(depth, 1) * (4 if cfg.model == "transformer" else 1) + 2 * split.n_classes)
     chunk = max(1, _CHUNK_BYTES // (8 * (n_params + acts)))
     out = np.empty((len(thetas), len(x) * split.n_classes), dtype=np.float64)
     with torch.no_grad():

@@ -42,8 +42,9 @@ from analysis._connectivity import (
 )
 from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
 from workers.config import VariantConfig
-from workers.datasets import load_split, seed_stream, variant_training_set
+from workers.datasets import dataset_split, variant_data
 from workers.models import build_model, init_params
+from workers.seeds import seed_stream
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
@@ -123,17 +124,16 @@ def group_taxonomy(configs: list[VariantConfig], thetas: np.ndarray, finals: lis
         raise ValueError(f"needs at least 2 non-diverged seeds for mode connectivity and CKA, got {len(configs)}")
     t0 = time.perf_counter()
     cfg = configs[0]
-    split = load_split(cfg.dataset, cfg.test_fraction, cfg.split_seed, cfg.dataset_options)
-    shape = dict(n_in=split.n_features, n_out=split.n_classes, width=cfg.width, depth=cfg.depth)
-    model = build_model(cfg.model, **shape).double()
-    shapes = {k: v.shape for k, v in init_params(cfg.model, seed=0, **shape).items()}
+    split = dataset_split(cfg)
+    model = build_model(cfg, split.shape).double()
+    shapes = {k: v.shape for k, v in init_params(cfg, split.shape).items()}
     params = _stack(thetas, shapes)
     rng = seed_stream(settings.seed, _STREAM_TAXONOMY)
 
     # Hessian: a fixed batch of each seed's own training set (labels as it trained)
     xs, ys, datas = [], [], []
     for c in configs:
-        data = variant_training_set(split, seed=c.seed, train_fraction=c.train_fraction, label_noise=c.label_noise)
+        data = variant_data(split, c)
         datas.append(data)
         pick = np.sort(seed_stream(settings.seed, _STREAM_TAXONOMY + 1).permutation(len(data.indices))
                        [: settings.hessian_batch])
@@ -167,11 +167,13 @@ def group_taxonomy(configs: list[VariantConfig], thetas: np.ndarray, finals: lis
     mcs = [mc_from_errors(e) for e in curve_err]
     t_mc = time.perf_counter()
 
-    # CKA on mixup points of the training split; L2 between parameter vectors
+    # CKA on mixup points of the training split (token ids do not mix: training points
+    # themselves); L2 between parameter vectors
     n = len(split.x_train)
     i, j = rng.integers(0, n, settings.cka_probe), rng.integers(0, n, settings.cka_probe)
     lam = rng.uniform(0, 1, (settings.cka_probe, 1))
-    probe = torch.from_numpy(lam * split.x_train[i] + (1 - lam) * split.x_train[j]).double()
+    mixed = split.x_train[i] if split.vocab else lam * split.x_train[i] + (1 - lam) * split.x_train[j]
+    probe = torch.from_numpy(np.asarray(mixed)).double()
     with torch.no_grad():
         outs = [torch.softmax(functional_call(model, {k: v[s] for k, v in params.items()}, (probe,)), -1).numpy()
                 for s in range(len(configs))]

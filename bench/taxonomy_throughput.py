@@ -38,21 +38,20 @@ def per_seed_baseline(configs, thetas, settings) -> dict[str, float]:
     from analysis._connectivity import CurveFitter
     from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
     from analysis.taxonomy import _shared_data, _stack
-    from workers.datasets import load_split, seed_stream, variant_training_set
+    from workers.datasets import dataset_split, variant_data
     from workers.models import build_model, init_params
+    from workers.seeds import seed_stream
 
     cfg = configs[0]
-    split = load_split(cfg.dataset, cfg.test_fraction, cfg.split_seed, cfg.dataset_options)
-    shape = dict(n_in=split.n_features, n_out=split.n_classes, width=cfg.width, depth=cfg.depth)
-    model = build_model(cfg.model, **shape).double()
-    shapes = {k: v.shape for k, v in init_params(cfg.model, seed=0, **shape).items()}
+    split = dataset_split(cfg)
+    model = build_model(cfg, split.shape).double()
+    shapes = {k: v.shape for k, v in init_params(cfg, split.shape).items()}
 
     def loss(p, x, y):
         return F.cross_entropy(functional_call(model, p, (x,)), y)
 
     hvp = batched_hvp(loss)
-    datas = [variant_training_set(split, seed=c.seed, train_fraction=c.train_fraction, label_noise=c.label_noise)
-             for c in configs]
+    datas = [variant_data(split, c) for c in configs]
     t0 = time.perf_counter()
     for s, data in enumerate(datas):
         pick = np.sort(seed_stream(settings.seed, 102).permutation(len(data.indices))[: settings.hessian_batch])

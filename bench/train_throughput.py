@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from workers.config import VariantConfig
-from workers.datasets import BatchStream, load_split, variant_training_set
+from workers.datasets import BatchStream, dataset_split, variant_data
 from workers.engine import train_unit
 from workers.models import build_model, init_params
 
@@ -64,13 +64,11 @@ def prepare_per_model(cfgs: list[VariantConfig]):
     """Models, optimisers and minibatches for the per-model loop (built outside the timing)."""
     out = []
     for cfg in cfgs:
-        split = load_split(cfg.dataset, cfg.test_fraction, cfg.split_seed, cfg.dataset_options)
-        data = variant_training_set(split, seed=cfg.seed, train_fraction=cfg.train_fraction,
-                                    label_noise=cfg.label_noise)
-        kw = dict(n_in=split.n_features, n_out=split.n_classes, width=cfg.width, depth=cfg.depth)
-        model = build_model(cfg.model, **kw)
+        split = dataset_split(cfg)
+        data = variant_data(split, cfg)
+        model = build_model(cfg, split.shape)
         with torch.no_grad():
-            for name, p in init_params(cfg.model, seed=cfg.seed, **kw).items():
+            for name, p in init_params(cfg, split.shape).items():
                 model.get_parameter(name).copy_(p)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)

@@ -32,10 +32,12 @@ import pyarrow.parquet as pq
 from orchestrator.spec import SweepSpec, ToleranceSpec
 from orchestrator.store import StoreError, SweepStore
 from orchestrator.tracking import console, one_line, probe, tracking_errors
+from workers.config import axes
 from workers.store_files import write_atomic
 
-MATCH_FIELDS = ("dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width",
-                "depth", "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum")
+# what makes two groups the same setup: the data, the family, every grid axis, the training length
+MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
+                *axes())
 RELATIVE = ("hessian_top", "hessian_trace")
 TAG_VERDICT, TAG_BASELINE, TAG_SPEC = "doodl.audit_verdict", "doodl.audit_baseline", "doodl.spec_name"
 
@@ -111,7 +113,7 @@ def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: Tol
     Returns ``(setup_change, matched groups with findings, unmatched group configs)``.
     """
     def values(rows, k):
-        return {r["config"][k] for r in rows.values()}
+        return {r["config"].get(k) for r in rows.values()}
 
     setup_change = {}
     for k in MATCH_FIELDS:
@@ -122,7 +124,7 @@ def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: Tol
             and (len(values(audited, k)) > 1 or len(values(baseline, k)) > 1)]
 
     def key_of(r):
-        return tuple(r["config"][k] for k in keys)
+        return tuple(r["config"].get(k) for k in keys)
 
     base_by_key = {key_of(r): gid for gid, r in baseline.items()}
     matched, unmatched = [], []

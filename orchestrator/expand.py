@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass
 
 from orchestrator.spec import SpecError, SweepSpec
-from workers.config import VariantConfig
+from workers.config import VariantConfig, axes
 
-# The axes in grid order; the first two are the default phase-diagram axes later on.
-AXES = ("width", "depth", "label_noise", "train_fraction", "lr", "batch_size", "weight_decay")
+# The axes in grid order (declared in ``workers.config``); the first two are the default
+# phase-diagram axes later on.
+AXES: tuple[str, ...] = tuple(axes())
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,7 @@ class WorkUnit:
 
 def axis_values(spec: SweepSpec) -> dict[str, list]:
     """The values of every grid axis, in ``AXES`` order."""
-    return {
-        "width": spec.model.width,
-        "depth": spec.model.depth,
-        "label_noise": spec.data.label_noise,
-        "train_fraction": spec.data.train_fraction,
-        "lr": spec.optimizer.lr,
-        "batch_size": spec.optimizer.batch_size,
-        "weight_decay": spec.optimizer.weight_decay,
-    }
+    return {name: getattr(getattr(spec, f.metadata["section"]), name) for name, f in axes().items()}
 
 
 def swept_axes(spec: SweepSpec) -> list[str]:
@@ -64,37 +57,31 @@ def expand(spec: SweepSpec) -> list[VariantConfig]:
     if n > spec.resources.max_variants:
         raise SpecError(f"{spec.name}: the grid has {n:,} variants, more than resources.max_variants "
                         f"({spec.resources.max_variants:,}); check the axes and seeds, or raise the limit")
-    axes = axis_values(spec)
+    grid = axis_values(spec)
     opt, rec = spec.optimizer, spec.record
+    fixed = dict(
+        dataset=spec.dataset.name,
+        dataset_path=spec.dataset.path,
+        dataset_options=tuple(sorted(spec.dataset.options.items())),
+        test_fraction=spec.dataset.test_fraction,
+        split_seed=spec.dataset.split_seed,
+        model=spec.model.family,
+        optimizer=opt.name,
+        steps=opt.steps,
+        momentum=opt.momentum,
+        beta1=opt.betas[0],
+        beta2=opt.betas[1],
+        eps=opt.eps,
+        milestones=tuple(opt.milestones),
+        gamma=opt.gamma,
+        record_every=rec.every,
+        projection_dim=rec.projection.dim if rec.projection else 0,
+        projection_seed=rec.projection.seed if rec.projection else 0,
+    )
     out = []
-    for values in itertools.product(*axes.values(), spec.seed_list):
-        point = dict(zip([*axes, "seed"], values))
-        out.append(
-            VariantConfig(
-                dataset=spec.dataset.name,
-                dataset_options=tuple(sorted(spec.dataset.options.items())),
-                test_fraction=spec.dataset.test_fraction,
-                split_seed=spec.dataset.split_seed,
-                label_noise=float(point["label_noise"]),
-                train_fraction=float(point["train_fraction"]),
-                model=spec.model.family,
-                width=int(point["width"]),
-                depth=int(point["depth"]),
-                optimizer=opt.name,
-                lr=float(point["lr"]),
-                batch_size=int(point["batch_size"]),
-                weight_decay=float(point["weight_decay"]),
-                steps=opt.steps,
-                momentum=opt.momentum,
-                beta1=opt.betas[0],
-                beta2=opt.betas[1],
-                eps=opt.eps,
-                record_every=rec.every,
-                projection_dim=rec.projection.dim if rec.projection else 0,
-                projection_seed=rec.projection.seed if rec.projection else 0,
-                seed=int(point["seed"]),
-            )
-        )
+    for values in itertools.product(*grid.values(), spec.seed_list):
+        point = dict(zip([*grid, "seed"], values))
+        out.append(VariantConfig(**fixed, **point))
     return out
 
 

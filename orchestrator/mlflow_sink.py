@@ -16,13 +16,16 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
+from workers.config import axes, later_labels
+
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 # Seconds to wait before each retry of a call that found the SQLite database locked (by
 # another writer). Each attempt itself waits up to 20 s for the lock (MLflow's busy_timeout).
 LOCK_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 log = logging.getLogger("doodl.mlflow")
 CURVE_POINTS = 100  # per curve: enough to compare runs, cheap to log and plot
-CURVES = ("train_loss", "train_acc", "grad_norm")
+CURVES = ("train_loss", "train_acc", "grad_norm", "lr")
+HELD_OUT_CURVES = ("test_loss", "test_acc")  # measured at recorded steps only
 TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
     "doodl.sweep_id",
     "doodl.run_id",
@@ -42,10 +45,10 @@ TABLE_COLUMNS = {
 }
 TAXONOMY_METRICS = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "mc", "line_mc", "line_barrier", "cka",
                     "l2")
-# config fields shown as MLflow params (the rest are in variants.parquet)
+# config fields shown as MLflow params (the rest are in variants.parquet): every grid axis
 PARAM_FIELDS = (
-    "dataset", "test_fraction", "split_seed", "label_noise", "train_fraction", "model", "width", "depth",
-    "optimizer", "lr", "batch_size", "weight_decay", "steps", "momentum", "record_every", "projection_dim", "seed",
+    "dataset", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum", "record_every",
+    "projection_dim", "seed", *axes(),
 )
 
 
@@ -58,9 +61,11 @@ def subsample_steps(n_steps: int, points: int = CURVE_POINTS) -> np.ndarray:
 
 def run_name(cfg: dict) -> str:
     """A readable child-run name; the id keeps names of equal configs apart."""
+    later = "".join(f"-{label}{value:g}" if isinstance(value, float) else f"-{label}{value}"
+                    for label, value in later_labels(cfg))
     return (
         f"w{cfg['width']}-d{cfg['depth']}-noise{cfg['label_noise']:g}-frac{cfg['train_fraction']:g}"
-        f"-lr{cfg['lr']:g}-bs{cfg['batch_size']}-s{cfg['seed']}-{cfg['run_id'][:6]}"
+        f"-lr{cfg['lr']:g}-bs{cfg['batch_size']}{later}-s{cfg['seed']}-{cfg['run_id'][:6]}"
     )
 
 
@@ -205,8 +210,13 @@ class MlflowSink:
                 Metric(name, float(cols[name][i]), now, int(steps[i]))
                 for name in CURVES
                 for i in keep
-                if np.isfinite(cols[name][i])
+                if name in cols and np.isfinite(cols[name][i])
             ]
+            for name in HELD_OUT_CURVES:
+                if name in cols:
+                    at = np.flatnonzero(np.isfinite(cols[name]))
+                    metrics += [Metric(name, float(cols[name][i]), now, int(steps[i]))
+                                for i in at[subsample_steps(len(at))]]
             final = fin[rid]
             metrics += [
                 Metric(k, float(final[k]), now, int(final["steps"]))
@@ -356,7 +366,8 @@ def _rows_by_run(table: pa.Table) -> dict[str, tuple[np.ndarray, dict[str, np.nd
     table = table.sort_by([("run_id", "ascending"), ("step", "ascending")])
     run_ids = table.column("run_id").to_numpy(zero_copy_only=False)
     steps = table.column("step").to_numpy()
-    cols = {c: table.column(c).to_numpy() for c in CURVES}
+    cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (*CURVES, *HELD_OUT_CURVES)
+            if c in table.column_names}
     bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
     out = {}
     for a, b in zip(bounds[:-1], bounds[1:]):

@@ -28,6 +28,7 @@ from orchestrator.lease import SweepLease
 from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore
 from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
+from workers.config import later_labels
 
 ANALYSES = ("morse", "taxonomy")
 MORSE_PICTURES = ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png")
@@ -68,8 +69,10 @@ def recorded_settings(store: SweepStore) -> ReduceSpec:
 
 def group_label(cfg: dict) -> str:
     """A readable name for a group (its config without the seed)."""
+    later = "".join(f", {label} {value:g}" if isinstance(value, float) else f", {label} {value}"
+                    for label, value in later_labels(cfg))
     return (f"width {cfg['width']}, depth {cfg['depth']}, noise {cfg['label_noise']:g}, "
-            f"frac {cfg['train_fraction']:g}, lr {cfg['lr']:g}, batch {cfg['batch_size']}")
+            f"frac {cfg['train_fraction']:g}, lr {cfg['lr']:g}, batch {cfg['batch_size']}{later}")
 
 
 def _task_settings(settings: ReduceSpec, name: str) -> dict:
@@ -294,7 +297,27 @@ def _sweep_pictures(rstore, tax_rows, groups, settings, store) -> dict[str, str]
     for metric in METRICS:
         name = f"heatmap_{metric}.png"
         out[name] = rstore.write_file(name, plot_metric_heatmap(rows, metric, x, y, others))
+    curves = _learning_curves(store, groups)
+    if curves:
+        out["learning_curves.png"] = rstore.write_file("learning_curves.png", curves)
     return out
+
+
+def _learning_curves(store: SweepStore, groups) -> bytes | None:
+    """Train against held-out accuracy per group (seeds overlaid), from committed units."""
+    from analysis.learning_curves import plot_learning_curves, run_curves
+
+    units = sorted({v["unit_id"] for rows in groups.values() for v in rows})
+    states = store.unit_states(units, "none")
+    committed = [u for u in units if states[u].state == "committed"]
+    if not committed:
+        return None
+    table = store.read_unit_rows("trajectories", committed, ["run_id", "step", "train_acc", "test_acc"])
+    curves = run_curves(table)
+    by_group = {group_label(rows[0]): [curves[v["run_id"]] for v in rows if v["run_id"] in curves]
+                for rows in groups.values()}
+    by_group = {k: v for k, v in by_group.items() if v}
+    return plot_learning_curves(by_group, title=store.sweep_id) if by_group else None
 
 
 def sweep_basin_accuracy(morse_groups, morse_runs, groups) -> tuple[float, float]:

@@ -27,11 +27,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from workers.datasets import BUILTIN_DATASETS, load_split
+from workers.config import axes
+from workers.datasets import BUILTIN_DATASETS, FILE_DATASETS, load_split
+from workers.families import FAMILIES
 
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -72,7 +75,11 @@ class _AxisModel(_Strict):
 class DatasetSpec(_Strict):
     """The base data set and the sweep-wide held-out split."""
 
-    name: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS)}, or a path to an .npz with x and y")
+    name: str = Field(description=f"one of {', '.join(BUILTIN_DATASETS + tuple(FILE_DATASETS))}, "
+                                  "or a path to an .npz with x and y")
+    # directory (or pyarrow.fs URI) of a file-based set: mnist, fashion_mnist (idx files),
+    # cifar10, cifar100 (binary version); these keep their own test set (test_fraction unused)
+    path: str = ""
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     split_seed: int = 0
     options: dict[str, Union[int, float, str]] = Field(default_factory=dict)
@@ -80,41 +87,88 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v in BUILTIN_DATASETS:
+        if v in BUILTIN_DATASETS or v in FILE_DATASETS:
             return v
         if not v.endswith(".npz"):
-            raise ValueError(f"unknown data set {v!r}; use one of {', '.join(BUILTIN_DATASETS)} or an .npz path")
+            raise ValueError(f"unknown data set {v!r}; use one of "
+                             f"{', '.join(BUILTIN_DATASETS + tuple(FILE_DATASETS))} or an .npz path")
         if not Path(v).is_file():
             raise ValueError(f"data file not found: {v}")
         return str(Path(v).resolve())
 
+    @model_validator(mode="after")
+    def _path(self):
+        if self.name in FILE_DATASETS and not self.path:
+            raise ValueError(f"data set {self.name} is read from files: set dataset.path to their directory")
+        if self.path and self.name not in FILE_DATASETS:
+            raise ValueError(f"dataset.path is only read for {', '.join(FILE_DATASETS)}")
+        if self.path and "://" not in self.path:
+            if not Path(self.path).is_dir():
+                raise ValueError(f"dataset.path: directory not found: {self.path}")
+            object.__setattr__(self, "path", str(Path(self.path).resolve()))
+        return self
 
-class DataSpec(_AxisModel):
+
+def _axis_fields(section: str) -> dict:
+    """The pydantic fields of a spec section's grid axes, from the registry in
+    ``workers.config``: each takes a value or a non-empty list of values."""
+    out = {}
+    for name, f in axes().items():
+        if f.metadata["section"] == section:
+            default = f.metadata["spec_default"]
+            out[name] = (_axis(f.metadata["kind"]), Field(default=[default], description=f.metadata["doc"]))
+    return out
+
+
+class _DataBase(_AxisModel):
     """Data-quality axes, applied per variant from its seed."""
 
-    axes = ("label_noise", "train_fraction")
-    label_noise: _axis(NoiseFraction) = [0.0]
-    train_fraction: _axis(TrainFraction) = [1.0]
+
+class _ModelBase(_AxisModel):
+    """The model family and its size axes (see ``workers.models.FAMILIES``)."""
+
+    family: Literal[tuple(FAMILIES)] = "mlp"
+
+    @model_validator(mode="after")
+    def _fits_family(self):
+        fam = FAMILIES[self.family]
+        lo, hi = fam.depths
+        for i, d in enumerate(self.depth):
+            if not lo <= d <= hi:
+                raise ValueError(f"depth[{i}]: {d} is outside {lo}..{hi} for family {self.family}")
+        for name in ("heads", "norm"):
+            default = axes()[name].default
+            if name not in fam.uses and getattr(self, name) != [default]:
+                raise ValueError(f"{name}: family {self.family} does not use it")
+        if self.family == "transformer":
+            for w in self.width:
+                for h in self.heads:
+                    if w % h:
+                        raise ValueError(f"width {w} is not divisible by heads {h}")
+        return self
 
 
-class ModelSpec(_AxisModel):
-    axes = ("width", "depth")
-    family: Literal["mlp"] = "mlp"
-    width: _axis(PositiveInt) = [32]
-    # hidden layers; 0 is softmax regression (a convex model: the known-answer case)
-    depth: _axis(Annotated[int, Field(ge=0, strict=True)]) = [2]
-
-
-class OptimizerSpec(_AxisModel):
-    axes = ("lr", "batch_size", "weight_decay")
-    name: Literal["sgd", "adam"] = "sgd"
-    lr: _axis(PositiveFloat) = [0.05]
-    batch_size: _axis(PositiveInt) = [32]
-    weight_decay: _axis(NonNegFloat) = [0.0]
+class _OptimizerBase(_AxisModel):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     steps: PositiveInt = 200
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
+    # step schedule: decay by gamma at these fractions of the steps after the warm-up
+    milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)] = [0.5, 0.75]
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
+def _section(name: str, base: type[_AxisModel]) -> type[_AxisModel]:
+    fields = _axis_fields(name)
+    model = create_model(f"{name.title()}Spec", __base__=base, __doc__=base.__doc__, **fields)
+    model.axes = tuple(fields)
+    return model
+
+
+DataSpec = _section("data", _DataBase)
+ModelSpec = _section("model", _ModelBase)
+OptimizerSpec = _section("optimizer", _OptimizerBase)
 
 
 class ProjectionSpec(_Strict):
@@ -192,11 +246,9 @@ class TaxonomyReduceSpec(_Strict):
     @field_validator("axes")
     @classmethod
     def _known_axes(cls, v):
-        from orchestrator.expand import AXES
-
         for name in v or []:
-            if name not in AXES:
-                raise ValueError(f"unknown axis {name!r}; one of {', '.join(AXES)}")
+            if name not in axes():
+                raise ValueError(f"unknown axis {name!r}; one of {', '.join(axes())}")
         return v
 
 
@@ -299,9 +351,18 @@ def _check_against_data(spec: SweepSpec, source: str) -> None:
     """Checks that need the data set: every batch must fit in every training set."""
     try:
         split = load_split(spec.dataset.name, spec.dataset.test_fraction, spec.dataset.split_seed,
-                           tuple(sorted(spec.dataset.options.items())))
+                           tuple(sorted(spec.dataset.options.items())), spec.dataset.path)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise SpecError(f"{source}: dataset.name: cannot load data set ({exc})") from None
+        where = "dataset.path" if spec.dataset.path else "dataset.name"
+        raise SpecError(f"{source}: {where}: cannot load data set ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    kind = split.shape.kind
+    if kind not in FAMILIES[spec.model.family].inputs:
+        raise SpecError(f"{source}: model.family: {spec.model.family} does not take {kind} "
+                        f"({spec.dataset.name}); it takes {', '.join(FAMILIES[spec.model.family].inputs)}")
+    if kind != "images" and True in spec.data.augment:
+        raise SpecError(f"{source}: data.augment: augmentation needs image data; {spec.dataset.name} is {kind}")
+    if kind == "tokens" and any(spec.data.input_noise):
+        raise SpecError(f"{source}: data.input_noise: token ids cannot take Gaussian noise")
     if split.n_classes < 2:
         raise SpecError(f"{source}: dataset.name: needs at least 2 classes, found {split.n_classes}")
     n_train = len(split.y_train)

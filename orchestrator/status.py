@@ -6,8 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.store import SweepStore
-
-STATUS_COLUMNS = ["run_id", "width", "depth", "label_noise", "train_fraction", "lr", "batch_size", "seed"]
+from workers.config import shown_axes
 
 
 def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
@@ -17,6 +16,7 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     (``"full"``: every shard's checksum, i.e. the whole sweep read once)."""
     store.read_sweep()  # refuses an unknown sweep id with a clear line
     variants = store.read_variants().to_pylist()
+    columns = ["run_id", *shown_axes(variants), "seed"]
     unit_ids = sorted({v["unit_id"] for v in variants})
     states = store.unit_states(unit_ids, verify)
     committed = [u for u in unit_ids if states[u].state == "committed"]
@@ -29,7 +29,7 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     out = []
     for v in variants:
         st = states[v["unit_id"]]
-        row = {k: v[k] for k in STATUS_COLUMNS}
+        row = {k: v[k] for k in columns}
         row.update(unit_id=v["unit_id"], attempt=st.attempt, problem=st.problem)
         f = finals.get(v["run_id"])
         if st.state == "committed" and f:
@@ -49,8 +49,9 @@ def print_status(store: SweepStore, console: Console | None = None, verify: str 
             console = Console(width=160)
     rows = sweep_status(store, verify)
     table = Table(title=f"sweep {store.sweep_id}", show_lines=False)
-    cols = ["run_id", "width", "depth", "label_noise", "train_fraction", "lr", "batch_size", "seed", "status",
-            "attempt", "steps", "train_loss", "train_acc", "test_acc"]
+    config = [k for k in rows[0] if k not in ("unit_id", "attempt", "problem", "status", "steps", "train_loss",
+                                               "train_acc", "test_acc")] if rows else ["run_id"]
+    cols = [*config, "status", "attempt", "steps", "train_loss", "train_acc", "test_acc"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("run_id", "status") else "right")
 

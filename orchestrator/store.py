@@ -11,7 +11,7 @@ import json
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 import pyarrow as pa
@@ -109,8 +109,17 @@ class SweepStore:
             raise StoreError(f"{self.root}/{SWEEP_JSON}: corrupted (not JSON)") from None
 
     def matches(self, spec: SweepSpec) -> bool:
-        """True when the recorded sweep trains what ``spec`` trains."""
-        return self.read_sweep().get("spec_results") == _result_spec(spec)
+        """True when the recorded sweep trains what ``spec`` trains. The recorded spec is
+        read again by this version first, so fields added since it was written take their
+        defaults (a sweep of an older version resumes)."""
+        doc = self.read_sweep()
+        if doc.get("spec_results") == _result_spec(spec):
+            return True
+        try:
+            recorded = SweepSpec.model_validate(doc.get("spec", {}))
+        except ValueError:
+            return False
+        return _result_spec(recorded) == _result_spec(spec)
 
     def check_same_spec(self, spec: SweepSpec) -> None:
         """Refuse a spec that trains something else than the recorded sweep (if there is one):
@@ -166,6 +175,11 @@ class SweepStore:
             bad = [v for v in table.column(column).to_pylist() if not (isinstance(v, str) and ID_PATTERN.match(v))]
             if bad:
                 raise StoreError(f"{path}: corrupted ({column} {str(bad[0])[:40]!r} is not a doodl id)")
+        # a sweep written before a config field existed holds its default
+        for name, f in VariantConfig.__dataclass_fields__.items():
+            if name not in table.column_names and f.default is not MISSING:
+                value = list(f.default) if isinstance(f.default, tuple) else f.default
+                table = table.append_column(name, pa.array([value] * table.num_rows))
         return table
 
     # --- units ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ import urllib.request
 
 from rich.console import Console
 
-from orchestrator.mlflow_sink import MlflowSink
+from orchestrator.mlflow_sink import CURVES, HELD_OUT_CURVES, MlflowSink
 from orchestrator.store import SweepStore
 
 console = Console(stderr=True)
@@ -94,7 +94,7 @@ def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str
     if not wanted:
         return
     try:
-        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", "train_loss", "train_acc", "grad_norm"])
+        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", *CURVES, *HELD_OUT_CURVES])
         fin = store.read_unit_rows(
             "finals", unit_ids,
             ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],

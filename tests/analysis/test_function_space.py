@@ -11,6 +11,7 @@ import torch
 from analysis._function_space import output_features, probe_inputs
 from workers.config import VariantConfig
 from workers.datasets import load_split
+from workers.families import DataShape
 from workers.models import build_model, flatten_params, init_params, param_count
 
 torch.set_num_threads(1)
@@ -30,10 +31,16 @@ def _row(**overrides) -> dict:
     return d
 
 
+def _cfg(row: dict, **overrides) -> VariantConfig:
+    return VariantConfig.from_dict({**row, **overrides})
+
+
+SHAPE = DataShape((N_IN,), N_OUT)
+
+
 def _snapshots(row: dict, t: int = 5, seed: int = 0) -> np.ndarray:
     """(t, P) snapshots: the variant's init plus growing random moves (float32, as recorded)."""
-    shape = dict(n_in=N_IN, n_out=N_OUT, width=row["width"], depth=row["depth"])
-    theta0 = flatten_params(init_params(row["model"], seed=seed, **shape)).numpy()
+    theta0 = flatten_params(init_params(_cfg(row, seed=seed), SHAPE)).numpy()
     rng = np.random.default_rng(seed)
     steps = rng.normal(scale=0.3, size=(t, theta0.size)).cumsum(axis=0)
     return (theta0 + steps).astype(np.float32)
@@ -41,7 +48,7 @@ def _snapshots(row: dict, t: int = 5, seed: int = 0) -> np.ndarray:
 
 def _reference(row: dict, thetas: np.ndarray, probe: np.ndarray) -> np.ndarray:
     """Per snapshot: build_model, load_state_dict, forward, softmax."""
-    model = build_model(row["model"], n_in=N_IN, n_out=N_OUT, width=row["width"], depth=row["depth"]).double()
+    model = build_model(_cfg(row), SHAPE).double()
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     out = []
     for theta in thetas:
@@ -76,9 +83,8 @@ def test_chunking_does_not_change_results(monkeypatch):
 
 def _permute_hidden(row: dict, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Permute every hidden layer's units: rows of W_l, b_l and columns of W_{l+1}."""
-    shape = dict(n_in=N_IN, n_out=N_OUT, width=row["width"], depth=row["depth"])
-    names = list(init_params(row["model"], seed=0, **shape))
-    shapes = [v.shape for v in init_params(row["model"], seed=0, **shape).values()]
+    names = list(init_params(_cfg(row), SHAPE))
+    shapes = [v.shape for v in init_params(_cfg(row), SHAPE).values()]
     parts = np.split(theta, np.cumsum([int(np.prod(s)) for s in shapes])[:-1])
     p = {k: v.reshape(s).copy() for k, v, s in zip(names, parts, shapes)}
     linears = sorted({k.split(".")[0] for k in names}, key=int)
@@ -129,7 +135,7 @@ def test_small_test_split_is_used_whole():
 def test_projected_theta_raises():
     row = _row(width=8, depth=1, projection_dim=16)
     probe = probe_inputs(row, n_probe=10)
-    n = param_count("mlp", n_in=N_IN, n_out=N_OUT, width=8, depth=1)
+    n = param_count(_cfg(row), SHAPE)
     with pytest.raises(ValueError, match=rf"16 columns.*{n} parameters.*projection_dim=16") as err:
         output_features(row, np.zeros((3, 16)), probe)
     assert "\n" not in str(err.value)
@@ -139,5 +145,5 @@ def test_dict_dataset_options_and_generated_data():
     row = _row(dataset="blobs", dataset_options={"n_samples": 200, "n_features": 5, "centers": 3}, depth=0)
     probe = probe_inputs(row, n_probe=30)
     assert probe.shape == (30, 5)
-    theta = flatten_params(init_params("mlp", n_in=5, n_out=3, width=8, depth=0, seed=1)).numpy()[None]
+    theta = flatten_params(init_params(_cfg(row, seed=1), DataShape((5,), 3))).numpy()[None]
     assert output_features(row, theta, probe).shape == (1, 90)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ from analysis._connectivity import (
 )
 from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
 from analysis.taxonomy import PhaseThresholds, classify_phase
+from workers.config import VariantConfig
+from workers.families import DataShape
 from workers.models import build_model, init_params
 
 
@@ -23,8 +27,12 @@ from workers.models import build_model, init_params
 def tiny():
     """Two seeds of a 4-5-3 MLP (43 parameters) on random data, with their exact Hessians."""
     torch.manual_seed(0)
-    model = build_model("mlp", n_in=4, n_out=3, width=5, depth=1).double()
-    seeds = [init_params("mlp", n_in=4, n_out=3, width=5, depth=1, seed=s) for s in (1, 2)]
+    cfg = VariantConfig(dataset="blobs", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
+                        model="mlp", width=5, depth=1, optimizer="sgd", lr=0.1, batch_size=8, weight_decay=0.0,
+                        steps=1)
+    shape = DataShape((4,), 3)
+    model = build_model(cfg, shape).double()
+    seeds = [init_params(replace(cfg, seed=s), shape) for s in (1, 2)]
     params = {k: torch.stack([p[k] for p in seeds]).double() for k in seeds[0]}
     x = torch.randn(2, 64, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (2, 64))
