@@ -41,6 +41,7 @@ FINALS = "finals"
 COMMITS = "_commits"
 PART = "part-0.parquet"
 FLOAT_COLUMNS = ["train_loss", "train_acc", "grad_norm", "lr"]
+HELD_OUT_COLUMNS = ["test_loss", "test_acc"]  # null except at recorded steps
 FORMAT_VERSION = 1
 VERIFY_LEVELS = ("none", "size", "full")
 
@@ -67,6 +68,8 @@ def trajectory_schema(theta_dim: int) -> pa.Schema:
             ("train_acc", pa.float32()),
             ("grad_norm", pa.float32()),
             ("lr", pa.float32()),
+            ("test_loss", pa.float32()),
+            ("test_acc", pa.float32()),
             ("theta", pa.list_(pa.float32(), theta_dim)),
             ("status", pa.string()),
         ]
@@ -92,7 +95,7 @@ def finals_schema(n_params: int) -> pa.Schema:
 def trajectory_table(result: UnitResult) -> pa.Table:
     """Rows ``step = 0..last_step`` per variant; theta at the recorded steps."""
     V, D = result.snapshots.shape[1], result.snapshots.shape[2]
-    cols: dict[str, list] = {k: [] for k in ("run_id", "step", "epoch", *FLOAT_COLUMNS, "status")}
+    cols: dict[str, list] = {k: [] for k in ("run_id", "step", "epoch", *FLOAT_COLUMNS, *HELD_OUT_COLUMNS, "status")}
     theta_chunks, theta_valid = [], []
     for v in range(V):
         n = int(result.last_step[v]) + 1
@@ -103,7 +106,7 @@ def trajectory_table(result: UnitResult) -> pa.Table:
         cols["train_loss"].append(result.loss[v, :n])
         cols["train_acc"].append(result.acc[v, :n])
         cols["grad_norm"].append(result.grad_norm[v, :n])
-        cols["lr"].append(np.full(n, result.lr[v], dtype=np.float32))
+        cols["lr"].append(result.lr[v, :n].astype(np.float32))
         status = np.full(n, "ok", dtype=object)
         if result.status[v] == "diverged":
             status[-1] = "diverged"
@@ -115,11 +118,17 @@ def trajectory_table(result: UnitResult) -> pa.Table:
         has[result.snapshot_steps[keep]] = True
         theta_chunks.append(theta)
         theta_valid.append(has)
+        for name, values in (("test_loss", result.test_loss), ("test_acc", result.test_acc)):
+            col = np.full(n, np.nan, dtype=np.float32)
+            col[result.snapshot_steps[keep]] = values[keep, v]
+            cols[name].append(col)
     theta = np.concatenate(theta_chunks).reshape(-1)
     valid = np.concatenate(theta_valid)
     theta_arr = pa.FixedSizeListArray.from_arrays(pa.array(theta, pa.float32()), D, mask=pa.array(~valid))
     schema = trajectory_schema(D)
-    arrays = [pa.array(np.concatenate(cols[f.name]), f.type) if f.name != "theta" else theta_arr for f in schema]
+    # held-out metrics exist at recorded steps only: null elsewhere (from_pandas: NaN -> null)
+    arrays = [theta_arr if f.name == "theta" else
+              pa.array(np.concatenate(cols[f.name]), f.type, from_pandas=f.name in HELD_OUT_COLUMNS) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -324,5 +333,10 @@ def read_units(
     paths = [unit_paths(root, u)[kind] for u in unit_ids]
     if not paths:
         raise ShardError(f"no committed units to read under {root}/{kind}")
-    scan = ds.dataset(paths, filesystem=fs, format="parquet").to_table(columns=columns, filter=filter)
+    dataset = ds.dataset(paths, filesystem=fs, format="parquet")
+    # units written before a column existed read it as nulls
+    missing = [c for c in columns or [] if c not in dataset.schema.names]
+    scan = dataset.to_table(columns=[c for c in columns if c not in missing] if columns else None, filter=filter)
+    for c in missing:
+        scan = scan.append_column(c, pa.nulls(scan.num_rows, pa.float32()))
     return _logical_table(scan)
