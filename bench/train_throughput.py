@@ -1,8 +1,9 @@
 """Training throughput: the batched engine against a plain per-model loop.
 
-Both sides train the same ``--variants`` MLPs (digits: 64 inputs, ``--depth`` hidden
-layers of ``--width``, 10 classes) with SGD momentum 0.9 at batch size ``--batch``, on one
-thread, in the same process. Throughput is reported as model-steps per second: one
+Both sides train the same ``--variants`` models of ``--family`` (default: MLPs on digits,
+64 inputs, ``--depth`` hidden layers of ``--width``, 10 classes; ``cnn`` on digits as 1x8x8
+images, ``transformer`` on modular addition mod 97 with 4 heads) with SGD momentum 0.9 at
+batch size ``--batch``, on one thread, in the same process. Throughput is reported as model-steps per second: one
 model-step is one optimiser update of one model.
 
 * batched: ``workers.engine.train_unit`` timed end to end, i.e. including parameter
@@ -20,6 +21,7 @@ between the sides; the best run is reported (the least disturbed by other proces
 with the median alongside.
 
     python bench/train_throughput.py --variants 64 --steps 500 --repeats 3
+    python bench/train_throughput.py --family cnn --width 8 --variants 16 --steps 200
 """
 
 from __future__ import annotations
@@ -40,12 +42,20 @@ from workers.engine import train_unit
 from workers.models import build_model, init_params
 
 
+# where both sides run: the GPU when there is one (the bench runs unchanged on a GPU machine)
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# the data set each family is measured on, and its options
+FAMILY_DATA = {"mlp": ("digits", ()), "cnn": ("digits", ()), "resnet": ("digits", ()),
+               "transformer": ("modular", (("op", "add"), ("p", 97)))}
+
+
 def make_configs(args, steps: int) -> list[VariantConfig]:
-    """``variants`` digits MLPs that differ in seed and learning rate."""
+    """``variants`` models of one family that differ in seed and learning rate."""
     lrs = np.geomspace(0.005, 0.05, args.variants)
+    dataset, options = FAMILY_DATA[args.family]
     return [
-        VariantConfig(dataset="digits", test_fraction=0.25, split_seed=0, label_noise=0.0,
-                      train_fraction=1.0, model="mlp", width=args.width, depth=args.depth,
+        VariantConfig(dataset=dataset, dataset_options=options, test_fraction=0.25, split_seed=0, label_noise=0.0,
+                      train_fraction=1.0, model=args.family, width=args.width, depth=args.depth,
                       optimizer="sgd", lr=float(lrs[i]), batch_size=args.batch, weight_decay=0.0,
                       steps=steps, momentum=0.9, record_every=args.record_every, seed=i)
         for i in range(args.variants)
@@ -54,7 +64,9 @@ def make_configs(args, steps: int) -> list[VariantConfig]:
 
 def run_batched(cfgs: list[VariantConfig]) -> float:
     t0 = time.perf_counter()
-    result = train_unit(cfgs)
+    result = train_unit(cfgs, DEVICE)
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     assert result.status == ["ok"] * len(cfgs), result.status
     return elapsed
@@ -66,15 +78,16 @@ def prepare_per_model(cfgs: list[VariantConfig]):
     for cfg in cfgs:
         split = dataset_split(cfg)
         data = variant_data(split, cfg)
-        model = build_model(cfg, split.shape)
+        model = build_model(cfg, split.shape).to(DEVICE)
         with torch.no_grad():
             for name, p in init_params(cfg, split.shape).items():
                 model.get_parameter(name).copy_(p)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
-        x = torch.from_numpy(split.x_train[data.indices])
-        y = torch.from_numpy(data.labels)
+        x = torch.from_numpy(split.x_train[data.indices]).view(-1, *split.shape.input_shape).to(DEVICE)
+        y = torch.from_numpy(data.labels).to(DEVICE)
         batches = torch.from_numpy(BatchStream(len(data.indices), cfg.batch_size, cfg.seed).take(cfg.steps))
+        batches = batches.to(DEVICE)
         out.append((model, opt, x, y, batches))
     return out
 
@@ -87,6 +100,8 @@ def run_per_model(cfgs: list[VariantConfig]) -> float:
             opt.zero_grad()
             F.cross_entropy(model(x[pos]), y[pos]).backward()
             opt.step()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -104,6 +119,7 @@ def measure(sides: dict, warmup_cfgs, cfgs, repeats: int) -> dict[str, list[floa
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--family", choices=sorted(FAMILY_DATA), default="mlp")
     ap.add_argument("--variants", type=int, default=64)
     ap.add_argument("--steps", type=int, default=500, help="optimiser updates per model")
     ap.add_argument("--repeats", type=int, default=3)
@@ -121,8 +137,9 @@ def main(argv=None) -> None:
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)")
-    print(f"{args.variants} MLPs digits 64-{'-'.join([str(args.width)] * args.depth)}-10, "
-          f"batch {args.batch}, SGD momentum 0.9, {args.steps} steps each, "
+    model = (f"MLPs digits 64-{'-'.join([str(args.width)] * args.depth)}-10" if args.family == "mlp" else
+             f"{args.family} width {args.width} depth {args.depth} on {FAMILY_DATA[args.family][0]}")
+    print(f"{args.variants} {model}, batch {args.batch}, SGD momentum 0.9, {args.steps} steps each, "
           f"best of {args.repeats} after a short warm-up")
 
     times = measure({"per-model": run_per_model, "batched": run_batched}, warmup, cfgs, args.repeats)
