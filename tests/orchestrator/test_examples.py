@@ -1,11 +1,14 @@
-"""The example specs as a user runs them: `examples/taxonomy.yaml` end to end."""
+"""The example specs as a user runs them: `examples/taxonomy.yaml` end to end in the default run;
+the issue-12 examples (minutes each) are `slow`, run by `.ci/nightly`."""
 
 from __future__ import annotations
 
 import shutil
 import time
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from tests.orchestrator.test_cli import REPO, _doodl
 
@@ -21,3 +24,42 @@ def test_taxonomy_example_draws_a_phase_diagram_with_several_phases(tmp_path):
     assert len(rows) == 15 and all(r["error"] is None for r in rows)
     assert len({r["phase"] for r in rows}) >= 2
     assert (tmp_path / "doodl-store" / "taxonomy" / "reduction" / "plots" / "phase_diagram.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_cnn_digits_example_shows_at_least_three_phases_within_ten_minutes(tmp_path):
+    """Issue 12's acceptance: a width x label-noise grid of CNNs, reduced, in under 10 minutes."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    t0 = time.perf_counter()
+    done = _doodl("sweep", "examples/cnn-digits.yaml", "--reduce", "--no-progress", cwd=tmp_path, timeout=1200)
+    elapsed = time.perf_counter() - t0
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pq.read_table(tmp_path / "doodl-store" / "cnn-digits" / "reduction" / "taxonomy.parquet").to_pylist()
+    assert len(rows) == 15 and all(r["error"] is None for r in rows)
+    assert len({r["phase"] for r in rows}) >= 3
+    assert elapsed < 10 * 60, f"{elapsed:.0f} s"
+
+
+@pytest.mark.slow
+def test_grokking_example_closes_the_gap_late_for_a_train_fraction(tmp_path):
+    """Issue 12's acceptance: for at least one train fraction, held-out accuracy reaches 0.9
+    at least 1,000 steps after the training accuracy reached 0.9 (every seed), while for
+    the larger fraction they rise together."""
+    from analysis.learning_curves import run_curves
+
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    done = _doodl("sweep", "examples/grokking.yaml", "--reduce", "--no-progress", cwd=tmp_path, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = tmp_path / "doodl-store" / "grokking"
+    curves = run_curves(pq.read_table(root / "trajectories", columns=["run_id", "step", "train_acc", "test_acc"]))
+    frac = {r["run_id"]: r["train_fraction"] for r in pq.read_table(root / "variants.parquet").to_pylist()}
+
+    def delay(c):
+        fit, gen = np.flatnonzero(c.train_acc >= 0.9), np.flatnonzero(c.test_acc >= 0.9)
+        return int(c.steps[gen[0]] - c.steps[fit[0]]) if len(fit) and len(gen) else None
+
+    delays = {}
+    for rid, c in curves.items():
+        delays.setdefault(frac[rid], []).append(delay(c))
+    assert any(all(d is not None and d >= 1000 for d in ds) for ds in delays.values()), delays
+    assert (root / "reduction" / "plots" / "learning_curves.png").stat().st_size > 10_000
