@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from workers.config import axes
+from workers.config import VariantConfig, axes
 from workers.datasets import BUILTIN_DATASETS, FILE_DATASETS, load_split
 from workers.families import FAMILIES
 
@@ -136,9 +136,10 @@ class _ModelBase(_AxisModel):
         for i, d in enumerate(self.depth):
             if not lo <= d <= hi:
                 raise ValueError(f"depth[{i}]: {d} is outside {lo}..{hi} for family {self.family}")
-        for name in ("heads", "norm"):
-            default = axes()[name].default
-            if name not in fam.uses and getattr(self, name) != [default]:
+        for name, f in axes().items():
+            if f.metadata["section"] != "model" or name in ("width", "depth") or name in fam.uses:
+                continue
+            if getattr(self, name) != [f.default]:
                 raise ValueError(f"{name}: family {self.family} does not use it")
         if self.family == "transformer":
             for w in self.width:
@@ -155,8 +156,9 @@ class _OptimizerBase(_AxisModel):
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     # step schedule: decay by gamma at these fractions of the steps after the warm-up
-    milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)] = [0.5, 0.75]
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)] = list(
+        VariantConfig.__dataclass_fields__["milestones"].default)
+    gamma: Annotated[float, Field(gt=0, le=1)] = VariantConfig.__dataclass_fields__["gamma"].default
 
 
 def _section(name: str, base: type[_AxisModel]) -> type[_AxisModel]:

@@ -8,6 +8,7 @@ themselves live in ``workers._architectures`` and are imported when a model is b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,13 +35,6 @@ class DataShape:
         return "images" if len(self.input_shape) == 3 else "features"
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def _arch():
     import workers._architectures as arch  # torch only when a model is really built
 
@@ -54,13 +48,13 @@ class Family:
     build: Callable[[VariantConfig, DataShape], nn.Module]
     inputs: tuple[str, ...]  # data kinds it takes: features, images, tokens
     depths: tuple[int, int]  # smallest and largest ``depth``
-    uses: tuple[str, ...] = ()  # model axes beyond width and depth that it reads
+    uses: tuple[str, ...] = ()  # model axes beyond width and depth that it reads (others must stay default)
     doc: str = ""
 
 
 FAMILIES: dict[str, Family] = {
     "mlp": Family(
-        build=lambda c, s: _arch().MLP(_numel(s.input_shape), c.width, c.depth, s.n_out),
+        build=lambda c, s: _arch().MLP(math.prod(s.input_shape), c.width, c.depth, s.n_out),
         inputs=("features", "images"), depths=(0, 64),
         doc="depth hidden ReLU layers of width units; depth 0 is softmax regression"),
     "cnn": Family(
@@ -76,14 +70,6 @@ FAMILIES: dict[str, Family] = {
         inputs=("tokens",), depths=(1, 12), uses=("heads",),
         doc="decoder-style: depth pre-LN blocks of causal attention, read-out at the last position"),
 }
-
-
-def family(name: str) -> Family:
-    """The registry entry of a family; an unknown name raises ValueError listing the known."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown model family {name!r}; known: {', '.join(FAMILIES)}") from None
 
 
 def family(name: str) -> Family:
