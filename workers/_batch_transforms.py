@@ -99,3 +99,24 @@ def augment_images(
     if flip is None:
         flip = torch.rand(n, generator=generator, device=gdev) < 0.5
     return _crop(x, dy.to(x.device), dx.to(x.device), pad, flip)
+
+
+def augment_per_variant(x: torch.Tensor, generators: list[torch.Generator | None], pad: int = 4) -> torch.Tensor:
+    """Augment a stacked batch ``x`` of shape ``(V, B, C, H, W)``: variant ``v`` as
+    :func:`augment_images` with ``generators[v]`` would (same draws, same order), variants
+    whose generator is None unchanged, in one crop over every augmented image."""
+    v_count, b = x.shape[:2]
+    chosen = [v for v, g in enumerate(generators) if g is not None]
+    if not chosen:
+        return x
+    draws = []
+    for v in chosen:  # per variant only the tiny offset draws: each from its own generator
+        g = generators[v]
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=g.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=g, device=g.device)
+        draws.append((dy, dx, torch.rand(b, generator=g, device=g.device) < 0.5))
+    dy, dx, flip = (torch.cat(parts).to(x.device) for parts in zip(*draws))
+    idx = torch.tensor(chosen, device=x.device)
+    out = x.clone()
+    out[idx] = _crop(x[idx].flatten(0, 1), dy, dx, pad, flip).view(len(chosen), b, *x.shape[2:])
+    return out

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from workers._batch_transforms import augment_images, input_noise
+from workers._batch_transforms import augment_per_variant, input_noise
 from workers.config import VariantConfig
 from workers.datasets import BatchStream, SplitData, dataset_split, variant_data
 from workers.models import build_model, flatten_params, init_params
@@ -300,17 +300,16 @@ class _BatchCorruption:
     def __init__(self, configs: Sequence[VariantConfig], input_shape: tuple[int, ...], device: torch.device):
         self.noise = [(v, torch.tensor([c.input_noise]), torch_generator(c.seed, STREAM_INPUT_NOISE))
                       for v, c in enumerate(configs) if c.input_noise > 0]
-        self.augment = [(v, torch_generator(c.seed, STREAM_AUGMENT)) for v, c in enumerate(configs) if c.augment]
-        if self.augment and len(input_shape) != 3:
+        self.augment = [torch_generator(c.seed, STREAM_AUGMENT) if c.augment else None for c in configs]
+        self.augmenting = any(c.augment for c in configs)
+        if self.augmenting and len(input_shape) != 3:
             raise ValueError(f"data.augment needs image data; this data set's inputs have shape {input_shape}")
         self.device = device
 
     def __call__(self, xb: torch.Tensor) -> torch.Tensor:
-        if not (self.noise or self.augment):
+        if not (self.noise or self.augmenting):
             return xb
-        xb = xb.clone()
-        for v, gen in self.augment:
-            xb[v] = augment_images(xb[v].cpu(), gen).to(self.device)
+        xb = augment_per_variant(xb, self.augment) if self.augmenting else xb.clone()
         for v, std, gen in self.noise:
             xb[v] = input_noise(xb[v : v + 1].cpu(), std, gen)[0].to(self.device)
         return xb

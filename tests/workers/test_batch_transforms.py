@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers._batch_transforms import _crop, augment_images, input_noise
+from workers._batch_transforms import _crop, augment_images, augment_per_variant, input_noise
 
 
 # --- input noise -----------------------------------------------------------------------------
@@ -124,3 +124,16 @@ def test_augment_rejects_the_old_argument_order():
     x = _images()
     with pytest.raises(TypeError):
         augment_images(x, torch.zeros(6, dtype=torch.bool), torch.Generator())  # type: ignore[arg-type]
+
+
+def test_per_variant_augmentation_is_each_variants_own_augment_images():
+    """One crop over a stacked (V, B, ...) batch equals augment_images per variant with its
+    own generator (same draws, same order); a variant without a generator is untouched."""
+    x = torch.randn(3, 5, 2, 6, 6)
+    gens = [torch.Generator().manual_seed(1), None, torch.Generator().manual_seed(3)]
+    out = augment_per_variant(x, gens, pad=2)
+    again = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(3)]
+    torch.testing.assert_close(out[0], augment_images(x[0], again[0], pad=2), rtol=0, atol=0)
+    torch.testing.assert_close(out[1], x[1], rtol=0, atol=0)
+    torch.testing.assert_close(out[2], augment_images(x[2], again[1], pad=2), rtol=0, atol=0)
+    assert augment_per_variant(x, [None, None, None]) is x
