@@ -1,7 +1,8 @@
 """Learning curves per group: training accuracy against held-out accuracy over training.
 
-The worker records the minibatch accuracy at every step and the held-out accuracy (on a
-fixed subset of the test split) at every recorded step. Here the minibatch accuracies are
+The worker records the minibatch accuracy at every step (trajectory rows) and the
+held-out accuracy (on a fixed subset of the test split) at every recorded step (snapshot
+rows). Here the minibatch accuracies are
 averaged over each recording interval, so both curves have one point per recorded step;
 the seeds of a group are overlaid. A generalisation gap that closes late (grokking) shows
 as a test curve that rises long after the training curve reached 1.
@@ -27,26 +28,34 @@ class RunCurve:
     test_acc: np.ndarray  # held-out accuracy at each step
 
 
-def run_curves(trajectories: pa.Table) -> dict[str, RunCurve]:
-    """Per run: the curves from trajectory rows (``run_id``, ``step``, ``train_acc``,
-    ``test_acc``; ``test_acc`` non-null at the recorded steps)."""
-    table = trajectories.sort_by([("run_id", "ascending"), ("step", "ascending")])
-    run_ids = table.column("run_id").to_numpy(zero_copy_only=False)
-    steps = table.column("step").to_numpy()
-    train = table.column("train_acc").to_numpy(zero_copy_only=False).astype(np.float64)
-    test = table.column("test_acc").to_numpy(zero_copy_only=False).astype(np.float64)
-    bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
+def run_curves(trajectories: pa.Table, snapshots: pa.Table) -> dict[str, RunCurve]:
+    """Per run: the curves from its trajectory rows (``run_id``, ``step``, ``train_acc``) and
+    snapshot rows (``run_id``, ``step``, ``test_acc``). Runs without held-out values (written
+    before they were recorded) are left out."""
+    train_by_run = _by_run(trajectories, "train_acc")
     out = {}
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        at = np.flatnonzero(np.isfinite(test[a:b]))
-        if not len(at):
-            continue  # written before held-out curves were recorded
+    for rid, (rec_steps, test) in _by_run(snapshots, "test_acc").items():
+        ok = np.isfinite(test)
+        if rid not in train_by_run or not ok.any():
+            continue
+        steps, train = train_by_run[rid]
+        at = np.searchsorted(steps, rec_steps[ok])  # recorded steps are trajectory steps
         # mean of the steps since the previous recorded step (the first point: its own step)
         edges = np.r_[at[0], at[:-1] + 1]
-        csum = np.r_[0.0, np.cumsum(np.nan_to_num(train[a:b]))]
+        csum = np.r_[0.0, np.cumsum(np.nan_to_num(train))]
         mean_train = (csum[at + 1] - csum[edges]) / (at + 1 - edges)
-        out[str(run_ids[a])] = RunCurve(steps[a:b][at], mean_train, test[a:b][at])
+        out[rid] = RunCurve(rec_steps[ok], mean_train, test[ok])
     return out
+
+
+def _by_run(table: pa.Table, column: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``run_id -> (steps, values)`` ordered by step."""
+    table = table.sort_by([("run_id", "ascending"), ("step", "ascending")])
+    run_ids = table.column("run_id").to_numpy(zero_copy_only=False)
+    steps = table.column("step").to_numpy()
+    values = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
+    return {str(run_ids[a]): (steps[a:b], values[a:b]) for a, b in zip(bounds[:-1], bounds[1:])}
 
 
 def late_generalisation(curve: RunCurve, fit: float = 0.99, generalise: float = 0.9) -> tuple[int | None, int | None]:

@@ -28,7 +28,7 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     read from their units' committed shards; with ``function_space``, each run also gets
     its model's softmax outputs on the sweep's probe set at every snapshot.
 
-    Only trajectory rows with parameters are read (``theta`` not null); a run's status
+    Only the snapshot rows are read; a run's status
     (``ok``/``diverged``) comes from its finals row; a run with non-finite snapshots counts
     as diverged.
     """
@@ -40,9 +40,8 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     run_ids = [v["run_id"] for v in variants]
     fs, root = shards.resolve_filesystem(sweep_root_uri)
     wanted = pc.field("run_id").isin(run_ids)
-    table = shards.read_units(fs, root, shards.TRAJECTORIES, unit_ids, ["run_id", "step", "theta"],
-                              filter=wanted & pc.field("theta").is_valid()
-                              ).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    table = shards.read_snapshots(fs, root, unit_ids, ["run_id", "step", "theta"], filter=wanted
+                                  ).sort_by([("run_id", "ascending"), ("step", "ascending")])
     finals = shards.read_units(fs, root, shards.FINALS, unit_ids, ["run_id", "status"], filter=wanted)
     status = dict(zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist()))
     rid_col = table.column("run_id").to_numpy(zero_copy_only=False)

@@ -188,10 +188,12 @@ class MlflowSink:
         if finished:
             self.client.set_terminated(self.parent_id, "FINISHED")
 
-    def log_variants(self, variants: Iterable[dict], trajectories: pa.Table, finals: pa.Table) -> int:
+    def log_variants(self, variants: Iterable[dict], trajectories: pa.Table, finals: pa.Table,
+                     snapshots: pa.Table | None = None) -> int:
         """Log every not-yet-logged variant among ``variants`` (rows of variants.parquet).
 
-        ``trajectories`` (without ``theta``) and ``finals`` hold their committed rows.
+        ``trajectories``, ``finals`` and ``snapshots`` (without ``theta``: the held-out
+        curves) hold their committed rows.
         Returns how many child runs were logged now.
         """
         from mlflow.entities import Metric, Param, RunTag
@@ -199,7 +201,8 @@ class MlflowSink:
         todo = [v for v in variants if v["run_id"] not in self.logged]
         if not todo:
             return 0
-        traj = _rows_by_run(trajectories)
+        traj = _rows_by_run(trajectories, CURVES)
+        held_out = _rows_by_run(snapshots, HELD_OUT_CURVES) if snapshots is not None else {}
         fin = {r["run_id"]: r for r in finals.to_pylist()}
         now = int(time.time() * 1000)
         for cfg in todo:
@@ -208,15 +211,14 @@ class MlflowSink:
             keep = subsample_steps(len(steps))
             metrics = [
                 Metric(name, float(cols[name][i]), now, int(steps[i]))
-                for name in CURVES
+                for name in cols
                 for i in keep
-                if name in cols and np.isfinite(cols[name][i])
+                if np.isfinite(cols[name][i])
             ]
-            for name in HELD_OUT_CURVES:
-                if name in cols:
-                    at = np.flatnonzero(np.isfinite(cols[name]))
-                    metrics += [Metric(name, float(cols[name][i]), now, int(steps[i]))
-                                for i in at[subsample_steps(len(at))]]
+            rec_steps, rec = held_out.get(rid, (np.empty(0), {}))
+            for name, values in rec.items():
+                at = np.flatnonzero(np.isfinite(values))
+                metrics += [Metric(name, float(values[i]), now, int(rec_steps[i])) for i in at[subsample_steps(len(at))]]
             final = fin[rid]
             metrics += [
                 Metric(k, float(final[k]), now, int(final["steps"]))
@@ -361,12 +363,12 @@ def _artifact_location(tracking_uri: str) -> str | None:
     return (db.resolve().parent / "mlartifacts").as_uri()
 
 
-def _rows_by_run(table: pa.Table) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Split trajectory rows into per-run numpy columns ordered by step."""
+def _rows_by_run(table: pa.Table, columns) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Split rows into per-run numpy columns (those of ``columns`` present) ordered by step."""
     table = table.sort_by([("run_id", "ascending"), ("step", "ascending")])
     run_ids = table.column("run_id").to_numpy(zero_copy_only=False)
     steps = table.column("step").to_numpy()
-    cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in (*CURVES, *HELD_OUT_CURVES)
+    cols = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in columns
             if c in table.column_names}
     bounds = np.flatnonzero(np.r_[True, run_ids[1:] != run_ids[:-1], True])
     out = {}

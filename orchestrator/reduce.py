@@ -312,8 +312,8 @@ def _learning_curves(store: SweepStore, groups) -> bytes | None:
     committed = [u for u in units if states[u].state == "committed"]
     if not committed:
         return None
-    table = store.read_unit_rows("trajectories", committed, ["run_id", "step", "train_acc", "test_acc"])
-    curves = run_curves(table)
+    curves = run_curves(store.read_unit_rows("trajectories", committed, ["run_id", "step", "train_acc"]),
+                        store.read_snapshot_rows(committed, ["run_id", "step", "test_acc"]))
     by_group = {group_label(rows[0]): [curves[v["run_id"]] for v in rows if v["run_id"] in curves]
                 for rows in groups.values()}
     by_group = {k: v for k, v in by_group.items() if v}

@@ -228,6 +228,10 @@ class SweepStore:
         """Trajectory or finals rows of committed units (callers pass only sound units)."""
         return shards.read_units(self.fs, self.root, kind, unit_ids, columns)
 
+    def read_snapshot_rows(self, unit_ids: list[str], columns: list[str] | None = None) -> pa.Table:
+        """Snapshot rows (recorded parameters and held-out metrics) of committed units."""
+        return shards.read_snapshots(self.fs, self.root, unit_ids, columns)
+
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

@@ -94,12 +94,13 @@ def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str
     if not wanted:
         return
     try:
-        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", *CURVES, *HELD_OUT_CURVES])
+        traj = store.read_unit_rows("trajectories", unit_ids, ["run_id", "step", *CURVES])
+        snaps = store.read_snapshot_rows(unit_ids, ["run_id", "step", *HELD_OUT_CURVES])
         fin = store.read_unit_rows(
             "finals", unit_ids,
             ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],
         )
-        outcome.logged_runs += sink.log_variants(wanted, traj, fin)
+        outcome.logged_runs += sink.log_variants(wanted, traj, fin, snaps)
     except tracking_errors() as exc:
         defer(outcome, exc)
 

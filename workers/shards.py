@@ -1,19 +1,23 @@
-"""The shard format: a unit's trajectories and finals as Parquet, then its commit marker.
+"""The shard format: a unit's trajectories, snapshots and finals as Parquet, then its
+commit marker.
 
 Layout under a sweep root (any ``pyarrow.fs`` filesystem)::
 
-    trajectories/unit=UNIT_ID/part-0.parquet
-    finals/unit=UNIT_ID/part-0.parquet
+    trajectories/unit=UNIT_ID/part-0.parquet   one row per variant and step
+    snapshots/unit=UNIT_ID/part-0.parquet      one row per variant and recorded step
+    finals/unit=UNIT_ID/part-0.parquet         one row per variant
     _commits/UNIT_ID.json     written last, atomically
 
 A unit's data counts only once its marker exists and matches its files (sizes, row counts
 and SHA-256 checksums); readers go through :func:`committed_units` and ignore the rest.
 
-``theta`` is a ``fixed_size_list<float32>[D]`` to readers, null on rows without a
-snapshot. pyarrow < 26 cannot read null fixed-size lists back from Parquet
-(apache/arrow#35692) and MLflow 3.17 pins pyarrow < 26, so on disk the column is a plain
-``list<float32>`` (``D`` also in the file's key-value metadata), and :func:`read_units`
-casts it back. Float columns use zstd with byte-stream-split encoding.
+Snapshots (``theta``: the recorded parameters or their projection, with the held-out loss
+and accuracy at that step) are rows of their own, only at recorded steps; units written by
+format 1 kept ``theta`` as a mostly-null trajectory column, and :func:`read_snapshots`
+reads either. ``theta`` is a ``fixed_size_list<float32>[D]`` to readers; on disk it is a
+plain ``list<float32>`` (``D`` in the file's key-value metadata) because pyarrow < 26 cannot
+read null fixed-size lists back (apache/arrow#35692) and MLflow 3.17 pins pyarrow < 26.
+Float columns use zstd with byte-stream-split encoding.
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ if TYPE_CHECKING:  # the shard format reads a result's arrays; it needs no torch
     from workers.engine import UnitResult
 
 TRAJECTORIES = "trajectories"
+SNAPSHOTS = "snapshots"
 FINALS = "finals"
 COMMITS = "_commits"
 PART = "part-0.parquet"
 FLOAT_COLUMNS = ["train_loss", "train_acc", "grad_norm", "lr"]
-HELD_OUT_COLUMNS = ["test_loss", "test_acc"]  # null except at recorded steps
-FORMAT_VERSION = 1
+HELD_OUT_COLUMNS = ["test_loss", "test_acc"]  # in snapshot rows: measured at recorded steps
+FORMAT_VERSION = 2  # 1: theta and held-out metrics were trajectory columns, null between recordings
 VERIFY_LEVELS = ("none", "size", "full")
 
 
@@ -57,8 +62,8 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
-def trajectory_schema(theta_dim: int) -> pa.Schema:
-    """Schema of trajectory rows; ``theta`` is null except at recording steps."""
+def trajectory_schema() -> pa.Schema:
+    """Schema of trajectory rows: one per variant and step."""
     return pa.schema(
         [
             ("run_id", pa.string()),
@@ -68,10 +73,20 @@ def trajectory_schema(theta_dim: int) -> pa.Schema:
             ("train_acc", pa.float32()),
             ("grad_norm", pa.float32()),
             ("lr", pa.float32()),
+            ("status", pa.string()),
+        ]
+    )
+
+
+def snapshot_schema(theta_dim: int) -> pa.Schema:
+    """Schema of snapshot rows: one per variant and recorded step."""
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("step", pa.int32()),
             ("test_loss", pa.float32()),
             ("test_acc", pa.float32()),
             ("theta", pa.list_(pa.float32(), theta_dim)),
-            ("status", pa.string()),
         ]
     )
 
@@ -93,42 +108,42 @@ def finals_schema(n_params: int) -> pa.Schema:
 
 
 def trajectory_table(result: UnitResult) -> pa.Table:
-    """Rows ``step = 0..last_step`` per variant; theta at the recorded steps."""
-    V, D = result.snapshots.shape[1], result.snapshots.shape[2]
-    cols: dict[str, list] = {k: [] for k in ("run_id", "step", "epoch", *FLOAT_COLUMNS, *HELD_OUT_COLUMNS, "status")}
-    theta_chunks, theta_valid = [], []
-    for v in range(V):
-        n = int(result.last_step[v]) + 1
-        steps = np.arange(n)
-        cols["run_id"].append(np.full(n, result.run_ids[v], dtype=object))
-        cols["step"].append(steps.astype(np.int32))
-        cols["epoch"].append(result.epoch[v, :n])
-        cols["train_loss"].append(result.loss[v, :n])
-        cols["train_acc"].append(result.acc[v, :n])
-        cols["grad_norm"].append(result.grad_norm[v, :n])
-        cols["lr"].append(result.lr[v, :n].astype(np.float32))
-        status = np.full(n, "ok", dtype=object)
-        if result.status[v] == "diverged":
-            status[-1] = "diverged"
-        cols["status"].append(status)
-        theta = np.zeros((n, D), dtype=np.float32)
-        has = np.zeros(n, dtype=bool)
-        keep = result.snapshot_steps < n
-        theta[result.snapshot_steps[keep]] = result.snapshots[keep, v]
-        has[result.snapshot_steps[keep]] = True
-        theta_chunks.append(theta)
-        theta_valid.append(has)
-        for name, values in (("test_loss", result.test_loss), ("test_acc", result.test_acc)):
-            col = np.full(n, np.nan, dtype=np.float32)
-            col[result.snapshot_steps[keep]] = values[keep, v]
-            cols[name].append(col)
-    theta = np.concatenate(theta_chunks).reshape(-1)
-    valid = np.concatenate(theta_valid)
-    theta_arr = pa.FixedSizeListArray.from_arrays(pa.array(theta, pa.float32()), D, mask=pa.array(~valid))
-    schema = trajectory_schema(D)
-    # held-out metrics exist at recorded steps only: null elsewhere (from_pandas: NaN -> null)
-    arrays = [theta_arr if f.name == "theta" else
-              pa.array(np.concatenate(cols[f.name]), f.type, from_pandas=f.name in HELD_OUT_COLUMNS) for f in schema]
+    """Rows ``step = 0..last_step`` per variant."""
+    V = len(result.run_ids)
+    n = result.last_step.astype(np.int64) + 1
+    T1 = result.loss.shape[1]
+    keep = np.arange(T1)[None, :] < n[:, None]  # (V, T+1): each variant's steps up to its last
+    status = np.full((V, T1), "ok", dtype=object)
+    status[np.arange(V), n - 1] = np.where(np.array(result.status) == "diverged", "diverged", "ok")
+    cols = {
+        "run_id": np.repeat(np.array(result.run_ids, dtype=object), n),
+        "step": np.broadcast_to(np.arange(T1, dtype=np.int32), (V, T1))[keep],
+        "epoch": result.epoch[keep],
+        "train_loss": result.loss[keep],
+        "train_acc": result.acc[keep],
+        "grad_norm": result.grad_norm[keep],
+        "lr": result.lr.astype(np.float32)[keep],
+        "status": status[keep],
+    }
+    schema = trajectory_schema()
+    return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in schema], schema=schema)
+
+
+def snapshot_table(result: UnitResult) -> pa.Table:
+    """Rows at each variant's recorded steps up to its last step: theta and held-out metrics."""
+    S, V, D = result.snapshots.shape
+    recorded = result.snapshot_steps[:, None] <= result.last_step[None, :]  # (S, V)
+    order = np.argwhere(recorded.T)  # (variant, snapshot) pairs, variant-major
+    v_idx, s_idx = order[:, 0], order[:, 1]
+    theta = np.ascontiguousarray(result.snapshots[s_idx, v_idx], dtype=np.float32)
+    schema = snapshot_schema(D)
+    arrays = [
+        pa.array(np.array(result.run_ids, dtype=object)[v_idx], pa.string()),
+        pa.array(result.snapshot_steps[s_idx].astype(np.int32)),
+        pa.array(result.test_loss[s_idx, v_idx].astype(np.float32)),
+        pa.array(result.test_acc[s_idx, v_idx].astype(np.float32)),
+        pa.FixedSizeListArray.from_arrays(pa.array(theta.reshape(-1), pa.float32()), D),
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -151,6 +166,8 @@ THETA_DIM_KEY = b"doodl.theta_dim"
 
 def _storage_table(table: pa.Table) -> pa.Table:
     """The on-disk form: ``theta`` as a variable list, its size in the metadata."""
+    if "theta" not in table.column_names:
+        return table
     dim = table.schema.field("theta").type.list_size
     fields = [pa.field("theta", pa.list_(pa.float32())) if f.name == "theta" else f for f in table.schema]
     schema = pa.schema(fields, metadata={THETA_DIM_KEY: str(dim).encode()})
@@ -173,7 +190,9 @@ def _logical_table(table: pa.Table) -> pa.Table:
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     table = _storage_table(table)
-    float_cols = [f.name for f in table.schema if pa.types.is_float32(f.type)] + ["theta.list.element"]
+    float_cols = [f.name for f in table.schema if pa.types.is_float32(f.type)]
+    if "theta" in table.column_names:
+        float_cols.append("theta.list.element")
     string_cols = [f.name for f in table.schema if pa.types.is_string(f.type)]
     pq.write_table(
         table,
@@ -186,9 +205,10 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def unit_paths(root: str, unit_id: str) -> dict[str, str]:
-    """Paths of a unit's trajectory shard, finals shard and commit marker."""
+    """Paths of a unit's trajectory, snapshot and finals shards and its commit marker."""
     return {
         TRAJECTORIES: f"{root}/{TRAJECTORIES}/unit={unit_id}/{PART}",
+        SNAPSHOTS: f"{root}/{SNAPSHOTS}/unit={unit_id}/{PART}",
         FINALS: f"{root}/{FINALS}/unit={unit_id}/{PART}",
         COMMITS: f"{root}/{COMMITS}/{unit_id}.json",
     }
@@ -199,7 +219,7 @@ def write_unit(
 ) -> dict:
     """Write a unit's shards, then its commit marker (atomically, last). Returns the marker."""
     paths = unit_paths(root, unit_id)
-    tables = {TRAJECTORIES: trajectory_table(result), FINALS: finals_table(result)}
+    tables = {TRAJECTORIES: trajectory_table(result), SNAPSHOTS: snapshot_table(result), FINALS: finals_table(result)}
     marker: dict = {
         "format": FORMAT_VERSION,
         "unit_id": unit_id,
@@ -245,7 +265,7 @@ def _shard_sizes(fs: pafs.FileSystem, root: str) -> dict[str, int]:
     """Size of every shard under the sweep root, from one listing (one LIST on S3, not a
     request per file)."""
     sizes = {}
-    for kind in (TRAJECTORIES, FINALS):
+    for kind in (TRAJECTORIES, SNAPSHOTS, FINALS):
         for info in fs.get_file_info(pafs.FileSelector(f"{root}/{kind}", recursive=True, allow_not_found=True)):
             if info.type == pafs.FileType.File:
                 sizes[info.path[len(root) + 1:]] = info.size
@@ -340,3 +360,24 @@ def read_units(
     for c in missing:
         scan = scan.append_column(c, pa.nulls(scan.num_rows, pa.float32()))
     return _logical_table(scan)
+
+
+def read_snapshots(fs: pafs.FileSystem, root: str, unit_ids, columns: list[str] | None = None,
+                   filter=None) -> pa.Table:
+    """Snapshot rows (``run_id``, ``step``, ``test_loss``, ``test_acc``, ``theta``) of the
+    given committed units, whichever format wrote them: format 1 kept them as the trajectory
+    rows whose ``theta`` is not null (its held-out metrics read as nulls)."""
+    current, older = [], []
+    for u in unit_ids:
+        marker = read_marker(fs, root, u) or {}
+        (current if SNAPSHOTS in marker.get("files", {}) else older).append(u)
+    parts = []
+    if current:
+        parts.append(read_units(fs, root, SNAPSHOTS, current, columns, filter))
+    if older:
+        has_theta = pc.field("theta").is_valid()
+        parts.append(read_units(fs, root, TRAJECTORIES, older, columns or snapshot_schema(0).names,
+                                has_theta if filter is None else filter & has_theta))
+    if not parts:
+        raise ShardError(f"no committed units to read under {root}/{SNAPSHOTS}")
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")

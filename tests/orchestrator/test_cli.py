@@ -41,13 +41,15 @@ def test_quickstart_as_in_the_readme(tmp_path):
 
     store = SweepStore(str(tmp_path / "doodl-store"), "quickstart")
     variants = store.read_variants()
-    traj = store.read_unit_rows("trajectories", sorted(set(variants["unit_id"].to_pylist())),
-                                ["run_id", "step", "theta"])
+    units = sorted(set(variants["unit_id"].to_pylist()))
+    traj = store.read_unit_rows("trajectories", units, ["run_id", "step"])
+    snaps = store.read_snapshot_rows(units, ["run_id", "step", "theta", "test_acc"])
     steps, every = 300, 10
     for run_id in variants["run_id"].to_pylist():
-        rows = traj.filter(pc.equal(traj["run_id"], run_id))
-        assert rows.num_rows == steps + 1
-        assert rows.num_rows - rows["theta"].null_count == len(snapshot_steps(steps, every)) == 31
+        assert traj.filter(pc.equal(traj["run_id"], run_id)).num_rows == steps + 1
+        rows = snaps.filter(pc.equal(snaps["run_id"], run_id))
+        assert sorted(rows["step"].to_pylist()) == list(snapshot_steps(steps, every)) and rows.num_rows == 31
+        assert rows["theta"].null_count == 0 and rows["test_acc"].null_count == 0
 
     from mlflow.tracking import MlflowClient
 

@@ -44,10 +44,12 @@ def test_store_holds_every_variant_with_a_row_per_step(swept):
     states = store.unit_states(sorted(set(variants["unit_id"].to_pylist())))
     assert {s.state for s in states.values()} == {"committed"}
     traj = store.read_unit_rows("trajectories", list(states))
+    snaps = store.read_snapshot_rows(list(states))
     for run_id in variants["run_id"].to_pylist():
         rows = traj.filter(pc.equal(traj["run_id"], run_id))
         assert sorted(rows["step"].to_pylist()) == list(range(24))  # steps + 1 rows
-        assert rows["theta"].null_count == 24 - len(snapshot_steps(23, 5))
+        recorded = snaps.filter(pc.equal(snaps["run_id"], run_id))
+        assert sorted(recorded["step"].to_pylist()) == list(snapshot_steps(23, 5))
     assert store.read_sweep()["n_variants"] == 8
 
 

@@ -98,7 +98,7 @@ def test_ctrl_c_cancels_and_the_next_run_resumes(tmp_path):
 def _rows(store: SweepStore, kind: str) -> dict:
     units = sorted(set(store.read_variants()["unit_id"].to_pylist()))
     table = store.read_unit_rows(kind, units).sort_by([("run_id", "ascending")] +
-                                                       ([("step", "ascending")] if kind == "trajectories" else []))
+                                                       ([("step", "ascending")] if kind != "finals" else []))
     return table.to_pydict()
 
 
@@ -137,7 +137,7 @@ def test_killed_driver_resumes_to_the_same_store(tmp_path):
 
     ref = SweepStore(str(reference / "store"), "killed")
     got = SweepStore(str(work / "store"), "killed")
-    for kind in ("trajectories", "finals"):
+    for kind in ("trajectories", "snapshots", "finals"):
         a, b = _rows(ref, kind), _rows(got, kind)
         assert a.keys() == b.keys()
         for column in a:

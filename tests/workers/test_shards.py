@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 
 from workers import shards
@@ -24,31 +25,59 @@ def unit():
     return cfgs, train_unit(cfgs)
 
 
-def test_rows_per_step_and_theta_at_recorded_steps(tmp_path, unit):
+def test_rows_per_step_and_snapshots_at_recorded_steps(tmp_path, unit):
     cfgs, result = unit
     fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
     marker = shards.write_unit(fs, root, "u1", result, attempt=2)
-    assert marker["rows"] == 3 * (17 + 1) and marker["attempt"] == 2
+    assert marker["rows"] == 3 * (17 + 1) and marker["attempt"] == 2 and marker["format"] == 2
+    assert marker["files"]["snapshots"]["rows"] == 3 * len(snapshot_steps(17, 4))
     table = shards.read_units(fs, root, "trajectories", ["u1"])
-    assert table.schema.field("theta").type == pa.list_(pa.float32(), 5 * 4 + 5 + 5 * 3 + 3)
-    assert table.schema.field("step").type == pa.int32()
-    for cfg in cfgs:
+    assert "theta" not in table.column_names and table.schema.field("step").type == pa.int32()
+    snaps = shards.read_snapshots(fs, root, ["u1"])
+    assert snaps.schema.field("theta").type == pa.list_(pa.float32(), 5 * 4 + 5 + 5 * 3 + 3)
+    for v, cfg in enumerate(cfgs):
         rows = table.filter(pa.compute.equal(table["run_id"], cfg.run_id)).sort_by("step")
         assert rows["step"].to_pylist() == list(range(18))
-        has_theta = [i for i, t in enumerate(rows["theta"].to_pylist()) if t is not None]
-        assert has_theta == [0, 4, 8, 12, 16, 17] == list(snapshot_steps(17, 4))
-        # held-out metrics exist exactly where theta does: null, not NaN, elsewhere
-        for name in ("test_loss", "test_acc"):
-            assert [i for i, x in enumerate(rows[name].to_pylist()) if x is not None] == has_theta
         assert set(rows["status"].to_pylist()) == {"ok"}
+        np.testing.assert_array_equal(rows["train_loss"].to_numpy(), result.loss[v])
+        recorded = snaps.filter(pa.compute.equal(snaps["run_id"], cfg.run_id)).sort_by("step")
+        assert recorded["step"].to_pylist() == [0, 4, 8, 12, 16, 17] == list(snapshot_steps(17, 4))
+        np.testing.assert_array_equal(np.stack(recorded["theta"].to_numpy(zero_copy_only=False)),
+                                      result.snapshots[:, v])
+        np.testing.assert_array_equal(recorded["test_acc"].to_numpy(), result.test_acc[:, v])
     # a column a unit was written without (an older doodl) reads as nulls
     old = shards.read_units(fs, root, "trajectories", ["u1"], ["run_id", "no_such_metric"])
     assert old["no_such_metric"].null_count == old.num_rows
     finals = shards.read_units(fs, root, "finals", ["u1"])
-    last = table.filter(pa.compute.equal(table["step"], 17)).sort_by("run_id")
+    last = snaps.filter(pa.compute.equal(snaps["step"], 17)).sort_by("run_id")
     fin = finals.sort_by("run_id")
     np.testing.assert_array_equal(np.stack(last["theta"].to_numpy(zero_copy_only=False)),
                                   np.stack(fin["theta"].to_numpy(zero_copy_only=False)))
+
+
+def test_snapshots_of_format_1_units_are_read_from_their_trajectories(tmp_path, unit):
+    """A unit written before snapshots had rows of their own (theta a mostly-null trajectory
+    column) reads back as the same snapshot rows, held-out metrics as nulls."""
+    cfgs, result = unit
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    shards.write_unit(fs, root, "new", result)
+    snaps = shards.read_snapshots(fs, root, ["new"]).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    # rewrite it as format 1 did: theta on the trajectory rows, no snapshots shard
+    traj = shards.read_units(fs, root, "trajectories", ["new"])
+    by_key = {(r, s): t for r, s, t in zip(snaps["run_id"].to_pylist(), snaps["step"].to_pylist(),
+                                           snaps["theta"].to_pylist())}
+    theta = [by_key.get(k) for k in zip(traj["run_id"].to_pylist(), traj["step"].to_pylist())]
+    old = traj.append_column("theta", pa.array(theta, pa.list_(pa.float32())))
+    paths = shards.unit_paths(root, "old")
+    fs.create_dir(paths["trajectories"].rsplit("/", 1)[0])
+    pa.parquet.write_table(old, paths["trajectories"])
+    fs.create_dir(paths["_commits"].rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(paths["_commits"]) as f:
+        f.write(json.dumps({"format": 1, "files": {"trajectories": {"path": "x", "rows": old.num_rows}}}).encode())
+    back = shards.read_snapshots(fs, root, ["old"]).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    assert back["step"].to_pylist() == snaps["step"].to_pylist()
+    assert back["theta"].to_pylist() == snaps["theta"].to_pylist()
+    assert back["test_acc"].null_count == back.num_rows
 
 
 def test_projection_records_seeded_low_dimensional_theta(tmp_path):
