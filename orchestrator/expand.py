@@ -77,6 +77,7 @@ def expand(spec: SweepSpec) -> list[VariantConfig]:
         record_every=rec.every,
         projection_dim=rec.projection.dim if rec.projection else 0,
         projection_seed=rec.projection.seed if rec.projection else 0,
+        record_dtype=rec.dtype,
     )
     out = []
     for values in itertools.product(*grid.values(), spec.seed_list):

@@ -181,6 +181,8 @@ class ProjectionSpec(_Strict):
 class RecordSpec(_Strict):
     every: PositiveInt = 10
     projection: ProjectionSpec | None = None
+    # float16 halves the snapshots' bytes; the stored values read back exactly (as float32)
+    dtype: Literal["float32", "float16"] = VariantConfig.__dataclass_fields__["record_dtype"].default
 
 
 class ResourcesSpec(_Strict):

@@ -102,6 +102,7 @@ class VariantConfig:
                          doc="learning-rate schedule after the warm-up")
     warmup: int = axis("optimizer", NonNegInt, "warmup", default=0, since=2,
                        doc="steps of linear learning-rate warm-up")
+    record_dtype: str = _later("float32")  # float16: snapshots stored at half the bytes
     milestones: tuple[float, ...] = _later((0.5, 0.75))  # step schedule: fractions of the steps
     gamma: float = _later(0.1)  # step schedule: factor at each milestone
 

@@ -53,7 +53,7 @@ class UnitResult:
     last_step: np.ndarray  # (V,) last recorded step (T, or the step of divergence)
     status: list[str]  # "ok" | "diverged"
     snapshot_steps: np.ndarray  # (S,) steps at which theta was recorded
-    snapshots: np.ndarray  # (S, V, D) recorded (possibly projected) parameters
+    snapshots: np.ndarray  # (S, V, D) recorded (possibly projected) parameters, in record_dtype
     test_loss: np.ndarray  # (S, V) held-out loss at the snapshot steps (EVAL_POINTS test points)
     test_acc: np.ndarray  # (S, V)
     final_params: np.ndarray  # (V, P) full flattened parameters at the end
@@ -247,7 +247,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         last_step=last_step,
         status=["ok" if s == T else "diverged" for s in last_step],
         snapshot_steps=snap_steps,
-        snapshots=torch.stack(snaps).cpu().numpy(),
+        snapshots=torch.stack(snaps).to(getattr(torch, c0.record_dtype)).cpu().numpy(),
         test_loss=torch.stack([e[0] for e in evals]).cpu().numpy(),
         test_acc=torch.stack([e[1] for e in evals]).cpu().numpy(),
         final_params=flatten_params(params, batch_dims=1).cpu().numpy(),

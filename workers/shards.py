@@ -78,15 +78,16 @@ def trajectory_schema() -> pa.Schema:
     )
 
 
-def snapshot_schema(theta_dim: int) -> pa.Schema:
-    """Schema of snapshot rows: one per variant and recorded step."""
+def snapshot_schema(theta_dim: int, dtype: pa.DataType = pa.float32()) -> pa.Schema:
+    """Schema of snapshot rows: one per variant and recorded step (``theta`` stored in
+    ``dtype``: float32, or float16 with ``record.dtype``; read back as float32)."""
     return pa.schema(
         [
             ("run_id", pa.string()),
             ("step", pa.int32()),
             ("test_loss", pa.float32()),
             ("test_acc", pa.float32()),
-            ("theta", pa.list_(pa.float32(), theta_dim)),
+            ("theta", pa.list_(dtype, theta_dim)),
         ]
     )
 
@@ -135,14 +136,15 @@ def snapshot_table(result: UnitResult) -> pa.Table:
     recorded = result.snapshot_steps[:, None] <= result.last_step[None, :]  # (S, V)
     order = np.argwhere(recorded.T)  # (variant, snapshot) pairs, variant-major
     v_idx, s_idx = order[:, 0], order[:, 1]
-    theta = np.ascontiguousarray(result.snapshots[s_idx, v_idx], dtype=np.float32)
-    schema = snapshot_schema(D)
+    theta = np.ascontiguousarray(result.snapshots[s_idx, v_idx])
+    value_type = pa.from_numpy_dtype(theta.dtype)
+    schema = snapshot_schema(D, value_type)
     arrays = [
         pa.array(np.array(result.run_ids, dtype=object)[v_idx], pa.string()),
         pa.array(result.snapshot_steps[s_idx].astype(np.int32)),
         pa.array(result.test_loss[s_idx, v_idx].astype(np.float32)),
         pa.array(result.test_acc[s_idx, v_idx].astype(np.float32)),
-        pa.FixedSizeListArray.from_arrays(pa.array(theta.reshape(-1), pa.float32()), D),
+        pa.FixedSizeListArray.from_arrays(pa.array(theta.reshape(-1), value_type), D),
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -168,21 +170,24 @@ def _storage_table(table: pa.Table) -> pa.Table:
     """The on-disk form: ``theta`` as a variable list, its size in the metadata."""
     if "theta" not in table.column_names:
         return table
-    dim = table.schema.field("theta").type.list_size
-    fields = [pa.field("theta", pa.list_(pa.float32())) if f.name == "theta" else f for f in table.schema]
+    theta = table.schema.field("theta").type
+    dim = theta.list_size
+    fields = [pa.field("theta", pa.list_(theta.value_type)) if f.name == "theta" else f for f in table.schema]
     schema = pa.schema(fields, metadata={THETA_DIM_KEY: str(dim).encode()})
     return table.cast(schema)
 
 
 def _logical_table(table: pa.Table) -> pa.Table:
-    """Undo :func:`_storage_table` on rows read back: ``theta`` becomes a fixed-size list
-    again when all its rows have one size (units of different model shapes read together
-    keep a variable list, since one column cannot hold two fixed sizes)."""
+    """Undo :func:`_storage_table` on rows read back: ``theta`` becomes a fixed-size list of
+    float32 again (float16 values convert exactly) when all its rows have one size (units of
+    different model shapes read together keep a variable list, since one column cannot hold
+    two fixed sizes)."""
     if "theta" not in table.column_names:
         return table
     sizes = pc.unique(pc.drop_null(pc.list_value_length(table["theta"]))).to_pylist()
     if len(sizes) != 1:
-        return table
+        fields = [pa.field("theta", pa.list_(pa.float32())) if f.name == "theta" else f for f in table.schema]
+        return table.cast(pa.schema(fields, metadata=table.schema.metadata))
     fields = [pa.field("theta", pa.list_(pa.float32(), sizes[0])) if f.name == "theta" else f for f in table.schema]
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
@@ -190,7 +195,7 @@ def _logical_table(table: pa.Table) -> pa.Table:
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     table = _storage_table(table)
-    float_cols = [f.name for f in table.schema if pa.types.is_float32(f.type)]
+    float_cols = [f.name for f in table.schema if pa.types.is_float32(f.type) or pa.types.is_float16(f.type)]
     if "theta" in table.column_names:
         float_cols.append("theta.list.element")
     string_cols = [f.name for f in table.schema if pa.types.is_string(f.type)]

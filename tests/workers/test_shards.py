@@ -152,3 +152,20 @@ def test_a_marker_without_sizes_is_checked_in_full(tmp_path, unit):
     data[len(data) // 2] ^= 0xFF
     open(path, "wb").write(bytes(data))
     assert "checksum mismatch" in shards.verify_unit(fs, root, marker, "size")
+
+
+def test_float16_snapshots_take_half_the_bytes_and_read_back_exactly(tmp_path):
+    cfgs = [dataclasses.replace(BASE, seed=s, width=64) for s in range(3)]
+    wide = train_unit(cfgs)
+    half_cfgs = [dataclasses.replace(c, record_dtype="float16") for c in cfgs]
+    half = train_unit(half_cfgs)
+    assert half.snapshots.dtype == np.float16
+    np.testing.assert_array_equal(half.final_params, wide.final_params)  # training itself is unchanged
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    m32, m16 = shards.write_unit(fs, root, "u32", wide), shards.write_unit(fs, root, "u16", half)
+    assert m16["files"]["snapshots"]["bytes"] < 0.6 * m32["files"]["snapshots"]["bytes"]
+    back = shards.read_snapshots(fs, root, ["u16"]).sort_by([("run_id", "ascending"), ("step", "ascending")])
+    assert back.schema.field("theta").type == pa.list_(pa.float32(), half.snapshots.shape[2])
+    order = np.argsort([c.run_id for c in half_cfgs], kind="stable")
+    expected = np.concatenate([half.snapshots[:, v].astype(np.float32) for v in order])
+    np.testing.assert_array_equal(np.stack(back["theta"].to_numpy(zero_copy_only=False)), expected)
