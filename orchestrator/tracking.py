@@ -8,6 +8,7 @@ unavailable"; anything else is a programming error and is raised.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import urllib.error
 import urllib.request
@@ -123,10 +124,15 @@ RETRY_S = 30.0  # while the tracking server is down, it is probed again this oft
 class SweepLog:
     """The driver's MLflow view of one sweep, fed committed units as they land.
 
+    All MLflow work (opening the tracking store, the parent run, each committed unit's
+    runs, the end of the sweep) runs on a logging thread of its own: the driver hands it
+    unit ids and goes on dispatching training, so a slow or locked tracking store slows
+    logging, never training. :meth:`finish` waits for the logging to catch up.
+
     When the tracking server is down (at the start, or it went down mid-sweep), a background
     thread probes it every :data:`RETRY_S` seconds; once it answers, the next committed unit
-    (or the end of the sweep) logs everything committed so far. Training never waits on it;
-    what is still unlogged when the sweep ends is left to ``doodl sync``.
+    (or the end of the sweep) logs everything committed so far. What is still unlogged when
+    the sweep ends is left to ``doodl sync``.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, store: SweepStore, rows_by_unit: dict[str, list[dict]],
@@ -137,8 +143,37 @@ class SweepLog:
         self.committed: list[str] = []
         self._back, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
-        self.sink = open_sink(tracking_uri, experiment, store.sweep_id, outcome)
-        self._start_parent()
+        self.sink: MlflowSink | None = None
+        self._work: queue.Queue = queue.Queue()
+        self._error: Exception | None = None
+        self._logger = threading.Thread(target=self._run, daemon=True, name="doodl-mlflow-logger")
+        self._logger.start()
+
+    def units_committed(self, unit_ids: list[str]) -> None:
+        """Hand newly committed units to the logging thread (returns at once)."""
+        self._work.put(("units", list(unit_ids)))
+
+    def finish(self, all_unit_ids: list[str], complete: bool) -> None:
+        """Wait for the logging thread to log everything handed to it, then stop probing;
+        catch up if the server is back; mark the parent finished when every unit is committed."""
+        self._work.put(("finish", (list(all_unit_ids), complete)))
+        self._logger.join()
+        if self._error is not None:  # a bug, not an outage (those are deferred): surface it
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            self.sink = open_sink(self.tracking_uri, self.experiment, self.store.sweep_id, self.outcome)
+            self._start_parent()
+            while True:
+                kind, payload = self._work.get()
+                if kind == "units":
+                    self._log_units(payload)
+                else:
+                    self._finish(*payload)
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the driver's thread in finish()
+            self._error = exc
 
     def _start_parent(self) -> None:
         if self.sink is None:
@@ -177,7 +212,7 @@ class SweepLog:
         self._start_parent()
         log_units(self.sink, self.store, self.rows_by_unit, self.committed, self.outcome)
 
-    def units_committed(self, unit_ids: list[str]) -> None:
+    def _log_units(self, unit_ids: list[str]) -> None:
         """Log these newly committed units (and catch up, if the server is back)."""
         self.committed += unit_ids
         if self.sink is None:
@@ -189,9 +224,7 @@ class SweepLog:
             self.sink = None
             self._watch()
 
-    def finish(self, all_unit_ids: list[str], complete: bool) -> None:
-        """Stop probing; catch up if the server is back; mark the parent finished when
-        every unit is committed."""
+    def _finish(self, all_unit_ids: list[str], complete: bool) -> None:
         self._stop.set()
         if self.sink is None and self._thread is not None:
             try:

@@ -1,0 +1,48 @@
+"""The MLflow view is logged on a thread of its own: a stalled tracking store holds up
+logging, never training."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import orchestrator.tracking as tracking
+from orchestrator.store import SweepStore
+from tests.conftest import run_cli, tiny_spec_dict, write_spec
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_training_finishes_while_logging_is_held(tmp_path, monkeypatch):
+    held, release, real = threading.Event(), threading.Event(), tracking.log_units
+
+    def stalled(sink, store, rows_by_unit, unit_ids, outcome):
+        if unit_ids:  # a committed unit: the tracking store "hangs" until the test says so
+            held.set()
+            assert release.wait(300), "the test never released logging"
+        return real(sink, store, rows_by_unit, unit_ids, outcome)
+
+    monkeypatch.setattr(tracking, "log_units", stalled)
+    store, db = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'm.db'}"
+    spec = write_spec(tmp_path, tiny_spec_dict("held", resources={"variants_per_unit": 2, "num_actors": 2}))
+    result = {}
+    cli = threading.Thread(target=lambda: result.update(
+        zip(("code", "out", "err"), run_cli(["sweep", str(spec), "--store", store, "--tracking-uri", db,
+                                             "--no-progress"]))))
+    cli.start()
+    try:
+        assert held.wait(300), "no unit was committed"
+        sweep = SweepStore(store, "held")
+        units = sorted(set(sweep.read_variants()["unit_id"].to_pylist()))
+        deadline = time.monotonic() + 300
+        while {s.state for s in sweep.unit_states(units, "none").values()} != {"committed"}:
+            assert time.monotonic() < deadline, "training stopped while logging was held"
+            time.sleep(0.2)
+        # every unit trained and committed while the first unit's logging never returned
+        assert cli.is_alive()  # the sweep itself waits for logging to catch up before it reports
+    finally:
+        release.set()
+        cli.join(300)
+    assert result["code"] == 0, result["err"][-2000:]
+    assert "trained 4, already done 0, failed 0; logged 8 MLflow runs" in result["out"]
