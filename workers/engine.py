@@ -1,11 +1,13 @@
 """The batched training engine: every variant of a unit trains as one stacked model.
 
 Parameters of ``V`` variants are stacked along a leading dimension and the model is
-called through ``torch.func.functional_call`` under ``vmap``; per-variant learning rates,
-weight decays, label noise and data subsets are just per-variant tensors and indices.
-The optimisers are written directly over the stacked tensors (updated in place) and follow
-``torch.optim.SGD`` (momentum, no dampening) and ``torch.optim.Adam`` (L2 weight decay)
-operation for operation, which the equivalence test checks against ``torch.optim``.
+called through ``torch.func.functional_call`` under ``vmap``; per-variant learning rates
+and their schedules, weight decays and the data-quality axes are just per-variant tensors,
+indices and seeded generators. The optimisers are written directly over the stacked
+tensors (updated in place) and follow ``torch.optim.SGD`` (momentum, no dampening),
+``torch.optim.Adam`` (L2 weight decay) and ``torch.optim.AdamW`` (decoupled) operation for
+operation, which the equivalence test checks against ``torch.optim`` and
+``torch.optim.lr_scheduler``.
 
 A variant whose loss turns NaN or infinite is frozen (its updates are undone), marked
 ``diverged`` and its trajectory ends at that step; the others are unaffected because
@@ -90,7 +92,7 @@ def _per_variant(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
 
 class _Optimizer:
     """Functional SGD-momentum / Adam / AdamW over stacked parameters with per-variant lr
-    and wd; ``lr_scale`` (a per-variant factor for this step) applies a schedule."""
+    and wd; :meth:`step`'s ``lr`` (each variant's rate at this step) applies a schedule."""
 
     def __init__(self, cfg: VariantConfig, lrs, wds, params: dict[str, torch.Tensor]):
         self.kind = cfg.optimizer
@@ -109,7 +111,8 @@ class _Optimizer:
     def step(self, params: dict[str, torch.Tensor], grads, frozen: torch.Tensor | None = None,
              lr: torch.Tensor | None = None) -> None:
         """Update ``params`` and the optimiser state in place; variants where the (V,) bool
-        ``frozen`` is true keep their parameters and state unchanged."""
+        ``frozen`` is true keep their parameters and state unchanged. ``lr`` (V,), when
+        given, replaces the base rates for this step."""
         self.t += 1
         # In-place updates allocate far less than out-of-place ones (same arithmetic, so
         # the same floats). Frozen variants are updated too, then restored: every op is
