@@ -1,5 +1,6 @@
-"""The example specs as a user runs them: `examples/taxonomy.yaml` end to end in the default run;
-the issue-12 examples (minutes each) are `slow`, run by `.ci/nightly`."""
+"""The example specs as a user runs them, end to end with the figures the README claims.
+Each takes minutes: they are `slow`, run by `.ci/nightly` (the default run checks every
+example is a valid spec, and runs the quick start and every family on small sweeps)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from tests.orchestrator.test_cli import REPO, _doodl
 
 
+@pytest.mark.slow
 def test_taxonomy_example_draws_a_phase_diagram_with_several_phases(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     t0 = time.perf_counter()
