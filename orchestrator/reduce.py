@@ -167,7 +167,8 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
         for r in tax_rows:
             if r["phase"]:
                 outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
-        pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store)
+        committed = sorted(u for u, st in states.items() if st.state == "committed")
+        pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store, committed)
     if sink is not None:
         log_summaries(sink, store, stores, tables, groups, pictures, outcome)
     outcome.seconds = time.perf_counter() - start
@@ -284,7 +285,7 @@ def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str,
     return axes[0], axes[1], [a for a in swept if a not in axes]
 
 
-def _sweep_pictures(rstore, tax_rows, groups, settings, store) -> dict[str, str]:
+def _sweep_pictures(rstore, tax_rows, groups, settings, store, committed: list[str]) -> dict[str, str]:
     """Phase diagram and metric heatmaps into ``reduction/plots``; returns name -> store path."""
     from analysis.phase_diagram import METRICS, plot_metric_heatmap, plot_phase_diagram
 
@@ -297,19 +298,17 @@ def _sweep_pictures(rstore, tax_rows, groups, settings, store) -> dict[str, str]
     for metric in METRICS:
         name = f"heatmap_{metric}.png"
         out[name] = rstore.write_file(name, plot_metric_heatmap(rows, metric, x, y, others))
-    curves = _learning_curves(store, groups)
+    curves = _learning_curves(store, groups, committed)
     if curves:
         out["learning_curves.png"] = rstore.write_file("learning_curves.png", curves)
     return out
 
 
-def _learning_curves(store: SweepStore, groups) -> bytes | None:
-    """Train against held-out accuracy per group (seeds overlaid), from committed units."""
+def _learning_curves(store: SweepStore, groups, committed: list[str]) -> bytes | None:
+    """Train against held-out accuracy per group (seeds overlaid), from the committed units
+    (their states as this reduction found them: no second listing of the store)."""
     from analysis.learning_curves import plot_learning_curves, run_curves
 
-    units = sorted({v["unit_id"] for rows in groups.values() for v in rows})
-    states = store.unit_states(units, "none")
-    committed = [u for u in units if states[u].state == "committed"]
     if not committed:
         return None
     curves = run_curves(store.read_unit_rows("trajectories", committed, ["run_id", "step", "train_acc"]),

@@ -14,13 +14,18 @@ import pytest
 from tests.orchestrator.test_cli import REPO, _doodl
 
 
-@pytest.mark.slow
-def test_taxonomy_example_draws_a_phase_diagram_with_several_phases(tmp_path):
+def _run_example(tmp_path, name: str, timeout: float) -> float:
+    """`doodl sweep examples/NAME.yaml --reduce` as a user runs it; returns the wall time."""
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     t0 = time.perf_counter()
-    done = _doodl("sweep", "examples/taxonomy.yaml", "--reduce", "--no-progress", cwd=tmp_path, timeout=900)
-    elapsed = time.perf_counter() - t0
+    done = _doodl("sweep", f"examples/{name}.yaml", "--reduce", "--no-progress", cwd=tmp_path, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
+    return time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_taxonomy_example_draws_a_phase_diagram_with_several_phases(tmp_path):
+    elapsed = _run_example(tmp_path, "taxonomy", timeout=900)
     assert elapsed < 15 * 60
     rows = pq.read_table(tmp_path / "doodl-store" / "taxonomy" / "reduction" / "taxonomy.parquet").to_pylist()
     assert len(rows) == 15 and all(r["error"] is None for r in rows)
@@ -31,11 +36,7 @@ def test_taxonomy_example_draws_a_phase_diagram_with_several_phases(tmp_path):
 @pytest.mark.slow
 def test_cnn_digits_example_shows_at_least_three_phases_within_ten_minutes(tmp_path):
     """Issue 12's acceptance: a width x label-noise grid of CNNs, reduced, in under 10 minutes."""
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
-    t0 = time.perf_counter()
-    done = _doodl("sweep", "examples/cnn-digits.yaml", "--reduce", "--no-progress", cwd=tmp_path, timeout=1200)
-    elapsed = time.perf_counter() - t0
-    assert done.returncode == 0, done.stderr[-3000:]
+    elapsed = _run_example(tmp_path, "cnn-digits", timeout=1200)
     rows = pq.read_table(tmp_path / "doodl-store" / "cnn-digits" / "reduction" / "taxonomy.parquet").to_pylist()
     assert len(rows) == 15 and all(r["error"] is None for r in rows)
     assert len({r["phase"] for r in rows}) >= 3
@@ -49,11 +50,14 @@ def test_grokking_example_closes_the_gap_late_for_a_train_fraction(tmp_path):
     the larger fraction they rise together."""
     from analysis.learning_curves import run_curves
 
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
-    done = _doodl("sweep", "examples/grokking.yaml", "--reduce", "--no-progress", cwd=tmp_path, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
+    from orchestrator.store import SweepStore
+
+    _run_example(tmp_path, "grokking", timeout=1800)
     root = tmp_path / "doodl-store" / "grokking"
-    curves = run_curves(pq.read_table(root / "trajectories", columns=["run_id", "step", "train_acc", "test_acc"]))
+    store = SweepStore(str(tmp_path / "doodl-store"), "grokking")
+    units = sorted(set(store.read_variants()["unit_id"].to_pylist()))
+    curves = run_curves(store.read_unit_rows("trajectories", units, ["run_id", "step", "train_acc"]),
+                        store.read_snapshot_rows(units, ["run_id", "step", "test_acc"]))
     frac = {r["run_id"]: r["train_fraction"] for r in pq.read_table(root / "variants.parquet").to_pylist()}
 
     def delay(c):
