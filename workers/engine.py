@@ -27,6 +27,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from workers._batch_transforms import augment_per_variant, input_noise
 from workers.config import VariantConfig
 from workers.datasets import BatchStream, SplitData, dataset_split, variant_data
+from workers._batched_mlp import BatchedMLP
 from workers.models import build_model, flatten_params, init_params
 from workers.schedules import is_constant, lr_table
 from workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
@@ -174,11 +175,8 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     streams = [BatchStream(len(d.indices), B, c.seed) for d, c in zip(data, configs)]
     corrupt = _BatchCorruption(configs, shape.input_shape, device)
 
-    def loss_fn(p, x, y):
-        logits = functional_call(model, p, (x,))
-        return F.cross_entropy(logits, y), logits
-
-    step_fn = vmap(grad_and_value(loss_fn, has_aux=True))
+    net = _batched(c0, model, params)
+    params = net.params  # the tensors the optimiser updates in place
     opt = _Optimizer(c0, [c.lr for c in configs], [c.weight_decay for c in configs], params)
     # per-step learning rates (V, T) of the variants' schedules, from torch's own schedulers
     lrs = None
@@ -191,7 +189,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     if c0.projection_dim:
         proj = torch.from_numpy(projection_matrix(n_params, c0.projection_dim, c0.projection_seed)).to(device)
     snaps: list[torch.Tensor] = []
-    held_out = _HeldOut(model, split, device)
+    held_out = _HeldOut(net, split, device)
     evals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     loss_h = torch.full((V, T + 1), float("nan"), device=device)
@@ -213,11 +211,11 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         xb = corrupt(xb)
         yb = torch.gather(labels, 1, pos)
         if t in snap_set:
-            flat = flatten_params(params, batch_dims=1)
+            flat = net.flat()
             snaps.append(flat @ proj.T if proj is not None else flat.clone())
-            evals.append(held_out(params))
-        grads, (loss, logits) = step_fn(params, xb, yb)
-        acc = (logits.argmax(-1) == yb).float().mean(-1)
+            evals.append(held_out())
+        loss, acc = net.loss_and_grad(xb, yb)
+        grads = net.grads
         gn = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
         if all_alive:
             loss_h[:, t], acc_h[:, t], gn_h[:, t] = loss.detach(), acc, gn
@@ -235,7 +233,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             opt.step(params, grads, frozen=None if all_alive else ~alive, lr=None if lrs is None else lrs[t])
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
-    final_metrics = _evaluate(model, params, split, pos_to_row, labels, valid, device)
+    final_metrics = _evaluate(net, split, pos_to_row, labels, valid, device)
     lr_h = np.repeat(np.array([[c.lr] for c in configs], dtype=np.float32), T + 1, axis=1)
     if lrs is not None:
         lr_h[:, :T] = lrs.T.cpu().numpy()
@@ -253,9 +251,50 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         snapshots=torch.stack(snaps).to(getattr(torch, c0.record_dtype)).cpu().numpy(),
         test_loss=torch.stack([e[0] for e in evals]).cpu().numpy(),
         test_acc=torch.stack([e[1] for e in evals]).cpu().numpy(),
-        final_params=flatten_params(params, batch_dims=1).cpu().numpy(),
+        final_params=net.flat().cpu().numpy(),
         final_metrics=final_metrics,
     )
+
+
+class _VmapModel:
+    """Any family's ``nn.Module`` batched over variants with ``torch.func``: ``vmap`` of
+    ``grad_and_value`` through ``functional_call`` on the stacked parameters."""
+
+    def __init__(self, model: torch.nn.Module, params: dict[str, torch.Tensor]):
+        self.params = params  # also the named parameters: the optimiser updates them in place
+        self.grads: dict[str, torch.Tensor] = {}
+
+        def loss_fn(p, x, y):
+            logits = functional_call(model, p, (x,))
+            return F.cross_entropy(logits, y), logits
+
+        def per_sample(p, x, y):
+            logits = functional_call(model, p, (x,))
+            return F.cross_entropy(logits, y, reduction="none"), (logits.argmax(-1) == y).float()
+
+        self._step = vmap(grad_and_value(loss_fn, has_aux=True))
+        self._own = vmap(per_sample)
+        self._shared = vmap(per_sample, in_dims=(0, None, None))
+
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss and accuracy ``(V,)`` on each variant's batch; gradients in :attr:`grads`."""
+        self.grads, (loss, logits) = self._step(self.params, x, y)
+        return loss.detach(), (logits.argmax(-1) == y).float().mean(-1)
+
+    def per_sample(self, x: torch.Tensor, y: torch.Tensor, shared: bool = False):
+        """Loss and hit ``(V, n)`` per sample: of each variant's own ``x (V, n, ...)``, or
+        with ``shared`` of the same ``x (n, ...)``, ``y (n,)`` for all."""
+        return (self._shared if shared else self._own)(self.params, x, y)
+
+    def flat(self) -> torch.Tensor:
+        """All parameters ``(V, P)`` in module order."""
+        return flatten_params(self.params, batch_dims=1)
+
+
+def _batched(cfg: VariantConfig, model: torch.nn.Module, params: dict[str, torch.Tensor]):
+    """The fastest exact batched form of a unit's model: hand-batched for MLPs, ``vmap``
+    for the other families (measured in bench/train_throughput.py)."""
+    return BatchedMLP(params) if cfg.model == "mlp" else _VmapModel(model, params)
 
 
 _DEVICE_DATA: dict[tuple[int, str], tuple[SplitData, torch.Tensor, torch.Tensor]] = {}
@@ -276,21 +315,17 @@ def _on_device(split: SplitData, device: torch.device) -> tuple[torch.Tensor, to
 class _HeldOut:
     """Loss and accuracy of every variant on the first ``EVAL_POINTS`` test points."""
 
-    def __init__(self, model, split: SplitData, device: torch.device):
+    def __init__(self, net, split: SplitData, device: torch.device):
         _, x_test = _on_device(split, device)
         n = min(EVAL_POINTS, len(split.y_test))
         self.x = x_test[:n].view(n, *split.shape.input_shape)
         self.y = torch.from_numpy(split.y_test[:n]).to(device)
-
-        def metrics(p, x, y):
-            logits = functional_call(model, p, (x,))
-            return F.cross_entropy(logits, y), (logits.argmax(-1) == y).float().mean()
-
-        self.fn = vmap(metrics, in_dims=(0, None, None))
+        self.net = net
 
     @torch.no_grad()
-    def __call__(self, params) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fn(params, self.x, self.y)
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, hit = self.net.per_sample(self.x, self.y, shared=True)
+        return loss.mean(1), hit.mean(1)
 
 
 class _BatchCorruption:
@@ -319,7 +354,7 @@ class _BatchCorruption:
 
 
 @torch.no_grad()
-def _evaluate(model, params, split, pos_to_row, labels, valid, device) -> dict[str, np.ndarray]:
+def _evaluate(net, split, pos_to_row, labels, valid, device) -> dict[str, np.ndarray]:
     """Full-set loss and accuracy of every variant: its own (noisy) training set and the
     sweep's held-out test split, in chunks of samples (bounded memory for image sets)."""
     x_train, x_test = _on_device(split, device)
@@ -327,25 +362,19 @@ def _evaluate(model, params, split, pos_to_row, labels, valid, device) -> dict[s
     V = pos_to_row.shape[0]
     chunk = max(1, _EVAL_VALUES // max(1, V * split.n_features))
 
-    def per_sample(p, x, y):
-        logits = functional_call(model, p, (x,))
-        return F.cross_entropy(logits, y, reduction="none"), (logits.argmax(-1) == y).float()
-
-    batched = vmap(per_sample)
-    shared = vmap(per_sample, in_dims=(0, None, None))
     mask = torch.from_numpy(valid).to(device).float()
     tr_loss, tr_hit = [], []
     for s in range(0, pos_to_row.shape[1], chunk):
         rows = pos_to_row[:, s : s + chunk]
         x = x_train.index_select(0, rows.reshape(-1)).view(V, rows.shape[1], *shape)
-        loss, hit = batched(params, x, labels[:, s : s + chunk])
+        loss, hit = net.per_sample(x, labels[:, s : s + chunk])
         tr_loss.append(loss)
         tr_hit.append(hit)
     y_test = torch.from_numpy(split.y_test).to(device)
     te_loss, te_hit = [], []
     for s in range(0, len(y_test), chunk):
         x = x_test[s : s + chunk].view(-1, *shape)
-        loss, hit = shared(params, x, y_test[s : s + chunk])
+        loss, hit = net.per_sample(x, y_test[s : s + chunk], shared=True)
         te_loss.append(loss)
         te_hit.append(hit)
     tr_loss, tr_hit = torch.cat(tr_loss, 1), torch.cat(tr_hit, 1)
