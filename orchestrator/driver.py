@@ -1,8 +1,9 @@
 """The Ray driver: a pool of long-lived actors fed work units from a queue.
 
-Units already committed in the store are skipped (resume). Each actor holds one unit at
-a time, and only once it has been placed and started (:mod:`orchestrator.actor_pool`);
-``ray.wait`` hands the next unit to whichever actor finishes first. A unit whose actor
+Units already committed in the store are skipped (resume). Each actor holds up to
+``UNITS_IN_FLIGHT`` units (one training while the last is written), and only once it has
+been placed and started (:mod:`orchestrator.actor_pool`); ``ray.wait`` hands the next unit
+to whichever actor finishes one first. A unit whose actor
 dies is retried on a fresh actor up to ``resources.max_retries`` times. After every
 committed unit the driver (the only MLflow writer) logs that unit's variants. One driver
 per sweep at a time (:mod:`orchestrator.lease`).
@@ -32,7 +33,7 @@ from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore, derived_sweep_id
 from orchestrator.tracking import SweepLog, console, one_line
-from workers.actor import UnitTrainer
+from workers.actor import UNITS_IN_FLIGHT, UnitTrainer
 
 POLL_S = 1.0  # how long the driver waits on results before looking at the pool again
 
@@ -158,7 +159,7 @@ def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already
            show_progress: bool) -> None:
     res = spec.resources
     actor_cls = ray.remote(UnitTrainer).options(
-        num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0
+        num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0, max_concurrency=UNITS_IN_FLIGHT
     )
     pool = ActorPool(actor_cls, (store.uri,), res, len(todo))
     queue = deque(todo)
@@ -167,14 +168,18 @@ def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already
     inflight: dict[ray.ObjectRef, tuple[object, str]] = {}
 
     def submit(actor) -> None:
-        """Hand a ready actor the next unit, or retire it when none is left."""
-        if not queue:
+        """Give a ready actor a unit; a second one (up to ``UNITS_IN_FLIGHT``) only while
+        every actor can still get one, so the last units do not queue behind each other
+        while another actor idles. Retire the actor once it holds none and none is left."""
+        held = sum(a is actor for a, _ in inflight.values())
+        if not queue and not held:
             pool.retire(actor, was_ready=True)
-            return
-        unit = queue.popleft()
-        attempts[unit.unit_id] += 1
-        ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants], attempts[unit.unit_id])
-        inflight[ref] = (actor, unit.unit_id)
+        while queue and (not held or (held < UNITS_IN_FLIGHT and len(queue) >= len(pool.live))):
+            unit = queue.popleft()
+            attempts[unit.unit_id] += 1
+            ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants], attempts[unit.unit_id])
+            inflight[ref] = (actor, unit.unit_id)
+            held += 1
 
     progress = progress_bar("variants", show_progress)
     t0 = time.perf_counter()
@@ -213,7 +218,7 @@ def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already
                         outcome.failed_units[unit_id] = reason
                     if actor_lives:  # only the unit failed
                         submit(actor)
-                    else:  # the unit goes to a fresh actor once it is placed
+                    elif actor in pool.live:  # its units go to a fresh actor once it is placed
                         pool.retire(actor, was_ready=True)
                         if queue:
                             pool.add()

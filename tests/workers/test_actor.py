@@ -29,3 +29,45 @@ def test_actor_trains_a_unit_with_one_thread_and_commits_it(tmp_path, ray_sessio
 
 def test_device_is_cpu_outside_ray_and_without_gpus():
     assert str(pick_device()) == "cpu"
+
+
+def test_next_unit_trains_while_the_last_is_written_and_writes_keep_training_order(tmp_path, monkeypatch):
+    """The race is controlled: unit a's write is held until unit b has trained (b's
+    training would never finish if it waited for a's write: the test would time out)."""
+    import threading
+
+    from workers import actor as actor_module
+
+    trainer = UnitTrainer(str(tmp_path / "sweep"))
+    trained_b, events = threading.Event(), []
+    real_train, real_write = actor_module.train_unit, actor_module.shards.write_unit
+
+    def train(configs, device):
+        result = real_train(configs, device)
+        events.append(("trained", configs[0].seed))
+        if configs[0].seed == 10:
+            trained_b.set()
+        return result
+
+    def write(fs, root, unit_id, result, attempt):
+        if unit_id == "a":
+            assert trained_b.wait(timeout=60), "unit b did not train while unit a was being written"
+        events.append(("written", unit_id))
+        return real_write(fs, root, unit_id, result, attempt=attempt)
+
+    monkeypatch.setattr(actor_module, "train_unit", train)
+    monkeypatch.setattr(actor_module.shards, "write_unit", write)
+    configs = {"a": [dataclasses.replace(CFG, seed=0).to_dict()], "b": [dataclasses.replace(CFG, seed=10).to_dict()]}
+    summaries = {}
+    first = threading.Thread(target=lambda: summaries.setdefault("a", trainer.run_unit("a", configs["a"])))
+    first.start()
+    while ("trained", 0) not in events:  # a trains first, so the order of the calls is fixed
+        first.join(timeout=0.01)
+    second = threading.Thread(target=lambda: summaries.setdefault("b", trainer.run_unit("b", configs["b"])))
+    second.start()
+    first.join(timeout=120)
+    second.join(timeout=120)
+    assert events == [("trained", 0), ("trained", 10), ("written", "a"), ("written", "b")]
+    fs, root = shards.resolve_filesystem(str(tmp_path / "sweep"))
+    assert sorted(shards.committed_units(fs, root, verify="full")) == ["a", "b"]
+    assert summaries["a"]["runs"] == [dataclasses.replace(CFG, seed=0).run_id]
