@@ -22,11 +22,16 @@ with the median alongside.
 
     python bench/train_throughput.py --variants 64 --steps 500 --repeats 3
     python bench/train_throughput.py --family cnn --width 8 --variants 16 --steps 200
+
+``--record-cost`` adds a third side: ``train_unit`` recording parameters (and held-out
+loss and accuracy) only at the first and last step, so that the cost of recording every
+``--record-every`` steps is the ratio of the two batched sides.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -128,6 +133,8 @@ def main(argv=None) -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--record-every", type=int, default=10, help="batched side: snapshot interval")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--record-cost", action="store_true",
+                    help="also time train_unit recording only the first and last step")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -142,7 +149,13 @@ def main(argv=None) -> None:
     print(f"{args.variants} {model}, batch {args.batch}, SGD momentum 0.9, {args.steps} steps each, "
           f"best of {args.repeats} after a short warm-up")
 
-    times = measure({"per-model": run_per_model, "batched": run_batched}, warmup, cfgs, args.repeats)
+    sides = {"per-model": run_per_model, "batched": run_batched}
+    if args.record_cost:
+        def unrecorded(cs):  # snapshots and held-out evaluation at steps 0 and T only
+            return run_batched([dataclasses.replace(c, record_every=c.steps) for c in cs])
+
+        sides["unrecorded"] = unrecorded
+    times = measure(sides, warmup, cfgs, args.repeats)
     best = {name: model_steps / min(t) for name, t in times.items()}
     median = {name: model_steps / statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
@@ -153,6 +166,9 @@ def main(argv=None) -> None:
     print("per-model = nn.Module + torch.optim.SGD loop only (batches drawn up front, no recording)")
     print(f"    ratio: {best['batched'] / best['per-model']:.2f}x best "
           f"({median['batched'] / median['per-model']:.2f}x median)")
+    if args.record_cost:
+        print(f"recording every {args.record_every} steps costs {100 * (best['unrecorded'] / best['batched'] - 1):.1f}%"
+              f" of the unrecorded time ({100 * (median['unrecorded'] / median['batched'] - 1):.1f}% on medians)")
 
 if __name__ == "__main__":
     main()

@@ -49,6 +49,16 @@ class BatchedMLP:
         # what the engine's optimiser updates: one tensor, so each of its ops runs once
         self.params = {"flat": self.flat_params}
         self.grads = {"flat": self.grad}
+        self._work: dict[tuple, torch.Tensor] = {}
+
+    def _buffer(self, key: tuple, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A reused output buffer: fresh multi-megabyte tensors are new pages from the
+        allocator each step, and their first touch (page faults) cost as much as the
+        product written into them (measured: 2.5 ms to fill 4 MB fresh, 0.1 ms reused)."""
+        buf = self._work.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._work[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
     def _views(self, buffer: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out, at = {}, 0
@@ -66,11 +76,11 @@ class BatchedMLP:
             a = x.flatten(1).T.expand(self.V, -1, -1)  # a stride-0 variant axis: no copies
         else:
             a = x.flatten(2).transpose(1, 2)
-        last = len(self.layers) - 1
+        last, n = len(self.layers) - 1, a.shape[2]
         for i, (w, b) in enumerate(self.layers):
             if keep is not None:
                 keep.append(a)
-            z = torch.baddbmm(b.unsqueeze(2), w, a)
+            z = torch.baddbmm(b.unsqueeze(2), w, a, out=self._buffer(("z", i, n), (self.V, w.shape[1], n), w))
             a = z if i == last else z.relu_()
         return a
 
@@ -94,10 +104,12 @@ class BatchedMLP:
             gw, gb = self.grad_layers[i]
             a = inputs[i]
             # into the flat buffer by copy: bmm's out= on a strided view loops matrix by matrix
-            gw.copy_(torch.bmm(dz, a.transpose(1, 2)))
+            gw.copy_(torch.bmm(dz, a.transpose(1, 2), out=self._buffer(("gw", i), gw.shape, gw)))
             torch.sum(dz, dim=2, out=gb)
             if i:  # through the layer, then ReLU's backward (autograd's own kernel; a is its output)
-                dz = torch.ops.aten.threshold_backward(torch.bmm(w.transpose(1, 2), dz), a, 0)
+                da = torch.bmm(w.transpose(1, 2), dz, out=self._buffer(("da", i), a.shape, a))
+                dz = torch.ops.aten.threshold_backward.grad_input(
+                    da, a, 0, grad_input=self._buffer(("dz", i), a.shape, a))
         return loss, acc
 
     def per_sample(self, x: torch.Tensor, y: torch.Tensor, shared: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from torch.optim import lr_scheduler
 from workers._batch_transforms import augment_images, input_noise
 from workers.config import VariantConfig
 from workers.datasets import BatchStream, dataset_split, variant_data
-from workers.engine import train_unit
+from workers.engine import EVAL_POINTS, train_unit
 from workers.models import build_model, flatten_params, init_params
 from workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, torch_generator
 
@@ -141,10 +141,10 @@ def test_cnn_under_data_quality_axes_matches_per_model_loop():
 
 def test_recorded_lr_is_the_schedule_and_held_out_curves_are_the_snapshots_on_test_points():
     """The lr column is each step's scheduled rate; held-out loss and accuracy at a recorded
-    step are the recorded parameters evaluated on the test points (all of digits' 360 test
+    step are the recorded parameters evaluated on the test points (all of digits' 180 test
     points here, so the last one equals the final test accuracy)."""
     torch.set_num_threads(1)
-    base = dict(dataset="digits", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
+    base = dict(dataset="digits", test_fraction=0.1, split_seed=0, label_noise=0.0, train_fraction=1.0,
                 model="mlp", width=8, depth=1, optimizer="sgd", batch_size=32, weight_decay=0.0, steps=40,
                 record_every=10)
     cfgs = [VariantConfig(**base, lr=0.1, schedule="step", milestones=(0.5,), seed=1),
@@ -157,7 +157,7 @@ def test_recorded_lr_is_the_schedule_and_held_out_curves_are_the_snapshots_on_te
     names = [n for n, _ in model.named_parameters()]
     sizes = [p.numel() for _, p in model.named_parameters()]
     x, y = torch.from_numpy(split.x_test), torch.from_numpy(split.y_test)
-    assert len(y) <= 1024
+    assert len(y) <= EVAL_POINTS
     for s in range(len(result.snapshot_steps)):
         for v in range(2):
             parts = torch.split(torch.from_numpy(result.snapshots[s, v]), sizes)
