@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
                 f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
                 f"failed {len(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
-                f"in {outcome.seconds:.1f}s"
+                f"in {outcome.seconds:.1f}s" + (f" (training {outcome.train_seconds:.1f}s)" if outcome.trained_units else "")
             )
             if outcome.mlflow_error:
                 print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)

@@ -50,6 +50,7 @@ class SweepOutcome:
     logged_runs: int = 0
     mlflow_error: str | None = None
     seconds: float = 0.0
+    train_seconds: float = 0.0  # from the first unit handed out to the last one committed
     n_actors: int = 0  # the most actors training at once
 
 
@@ -63,6 +64,11 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        # Ray starts its workers at niceness 15, below this driver: on a machine whose
+        # cores all train, the driver's MLflow logging would take them first. At 0 the
+        # actors train at the driver's priority and its logger (tracking.LOGGER_NICE) yields.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
     except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
@@ -127,7 +133,10 @@ def run_sweep(
 
 def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, address: str | None,
                show_progress: bool, verify: str, start: float) -> SweepOutcome:
-    store.initialise(spec, variants, pack(variants, spec.resources.variants_per_unit))
+    res = spec.resources
+    # auto-sized units: at least two per actor (num_actors, or this machine's cores for a local run)
+    min_units = 2 * (res.num_actors or os.cpu_count() or 1)
+    store.initialise(spec, variants, pack(variants, res.variants_per_unit, min_units))
     units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
@@ -147,8 +156,13 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
     try:
         if todo:
             connect(address)
+            train_start = time.perf_counter()
             _train(spec, store, todo, log, outcome,
                    already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
+            outcome.train_seconds = time.perf_counter() - train_start
+            if log.backlog():
+                console.print(f"training done in {outcome.train_seconds:.1f}s; logging {log.backlog()} "
+                              "committed units to MLflow ...")
     finally:
         log.finish([u.unit_id for u in units], complete=not outcome.failed_units and outcome.trained_units == len(todo))
     outcome.seconds = time.perf_counter() - start

@@ -86,18 +86,50 @@ def expand(spec: SweepSpec) -> list[VariantConfig]:
     return out
 
 
-def pack(variants: list[VariantConfig], variants_per_unit: int) -> list[WorkUnit]:
+# ``variants_per_unit: auto``: a unit's working set (parameters and one batch's activations,
+# per variant) is kept near this many float32 values (4 MB, about a core's L2 cache here):
+# measured with bench/train_throughput.py, bigger units spill it and smaller ones pay the
+# per-operation overhead more often (best sizes: 64-128 variants at width 8, 16-32 at 64).
+UNIT_WORKING_SET = 1 << 20
+AUTO_UNIT_RANGE = (8, 128)
+
+
+def auto_unit_size(cfg: VariantConfig) -> int:
+    """Variants per unit for ``cfg``'s shape class: the power of two that keeps the unit's
+    working set near :data:`UNIT_WORKING_SET`, within :data:`AUTO_UNIT_RANGE`."""
+    from workers.datasets import dataset_split
+    from workers.models import activation_count, param_count
+
+    shape = dataset_split(cfg).shape
+    per_variant = param_count(cfg, shape) + cfg.batch_size * activation_count(cfg, shape)
+    size = 2 ** max(0, int(math.log2(max(1, UNIT_WORKING_SET // per_variant))))
+    return min(max(size, AUTO_UNIT_RANGE[0]), AUTO_UNIT_RANGE[1])
+
+
+def pack(variants: list[VariantConfig], variants_per_unit: int | str, min_units: int = 1) -> list[WorkUnit]:
     """Pack variants into units of at most ``variants_per_unit`` sharing a ``shape_key``.
 
-    Within a shape class the units are balanced (sizes differ by at most one), so no
-    actor gets a straggler unit of one variant.
+    ``"auto"`` sizes each shape class's units with :func:`auto_unit_size`, then splits
+    them further (down to the range's smallest size) until the sweep has ``min_units``
+    units, so that every actor gets work. Within a shape class the units are balanced
+    (sizes differ by at most one), so no actor gets a straggler unit of one variant.
     """
     classes: dict[tuple, list[VariantConfig]] = {}
     for v in variants:
         classes.setdefault(v.shape_key, []).append(v)
+    sizes = {k: auto_unit_size(m[0]) if variants_per_unit == "auto" else int(variants_per_unit)
+             for k, m in classes.items()}
+    counts = {k: -(-len(m) // sizes[k]) for k, m in classes.items()}
+    if variants_per_unit == "auto":
+        while sum(counts.values()) < min_units:
+            # split the class whose units are largest, while they hold more than the smallest size
+            k = max(classes, key=lambda c: len(classes[c]) / counts[c])
+            if len(classes[k]) / counts[k] <= AUTO_UNIT_RANGE[0]:
+                break
+            counts[k] += 1
     units = []
-    for members in classes.values():
-        n_units = -(-len(members) // variants_per_unit)
+    for k, members in classes.items():
+        n_units = counts[k]
         for i in range(n_units):
             chunk = tuple(members[i::n_units])
             digest = hashlib.sha256(",".join(v.run_id for v in chunk).encode()).hexdigest()[:16]

@@ -186,7 +186,8 @@ class RecordSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    variants_per_unit: PositiveInt = 16
+    # auto: sized from each model's parameters and activations (orchestrator.expand.auto_unit_size)
+    variants_per_unit: PositiveInt | Literal["auto"] = "auto"
     num_actors: PositiveInt | None = None  # default: as many as the cluster has CPUs for
     cpus_per_actor: PositiveFloat = 1.0
     gpus_per_actor: NonNegFloat = 0.0

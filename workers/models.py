@@ -42,3 +42,25 @@ def param_count(cfg: VariantConfig, shape: DataShape) -> int:
     with torch.device("meta"):
         model = build_model(cfg, shape)
     return sum(p.numel() for p in model.parameters())
+
+
+def activation_count(cfg: VariantConfig, shape: DataShape) -> int:
+    """Values the forward pass of one sample produces (the outputs of every leaf module),
+    counted on the meta device (no memory): with :func:`param_count`, a variant's working
+    set per training step."""
+    with torch.device("meta"):
+        model = build_model(cfg, shape)
+        count = [0]
+
+        def tally(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                count[0] += output[0].numel()  # per sample: the batch is 1
+
+        leaves = [m for m in model.modules() if not list(m.children())]
+        hooks = [m.register_forward_hook(tally) for m in leaves]
+        dtype = torch.int64 if shape.vocab else torch.float32
+        x = torch.zeros((1, *shape.input_shape), dtype=dtype)
+        model(x)
+        for h in hooks:
+            h.remove()
+    return count[0]

@@ -38,3 +38,33 @@ def test_units_only_mix_variants_of_equal_shapes_and_batch_size():
     # 4 shape classes of 12 variants, each split into 3 balanced units of 4
     assert sorted(len(u.variants) for u in units) == [4] * 12
     assert [u.unit_id for u in units] == [u.unit_id for u in pack(expand(spec), 5)]
+
+
+def _digits_mlps(width: int, batch: int, seeds: int) -> list:
+    return expand(parse_spec({"name": "auto", "dataset": {"name": "digits"},
+                              "model": {"family": "mlp", "width": width, "depth": 2},
+                              "optimizer": {"batch_size": batch, "steps": 10}, "seeds": seeds}))
+
+
+def test_auto_unit_size_keeps_a_units_working_set_near_the_budget():
+    from orchestrator.expand import UNIT_WORKING_SET, auto_unit_size
+
+    # per variant: parameters + batch x activations; digits MLP 64-W-W-10 at batch 128
+    #   width 8:     682 + 128 * 42   =   6,058 -> 2**20 / 6,058  = 173 -> 128
+    #   width 64:  8,970 + 128 * 266  =  43,018 -> 24 -> 16
+    #   width 256: 85,002 + 128 * 1034 = 217,354 -> 4.8 -> 4, raised to the smallest size, 8
+    assert UNIT_WORKING_SET == 2**20
+    assert [auto_unit_size(_digits_mlps(w, 128, 1)[0]) for w in (8, 64, 256)] == [128, 16, 8]
+    # a bigger batch is a bigger working set: smaller units
+    assert auto_unit_size(_digits_mlps(64, 32, 1)[0]) == 32  # 8,970 + 32 * 266 = 17,482 -> 60 -> 32
+    assert auto_unit_size(_digits_mlps(64, 512, 1)[0]) == 8
+
+
+def test_auto_packing_splits_units_until_every_actor_can_get_work():
+    variants = _digits_mlps(8, 128, 24)  # one shape class; auto size 128: one unit
+    assert [len(u.variants) for u in pack(variants, "auto")] == [24]
+    # four units wanted: split 24 -> 12 -> 8 per unit, then stop (8 is the smallest size)
+    assert sorted(len(u.variants) for u in pack(variants, "auto", min_units=4)) == [8, 8, 8]
+    assert sorted(len(u.variants) for u in pack(variants, "auto", min_units=2)) == [12, 12]
+    again = pack(_digits_mlps(8, 128, 24), "auto", min_units=4)  # deterministic: resume relies on it
+    assert [u.unit_id for u in again] == [u.unit_id for u in pack(variants, "auto", min_units=4)]
