@@ -25,13 +25,20 @@ with the median alongside.
 
 ``--record-cost`` adds a third side: ``train_unit`` recording parameters (and held-out
 loss and accuracy) only at the first and last step, so that the cost of recording every
-``--record-every`` steps is the ratio of the two batched sides.
+``--record-every`` steps is the ratio of the two batched sides. ``--batched-only`` skips
+the per-model loop (to compare unit sizes: ``--variants`` 8 ... 256). ``--side-by-side``
+adds a side that runs the batched unit in two processes at once (two actors on two
+cores): how far a second process scales this machine.
+
+    python bench/train_throughput.py --width 8 --record-cost
+    python bench/train_throughput.py --width 64 --variants 32 --steps 100 --repeats 2 --batched-only
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -135,6 +142,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--record-cost", action="store_true",
                     help="also time train_unit recording only the first and last step")
+    ap.add_argument("--batched-only", action="store_true", help="skip the per-model loop")
+    ap.add_argument("--side-by-side", action="store_true", help="also run the batched unit in two processes at once")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -149,12 +158,22 @@ def main(argv=None) -> None:
     print(f"{args.variants} {model}, batch {args.batch}, SGD momentum 0.9, {args.steps} steps each, "
           f"best of {args.repeats} after a short warm-up")
 
-    sides = {"per-model": run_per_model, "batched": run_batched}
+    sides = {"batched": run_batched} if args.batched_only else {"per-model": run_per_model, "batched": run_batched}
     if args.record_cost:
         def unrecorded(cs):  # snapshots and held-out evaluation at steps 0 and T only
             return run_batched([dataclasses.replace(c, record_every=c.steps) for c in cs])
 
         sides["unrecorded"] = unrecorded
+    if args.side_by_side:
+        pool = mp.get_context("spawn").Pool(2, initializer=torch.set_num_threads, initargs=(1,))
+        pool.map(run_batched, [warmup, warmup])
+
+        def two_processes(cs):  # the same unit in each process: wall time for both, counted as one unit
+            t0 = time.perf_counter()
+            pool.map(run_batched, [cs, cs])
+            return (time.perf_counter() - t0) / 2
+
+        sides["2 processes"] = two_processes
     times = measure(sides, warmup, cfgs, args.repeats)
     best = {name: model_steps / min(t) for name, t in times.items()}
     median = {name: model_steps / statistics.median(t) for name, t in times.items()}
@@ -164,8 +183,12 @@ def main(argv=None) -> None:
     print("  batched = train_unit end to end: init, data sampling, per-step loss/acc/grad-norm "
           "recording, snapshots, final evaluation")
     print("per-model = nn.Module + torch.optim.SGD loop only (batches drawn up front, no recording)")
-    print(f"    ratio: {best['batched'] / best['per-model']:.2f}x best "
-          f"({median['batched'] / median['per-model']:.2f}x median)")
+    if "per-model" in best:
+        print(f"    ratio: {best['batched'] / best['per-model']:.2f}x best "
+              f"({median['batched'] / median['per-model']:.2f}x median)")
+    if args.side_by_side:
+        pool.close()
+        print(f"two processes side by side: {best['2 processes'] / best['batched']:.2f}x one process's throughput")
     if args.record_cost:
         print(f"recording every {args.record_every} steps costs {100 * (best['unrecorded'] / best['batched'] - 1):.1f}%"
               f" of the unrecorded time ({100 * (median['unrecorded'] / median['batched'] - 1):.1f}% on medians)")

@@ -201,7 +201,9 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     proj = None
     if c0.projection_dim:
         proj = torch.from_numpy(projection_matrix(n_params, c0.projection_dim, c0.projection_seed)).to(device)
-    snaps: list[torch.Tensor] = []
+    # every snapshot is written into one (S, V, D) tensor: no stacking copy at the end
+    snaps = torch.empty((len(snap_steps), V, c0.projection_dim or n_params), device=device)
+    n_snaps = 0
     held_out = _HeldOut(net, split, device)
     evals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -226,7 +228,11 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         yb = torch.gather(labels, 1, pos)
         if t in snap_set:
             flat = net.flat()
-            snaps.append(flat @ proj.T if proj is not None else flat.clone())
+            if proj is not None:
+                torch.matmul(flat, proj.T, out=snaps[n_snaps])
+            else:
+                snaps[n_snaps].copy_(flat)
+            n_snaps += 1
             evals.append(held_out())
         loss, acc = net.loss_and_grad(xb, yb)
         grads = net.grads
@@ -262,7 +268,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         last_step=last_step,
         status=["ok" if s == T else "diverged" for s in last_step],
         snapshot_steps=snap_steps,
-        snapshots=torch.stack(snaps).to(getattr(torch, c0.record_dtype)).cpu().numpy(),
+        snapshots=snaps.to(getattr(torch, c0.record_dtype)).cpu().numpy(),
         test_loss=torch.stack([e[0] for e in evals]).cpu().numpy(),
         test_acc=torch.stack([e[1] for e in evals]).cpu().numpy(),
         final_params=net.flat().cpu().numpy(),
