@@ -3,10 +3,10 @@
 Units already committed in the store are skipped (resume). Each actor holds up to
 ``UNITS_IN_FLIGHT`` units (one training while the last is written), and only once it has
 been placed and started (:mod:`orchestrator.actor_pool`); ``ray.wait`` hands the next unit
-to whichever actor finishes one first. A unit whose actor
-dies is retried on a fresh actor up to ``resources.max_retries`` times. After every
-committed unit the driver (the only MLflow writer) logs that unit's variants. One driver
-per sweep at a time (:mod:`orchestrator.lease`).
+to whichever actor finishes one first. A unit whose actor dies is retried on a fresh
+actor up to ``resources.max_retries`` times. After every committed unit the driver (the
+only MLflow writer) logs that unit's variants. One driver per sweep at a time
+(:mod:`orchestrator.lease`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class SweepOutcome:
     logged_runs: int = 0
     mlflow_error: str | None = None
     seconds: float = 0.0
-    train_seconds: float = 0.0  # from the first unit handed out to the last one committed
+    train_seconds: float = 0.0  # from starting the actors to the last unit committed
     n_actors: int = 0  # the most actors training at once
 
 

@@ -130,8 +130,9 @@ def _yield_cpu_to_training() -> None:
     thread has a priority of its own; elsewhere this would lower the whole driver: skipped)."""
     if not sys.platform.startswith("linux"):
         return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOGGER_NICE)
+    tid = threading.get_native_id()
+    try:  # never raise it: a driver already run at a lower priority keeps it
+        os.setpriority(os.PRIO_PROCESS, tid, max(LOGGER_NICE, os.getpriority(os.PRIO_PROCESS, tid)))
     except OSError:  # not permitted here: log at normal priority
         pass
 

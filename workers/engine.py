@@ -1,7 +1,9 @@
 """The batched training engine: every variant of a unit trains as one stacked model.
 
-Parameters of ``V`` variants are stacked along a leading dimension and the model is
-called through ``torch.func.functional_call`` under ``vmap``; per-variant learning rates
+Parameters of ``V`` variants are stacked along a leading dimension. MLPs train through
+the hand-batched MLP of ``workers._batched_mlp``; every other family is called through
+``torch.func.functional_call`` under ``vmap`` (the fastest exact path of each, measured in
+bench/compile_step.py and bench/train_throughput.py); per-variant learning rates
 and their schedules, weight decays and the data-quality axes are just per-variant tensors,
 indices and seeded generators. The optimisers are written directly over the stacked
 tensors (updated in place) and follow ``torch.optim.SGD`` (momentum, no dampening),
@@ -25,9 +27,9 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
 from workers._batch_transforms import augment_per_variant, input_noise
+from workers._batched_mlp import BatchedMLP
 from workers.config import VariantConfig
 from workers.datasets import BatchStream, SplitData, dataset_split, variant_data
-from workers._batched_mlp import BatchedMLP
 from workers.models import build_model, flatten_params, init_params
 from workers.schedules import is_constant, lr_table
 from workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
@@ -40,9 +42,9 @@ _EVAL_VALUES = 1 << 24
 # Held-out loss and accuracy are measured at every recorded step on this many points of the
 # test split (its order is already a seeded permutation, so the first ones are a fixed
 # random subset): the curves that show, say, a train/test gap closing late (grokking).
-# 256 keeps recording every 10 steps within 10% of training (1,024 cost 12% on its own,
-# bench/train_throughput.py --record-cost); an accuracy on them has a standard error of at
-# most 3 points, and the final metrics use the whole split.
+# 1,024 cost 12% of training on their own (bench/train_throughput.py --record-cost); an
+# accuracy on 256 has a standard error of at most 3 points, and the final metrics use the
+# whole split.
 EVAL_POINTS = 256
 
 

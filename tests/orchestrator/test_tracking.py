@@ -3,8 +3,11 @@ logging, never training."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -46,3 +49,22 @@ def test_training_finishes_while_logging_is_held(tmp_path, monkeypatch):
         cli.join(300)
     assert result["code"] == 0, result["err"][-2000:]
     assert "trained 4, already done 0, failed 0; logged 8 MLflow runs" in result["out"]
+    # the user is told that training is done and logging is catching up, and how long each took
+    assert "committed units to MLflow" in result["err"] and "(training " in result["out"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own CPU priority is Linux's")
+def test_the_logging_thread_yields_the_cpu_to_training(tmp_path, monkeypatch):
+    seen = {}
+
+    def no_tracking_store(*args):  # runs on the logging thread, first thing it does
+        seen["logger"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return None
+
+    monkeypatch.setattr(tracking, "open_sink", no_tracking_store)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    log = tracking.SweepLog("sqlite:///unused.db", "e", SweepStore(str(tmp_path), "s"), {}, {},
+                            outcome=types.SimpleNamespace(mlflow_error=None, sweep_id="s"))
+    log.finish([], complete=False)
+    assert seen["logger"] == max(before, tracking.LOGGER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the driver's own thread is untouched
