@@ -12,8 +12,10 @@ parameters directly:
   folded into the batched product) and the loss's ``log_softmax`` runs over a non-innermost
   class axis, which torch's CPU kernel does ~10x faster for few classes;
 * the backward pass written out (cross-entropy, ReLU and linear layers have closed-form
-  gradients), each layer's weight gradient computed by one ``bmm`` straight into a flat
-  ``(V, P)`` gradient buffer.
+  gradients): each layer's weight gradient is one ``bmm`` into a reused buffer, copied into
+  the flat ``(V, P)`` gradient buffer (``bmm``'s ``out=`` on a strided view of it would
+  loop matrix by matrix), its bias gradient one ``sum`` written there directly;
+* every layer output and intermediate in reused buffers (see :meth:`BatchedMLP._buffer`).
 
 The arithmetic is the same as autograd's up to the order of float additions inside the
 products, so trajectories agree with the per-model loop to round-off (tested against
