@@ -27,7 +27,7 @@ from torch.func import functional_call, jacrev, vmap
 METHOD_VERSION = 1  # bump when a change alters results: stored results of older versions are redone
 # kernels closer than this are one kernel up to float32 round-off: such a run has no transition
 STILL = 1e-6
-SETTLE_FACTOR = 2.0  # transition: from here on the velocity stays within this factor of its late level
+SETTLE_DROP = 10.0  # transition: the velocity has fallen to a tenth of its early peak
 # Rough budget of one chunk's per-sample Jacobians (probe points x classes x parameters).
 _CHUNK_BYTES = 200_000_000
 
@@ -122,25 +122,27 @@ def kernel_path(model: torch.nn.Module, thetas: np.ndarray, steps: np.ndarray, x
     return KernelPath(steps, d_init, d_final, velocity, transition_step(steps, velocity) if moved else None)
 
 
-def transition_step(steps: np.ndarray, velocity: np.ndarray, factor: float = SETTLE_FACTOR) -> int | None:
-    """Where the fast early change of the kernel gives way to slow steady change: the first
-    recorded step from which the velocity (a running median of three recordings, against
-    single noisy ones) stays within ``factor`` times its late level, the median velocity
-    of the second half of training. ``None`` when fewer than four velocities are known or
-    the kernel does not move late (a late level of 0: a kernel that never moves has no
-    transition to speak of)."""
+def transition_step(steps: np.ndarray, velocity: np.ndarray, drop: float = SETTLE_DROP) -> int | None:
+    """Where the fast early change of the kernel gives way to slow change: the first
+    recorded step after the velocity's peak at which the velocity (a running median of
+    three recordings, against single noisy ones) has fallen below ``1 / drop`` of that
+    peak. ``None`` with fewer than four known velocities, or when it never falls that far.
+
+    Our rule, not Fort et al.'s (they read it off the curves): their late velocity is
+    "roughly constant", but with a constant learning rate here it keeps decaying slowly, so
+    a rule anchored on the late level moves with the run's length; the early peak does not.
+    """
     v = np.asarray(velocity, dtype=np.float64)
     known = np.flatnonzero(np.isfinite(v))
     if len(known) < 4:
         return None
     vk = v[known]
     smooth = np.array([np.median(vk[max(i - 1, 0):i + 2]) for i in range(len(vk))])
-    late = float(np.median(vk[len(vk) // 2:]))
-    if not late > 0:
+    peak = int(np.argmax(smooth))
+    if not smooth[peak] > 0:
         return None
-    above = np.flatnonzero(smooth > factor * late)
-    first_settled = 0 if not len(above) else above[-1] + 1
-    if first_settled >= len(vk):
+    below = np.flatnonzero(smooth[peak:] < smooth[peak] / drop)
+    if not len(below):
         return None
-    # the velocity at index k is over the interval ending at steps[k]: settled from there on
-    return int(np.asarray(steps)[known[first_settled]])
+    # the velocity at index k is over the interval ending at steps[k]: slow from there on
+    return int(np.asarray(steps)[known[peak + below[0]]])

@@ -1,13 +1,15 @@
 """The reduction's part of the store: ``SWEEP/reduction/``, one set of files per analysis
-(``morse``, ``taxonomy``)::
+(``morse``, ``taxonomy``, ``koopman``, ``ntk``)::
 
     reduction/NAME/groups/GROUP_ID.parquet    one row: the group's results (per group, resumable)
     reduction/NAME/runs/GROUP_ID.parquet      one row per run of the group
     reduction/NAME.parquet                    all groups (rebuilt from the parts after each reduce)
     reduction/NAME_runs.parquet               all runs
+    reduction/koopman_pairs.parquet           the conjugacy verdict of every pair of groups, with its numbers
     reduction/plots/GROUP_ID/...              a group's pictures (morse_graph.{png,dot}, morse_sets.png,
-                                              connection_matrix.png)
-    reduction/plots/*.png                     sweep-wide pictures (phase diagram, metric heatmaps)
+                                              connection_matrix.png, ntk.png)
+    reduction/plots/*.png                     sweep-wide pictures (phase diagram, metric heatmaps,
+                                              koopman_classes.png)
 
 Each part is written to a temporary name and moved into place, so a part that exists is
 whole; a group counts as reduced once its group part exists without an error.
@@ -143,7 +145,83 @@ TAXONOMY_RUN_SCHEMA = pa.schema([
     ("hessian_trace", _F64),
 ])
 
-SCHEMAS = {"morse": (MORSE_GROUP_SCHEMA, MORSE_RUN_SCHEMA), "taxonomy": (TAXONOMY_GROUP_SCHEMA, TAXONOMY_RUN_SCHEMA)}
+KOOPMAN_GROUP_SCHEMA = pa.schema([
+    ("group_id", pa.string()),
+    ("settings_key", pa.string()),
+    ("error", pa.string()),
+    ("n_runs", _I32),
+    ("n_spectra", _I32),  # runs with a spectrum of their own (enough snapshot pairs)
+    ("n_pairs", _I32),  # snapshot pairs stacked for the group's spectrum
+    ("eig_real", _LF64),  # the group's Koopman eigenvalues (all its runs stacked), largest modulus first
+    ("eig_imag", _LF64),
+    ("modulus_1", _F64),
+    ("modulus_2", _F64),
+    ("modulus_3", _F64),
+    ("spread", _F64),  # mean Wasserstein distance between two seeds' spectra
+    ("koopman_class", _I32),  # dynamical equivalence class: set across the sweep in koopman.parquet
+    ("warnings", pa.list_(pa.string())),
+    ("run_ids", pa.list_(pa.string())),
+    ("seconds", _F64),
+    ("param_delays", _I32),
+    ("param_rank", _I32),
+    ("param_snapshots", pa.string()),
+    ("param_early_fraction", _F64),
+    ("param_seed", pa.int64()),
+])
+
+KOOPMAN_RUN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("group_id", pa.string()),
+    ("status", pa.string()),
+    ("eig_real", _LF64),  # the run's own spectrum (null: too few snapshot pairs, or diverged)
+    ("eig_imag", _LF64),
+    ("modulus_1", _F64),
+])
+
+# the numbers behind each verdict of conjugacy, one row per ordered pair of groups
+KOOPMAN_PAIRS_SCHEMA = pa.schema([
+    ("group_a", pa.string()),
+    ("group_b", pa.string()),
+    ("distance", _F64),  # mean distance between a seed of a and a seed of b
+    ("spread_a", _F64),
+    ("spread_b", _F64),
+    ("ratio", _F64),  # distance / max(spread_a, spread_b)
+    ("conjugate", pa.bool_()),  # ratio <= 1
+])
+
+NTK_GROUP_SCHEMA = pa.schema([
+    ("group_id", pa.string()),
+    ("settings_key", pa.string()),
+    ("error", pa.string()),
+    ("n_runs", _I32),
+    ("n_probe", _I32),
+    ("steps", pa.list_(pa.int64())),  # recorded steps every seed has a kernel at
+    ("distance_init", _LF64),  # mean over seeds, per step
+    ("distance_final", _LF64),
+    ("velocity", _LF64),
+    ("transition_step", pa.int64()),  # median over seeds
+    ("transition_steps", pa.list_(pa.int64())),
+    ("final_distance_init", _F64),
+    ("run_ids", pa.list_(pa.string())),
+    ("seconds", _F64),
+    ("param_probe", _I32),
+    ("param_max_kernels", _I32),
+    ("param_seed", pa.int64()),
+])
+
+NTK_RUN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("group_id", pa.string()),
+    ("status", pa.string()),
+    ("steps", pa.list_(pa.int64())),
+    ("distance_init", _LF64),
+    ("distance_final", _LF64),
+    ("velocity", _LF64),  # first entry null: no earlier kernel
+    ("transition_step", pa.int64()),
+])
+
+SCHEMAS = {"morse": (MORSE_GROUP_SCHEMA, MORSE_RUN_SCHEMA), "taxonomy": (TAXONOMY_GROUP_SCHEMA, TAXONOMY_RUN_SCHEMA),
+           "koopman": (KOOPMAN_GROUP_SCHEMA, KOOPMAN_RUN_SCHEMA), "ntk": (NTK_GROUP_SCHEMA, NTK_RUN_SCHEMA)}
 
 
 class ReductionStore:
@@ -206,9 +284,20 @@ class ReductionStore:
     def table_paths(self) -> list[str]:
         return [f"{self.root}/{self.name}.parquet", f"{self.root}/{self.name}_runs.parquet"]
 
-    def consolidate(self) -> tuple[pa.Table, pa.Table]:
-        """Rebuild ``NAME.parquet`` and ``NAME_runs.parquet`` from the parts."""
+    def write_table(self, name: str, rows: list[dict], schema: pa.Schema) -> str:
+        """A sweep-wide table ``reduction/NAME.parquet`` (e.g. Koopman's pairs); returns its path."""
+        path = f"{self.root}/{name}.parquet"
+        self._write_table(path, pa.Table.from_pylist(rows, schema))
+        return path
+
+    def consolidate(self, group_columns: dict[str, dict] | None = None) -> tuple[pa.Table, pa.Table]:
+        """Rebuild ``NAME.parquet`` and ``NAME_runs.parquet`` from the parts; ``group_columns``
+        (column -> group id -> value) fills sweep-wide columns the parts leave empty."""
         groups = self._read_parts(f"{self.name}/groups", self.group_schema).sort_by("group_id")
+        for column, values in (group_columns or {}).items():
+            filled = pa.array([values.get(g) for g in groups.column("group_id").to_pylist()],
+                              self.group_schema.field(column).type)
+            groups = groups.set_column(groups.schema.get_field_index(column), column, filled)
         runs = self._read_parts(f"{self.name}/runs", self.run_schema).sort_by([("group_id", "ascending"),
                                                                                 ("run_id", "ascending")])
         paths = self.table_paths()

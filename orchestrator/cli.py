@@ -12,6 +12,7 @@ import os
 import sys
 
 from orchestrator.mlflow_sink import DEFAULT_TRACKING_URI
+from orchestrator.spec import ReduceSpec
 from orchestrator.store import DEFAULT_STORE
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -45,11 +46,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="if a sweep of this name exists with a different spec, start a new sweep "
                          "(id NAME-HASH) instead of refusing")
 
-    rd = sub.add_parser("reduce", help="compute each group's Morse graph and taxonomy from the stored sweep")
+    rd = sub.add_parser("reduce", help="compute each group's Morse graph, taxonomy, Koopman spectrum and NTK "
+                                       "evolution from the stored sweep")
     rd.add_argument("sweep", help="sweep id (the spec's name)")
     run_args(rd)
     rd.add_argument("--force", action="store_true", help="reduce groups again even if already reduced")
-    rd.add_argument("--only", choices=["morse", "taxonomy"], action="append",
+    rd.add_argument("--only", choices=list(ReduceSpec.model_fields), action="append",
                     help="run only this analysis (repeatable); default: all")
     for flag, what in (("dims", "projected dimensions (2-4)"), ("tau", "map step, in snapshots"),
                        ("subdiv-min", "grid depth where Morse sets are reported"),
@@ -117,6 +119,8 @@ def _reduce(store, args, settings) -> int:
         extra.append(f"held-out basin accuracy {outcome.basin_accuracy:.2f} (chance {outcome.chance:.2f})")
     if "taxonomy" in outcome.counts:
         extra.append("phases " + (", ".join(f"{p} {n}" for p, n in sorted(outcome.phases.items())) or "none"))
+    if "koopman" in outcome.counts:
+        extra.append(f"Koopman equivalence classes {outcome.koopman_classes}")
     print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts)
           + f"; waiting for training {outcome.waiting}; " + "; ".join(extra)
           + f"; logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s")

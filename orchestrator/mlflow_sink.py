@@ -36,7 +36,7 @@ TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
     "doodl.logged",
 )
 # per analysis, the tag holding the settings a child's results were logged with
-ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy"}
+ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy", "koopman": "doodl.koopman", "ntk": "doodl.ntk"}
 TABLE_COLUMNS = {
     "morse": ("group_id", "label", "n_runs", "coordinates", "basin_accuracy", "chance", "basin_accuracy_start",
               "n_transit", "n_undecided", "n_morse_sets", "n_attractors", "n_unresolved", "cm_n_morse_sets", "cm_n_attractors",
@@ -44,6 +44,10 @@ TABLE_COLUMNS = {
     "taxonomy": ("group_id", "label", "phase", "n_seeds", "train_loss", "train_acc", "test_acc", "hessian_top",
                  "hessian_trace", "mc", "line_barrier", "cka", "l2", "total_s", "threshold_train_loss",
                  "threshold_mc_tolerance", "threshold_cka", "error"),
+    "koopman": ("group_id", "label", "koopman_class", "n_runs", "n_spectra", "n_pairs", "modulus_1", "modulus_2",
+                "modulus_3", "spread", "seconds", "warnings", "error"),
+    "ntk": ("group_id", "label", "n_runs", "n_probe", "transition_step", "transition_steps", "final_distance_init",
+            "seconds", "error"),
 }
 TAXONOMY_METRICS = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "mc", "line_mc", "line_barrier", "cka",
                     "l2")
@@ -323,6 +327,56 @@ class MlflowSink:
                 tags.append(RunTag("doodl.taxonomy_error", row["error"][:500]))
             self.client.log_batch(child, metrics=metrics, tags=tags)
             self.reduction_logged["taxonomy"][run["run_id"]] = settings_key
+            done += 1
+        return done
+
+    def log_group_koopman(self, row: dict, runs: list[dict], settings_key: str) -> int:
+        """Log one group's Koopman spectrum on each of its children: the group's leading
+        eigenvalue moduli and seed spread, the run's own leading modulus, and the group's
+        equivalence class as the tag ``doodl.koopman_class`` (class numbers depend on which
+        groups a sweep holds: a tag, never a metric)."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        done = 0
+        for run, child in self._pending("koopman", runs, settings_key):
+            metrics, tags = [], [RunTag(ANALYSIS_TAGS["koopman"], settings_key)]
+            if row.get("error") is None:
+                values = {f"koopman_modulus_{k}": row.get(f"modulus_{k}") for k in (1, 2, 3)}
+                values.update(koopman_spread=row.get("spread"), koopman_run_modulus_1=run.get("modulus_1"))
+                metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and np.isfinite(v)]
+                if row.get("koopman_class") is not None:
+                    tags.append(RunTag("doodl.koopman_class", str(row["koopman_class"])))
+            else:
+                tags.append(RunTag("doodl.koopman_error", row["error"][:500]))
+            self.client.log_batch(child, metrics=metrics, tags=tags)
+            self.reduction_logged["koopman"][run["run_id"]] = settings_key
+            done += 1
+        return done
+
+    def log_group_ntk(self, row: dict, runs: list[dict], pictures: dict[str, str], settings_key: str) -> int:
+        """Log one group's NTK evolution on each of its children: the run's own curves
+        (``ntk_distance_init``, ``ntk_velocity`` at its recorded steps) and transition step,
+        the group's median transition, and the group's picture under ``ntk/``."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        done = 0
+        for run, child in self._pending("ntk", runs, settings_key):
+            metrics, tags = [], [RunTag(ANALYSIS_TAGS["ntk"], settings_key)]
+            if row.get("error") is None:
+                for name, key in (("ntk_distance_init", "distance_init"), ("ntk_velocity", "velocity")):
+                    metrics += [Metric(name, float(v), now, int(step)) for step, v in
+                                zip(run.get("steps") or [], run.get(key) or []) if v is not None and np.isfinite(v)]
+                single = {"ntk_transition_step": run.get("transition_step"),
+                          "group_ntk_transition_step": row.get("transition_step")}
+                metrics += [Metric(k, float(v), now, 0) for k, v in single.items() if v is not None]
+            else:
+                tags.append(RunTag("doodl.ntk_error", row["error"][:500]))
+            self.client.log_batch(child, metrics=metrics, tags=tags)
+            for path in pictures.values():
+                self.client.log_artifact(child, path, artifact_path="ntk")
+            self.reduction_logged["ntk"][run["run_id"]] = settings_key
             done += 1
         return done
 

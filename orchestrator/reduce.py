@@ -1,13 +1,15 @@
-"""``doodl reduce``: Ray tasks per group turn the stored sweep into Morse graphs and the
-connectivity taxonomy.
+"""``doodl reduce``: Ray tasks per group turn the stored sweep into Morse graphs, the
+connectivity taxonomy, Koopman spectra and NTK evolution.
 
 For each analysis (``morse``: :func:`analysis.morse_task.morse_for_group`; ``taxonomy``:
-:func:`analysis.taxonomy.taxonomy_for_group`) and each group whose units are all committed
-(and sound), one task. A group already reduced with the same settings is skipped unless
+:func:`analysis.taxonomy.taxonomy_for_group`; ``koopman``:
+:func:`analysis.koopman_task.koopman_for_group`; ``ntk``: :func:`analysis.ntk_task.ntk_for_group`)
+and each group whose units are all committed (and sound), one task. A group already reduced with the same settings is skipped unless
 ``force``; a group whose reduction fails records its error in its row and the others go
 on. The driver writes each result to ``SWEEP/reduction/`` as it arrives (see
 :mod:`orchestrator._reduction_store`) and logs it to MLflow, then rebuilds the all-groups
-tables and the sweep-wide pictures (phase diagram, metric heatmaps).
+tables and the sweep-wide results (phase diagram, metric heatmaps; Koopman's equivalence
+classes, which need every group's spectra: Koopman results reach MLflow once they are known).
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from orchestrator.store import SweepStore
 from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
 from workers.config import later_labels
 
-ANALYSES = ("morse", "taxonomy")
-MORSE_PICTURES = ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png")
+ANALYSES = tuple(ReduceSpec.model_fields)  # morse, taxonomy, koopman, ntk: one settings section each
+# per analysis, the pictures a group's task draws (in reduction/plots/GROUP_ID/)
+GROUP_PICTURES = {"morse": ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png"),
+                  "ntk": ("ntk.png",)}
+KOOPMAN_PICTURE = "koopman_classes.png"  # sweep-wide, in reduction/plots/
 
 
 @dataclass
@@ -52,6 +57,7 @@ class ReduceOutcome:
     basin_accuracy: float = float("nan")  # held out, over the sweep's runs
     chance: float = float("nan")  # share of runs in their group's largest basin, over the sweep
     phases: dict[str, int] = field(default_factory=dict)
+    koopman_classes: int = 0  # dynamical equivalence classes among the groups with a spectrum
     logged_runs: int = 0
     mlflow_error: str | None = None
     seconds: float = 0.0
@@ -83,11 +89,12 @@ def _task_settings(settings: ReduceSpec, name: str) -> dict:
 
 def _key(name: str, params: dict) -> str:
     """What a stored result was computed with: the settings and the method's version."""
-    if name == "morse":
-        from analysis.dynamics import METHOD_VERSION
-    else:
-        from analysis.taxonomy import METHOD_VERSION
-    return json.dumps({"method_version": METHOD_VERSION, **params}, sort_keys=True)
+    import importlib
+
+    module = {"morse": "analysis.dynamics", "taxonomy": "analysis.taxonomy", "koopman": "analysis.koopman",
+              "ntk": "analysis.ntk"}[name]
+    version = importlib.import_module(module).METHOD_VERSION
+    return json.dumps({"method_version": version, **params}, sort_keys=True)
 
 
 def run_reduce(
@@ -150,15 +157,17 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
     if todo:
         connect(address)
         _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress)
-    # results reduced earlier but never logged (MLflow was down) are logged now
+    tables = {name: consolidate(stores[name], groups, store.sweep_id) for name in analyses}
+    # results reduced earlier but never logged (MLflow was down) are logged now, and
+    # Koopman's, which wait for the sweep's classes
     if sink is not None:
-        done_now = set(todo)
+        done_now = {(name, gid) for name, gid in todo if name != "koopman"}
         for name in analyses:
+            classes = koopman_classes(tables[name][0]) if name == "koopman" else {}
             for gid, row in stores[name].reduced_groups().items():
                 if (name, gid) not in done_now and row["settings_key"] == keys[name] and gid in groups:
-                    log_group(sink, stores[name], row, keys[name], outcome)
+                    log_group(sink, stores[name], {**row, "koopman_class": classes.get(gid)}, keys[name], outcome)
 
-    tables = {name: stores[name].consolidate() for name in analyses}
     pictures = {}
     if "morse" in tables:
         outcome.basin_accuracy, outcome.chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
@@ -169,6 +178,10 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
                 outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
         committed = sorted(u for u, st in states.items() if st.state == "committed")
         pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store, committed)
+    if "koopman" in tables:
+        outcome.koopman_classes = len(set(koopman_classes(tables["koopman"][0]).values()))
+        pictures.update({n: p for n, p in sweep_pictures_in_store({"koopman": stores["koopman"]}).items()
+                         if n == KOOPMAN_PICTURE})
     if sink is not None:
         log_summaries(sink, store, stores, tables, groups, pictures, outcome)
     outcome.seconds = time.perf_counter() - start
@@ -176,13 +189,40 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
 
 
 def _tasks():
+    from analysis.koopman_task import koopman_for_group
     from analysis.morse_task import morse_for_group
+    from analysis.ntk_task import ntk_for_group
     from analysis.taxonomy import taxonomy_for_group
 
-    return {
-        "morse": ray.remote(morse_for_group).options(num_cpus=1, max_retries=2),
-        "taxonomy": ray.remote(taxonomy_for_group).options(num_cpus=1, max_retries=2),
-    }
+    return {name: ray.remote(fn).options(num_cpus=1, max_retries=2) for name, fn in
+            (("morse", morse_for_group), ("taxonomy", taxonomy_for_group), ("koopman", koopman_for_group),
+             ("ntk", ntk_for_group))}
+
+
+def koopman_classes(groups_table) -> dict[str, int]:
+    """Group id -> Koopman equivalence class, from a consolidated koopman table."""
+    return {g: c for g, c in zip(groups_table.column("group_id").to_pylist(),
+                                 groups_table.column("koopman_class").to_pylist()) if c is not None}
+
+
+def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: str = ""):
+    """Rebuild an analysis's all-groups tables. For Koopman, also the sweep-wide results:
+    each group's equivalence class (a column of ``koopman.parquet``), the verdict of every
+    pair of groups with its numbers (``koopman_pairs.parquet``) and ``koopman_classes.png``."""
+    if rstore.name != "koopman":
+        return rstore.consolidate()
+    from analysis.koopman_task import plot_conjugacy, sweep_conjugacy
+    from orchestrator._reduction_store import KOOPMAN_PAIRS_SCHEMA
+
+    group_rows, run_rows = (t.to_pylist() for t in rstore.consolidate())
+    group_rows = [r for r in group_rows if r["group_id"] in groups]
+    classes, pairs = sweep_conjugacy(group_rows, [r for r in run_rows if r["group_id"] in groups])
+    rstore.write_table("koopman_pairs", pairs, KOOPMAN_PAIRS_SCHEMA)
+    picture = plot_conjugacy(group_rows, classes, pairs, {g: group_label(rows[0]) for g, rows in groups.items()},
+                             title=f"{title}: dynamical equivalence classes (Koopman spectra)")
+    if picture is not None:
+        rstore.write_file(KOOPMAN_PICTURE, picture)
+    return rstore.consolidate({"koopman_class": classes})
 
 
 def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
@@ -196,7 +236,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
     for name, gid in todo:
         rows = groups[gid]
         units = sorted({r["unit_id"] for r in rows})
-        if name == "morse":
+        if name in ("morse", "ntk"):
             ref = tasks[name].remote(store.uri, gid, units, rows, params[name], group_label(rows[0]))
         else:
             ref = tasks[name].remote(store.uri, gid, units, rows, params[name])
@@ -230,7 +270,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
                     for warning in row.get("warnings") or []:
                         console.print(f"[yellow]warning:[/] {name} of group {gid} ({group_label(groups[gid][0])}): "
                                       f"{warning}")
-                if sink is not None:
+                if sink is not None and name != "koopman":  # Koopman's wait for the sweep's classes
                     log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
                 finished += 1
                 progress.update(bar, advance=1, rate=f"{finished / max(time.perf_counter() - t0, 1e-9):.2f}/s")
@@ -259,7 +299,7 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
                 runs = pq.read_table(f).to_pylist()
         if pictures is None:
             pictures = {}
-            for name in MORSE_PICTURES:
+            for name in GROUP_PICTURES.get(rstore.name, ()):
                 try:
                     with rstore.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
                         pictures[name] = f.read()
@@ -270,10 +310,12 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
             for name, payload in pictures.items():
                 local[name] = str(Path(tmp) / name)
                 Path(local[name]).write_bytes(payload)
-            if rstore.name == "morse":
-                outcome.logged_runs += sink.log_group_morse(row, runs, local, key)
+            if rstore.name in GROUP_PICTURES:
+                log = {"morse": sink.log_group_morse, "ntk": sink.log_group_ntk}[rstore.name]
+                outcome.logged_runs += log(row, runs, local, key)
             else:
-                outcome.logged_runs += sink.log_group_taxonomy(row, runs, key)
+                log = {"taxonomy": sink.log_group_taxonomy, "koopman": sink.log_group_koopman}[rstore.name]
+                outcome.logged_runs += log(row, runs, key)
     except tracking_errors() as exc:
         defer(outcome, exc)
 
@@ -338,7 +380,7 @@ def sweep_pictures_in_store(stores) -> dict[str, str]:
     """The sweep-wide pictures already in the store (name -> path)."""
     import pyarrow.fs as pafs
 
-    rstore = stores.get("taxonomy")
+    rstore = next(iter(stores.values()), None)
     if rstore is None:
         return {}
     infos = rstore.fs.get_file_info(pafs.FileSelector(f"{rstore.root}/plots", allow_not_found=True))
@@ -361,13 +403,19 @@ def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> Non
             for name, (groups_table, _) in tables.items():
                 rows = [{**r, "label": labels.get(r["group_id"], "")} for r in groups_table.to_pylist()]
                 files = [local_copy(p) for p in stores[name].table_paths()]
-                if name == "taxonomy":
-                    files += [local_copy(p) for p in pictures.values()]
+                # each sweep-wide picture goes with its analysis: Koopman's classes, the rest the taxonomy's
+                files += [local_copy(p) for n, p in pictures.items()
+                          if ("koopman" if n == KOOPMAN_PICTURE else "taxonomy") == name]
+                if name == "koopman":
+                    files.append(local_copy(f"{stores[name].root}/koopman_pairs.parquet"))
                 metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
                            f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
                 if name == "morse":
                     acc, chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
                     metrics.update(morse_basin_accuracy=acc, morse_basin_accuracy_chance=chance)
+                if name == "koopman":
+                    metrics["koopman_classes"] = float(len({r["koopman_class"] for r in rows
+                                                            if r["koopman_class"] is not None}))
                 sink.log_reduction_summary(name, rows, files, metrics)
     except tracking_errors() as exc:
         defer(outcome, exc)

@@ -257,11 +257,31 @@ class TaxonomyReduceSpec(_Strict):
         return v
 
 
+class KoopmanReduceSpec(_Strict):
+    """How ``doodl reduce`` estimates each group's Koopman spectrum (``analysis.koopman``)."""
+
+    delays: Annotated[int, Field(ge=0, le=50, strict=True)] = 4  # time delays of the observables
+    rank: Annotated[int, Field(ge=1, le=200, strict=True)] = 8  # eigenvalues per spectrum (truncated DMD)
+    snapshots: Literal["all", "early"] = "all"  # early: up to early_fraction of the run's recorded steps
+    early_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
+    seed: int = 0  # randomized SVD of large snapshot matrices
+
+
+class NtkReduceSpec(_Strict):
+    """How ``doodl reduce`` follows each run's neural tangent kernel (``analysis.ntk``)."""
+
+    probe: Annotated[int, Field(ge=10, le=2000, strict=True)] = 100  # points of the training split
+    max_kernels: Annotated[int, Field(ge=2, le=1000, strict=True)] = 32  # recorded steps per run, evenly thinned
+    seed: int = 0  # which probe points
+
+
 class ReduceSpec(_Strict):
     """Settings of the reduction stage; they change no training result."""
 
     morse: MorseReduceSpec = MorseReduceSpec()
     taxonomy: TaxonomyReduceSpec = TaxonomyReduceSpec()
+    koopman: KoopmanReduceSpec = KoopmanReduceSpec()
+    ntk: NtkReduceSpec = NtkReduceSpec()
 
 
 class ToleranceSpec(_Strict):

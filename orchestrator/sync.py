@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.reduce import ANALYSES, log_group, log_summaries, sweep_pictures_in_store
+from orchestrator.reduce import ANALYSES, consolidate, koopman_classes, log_group, log_summaries, sweep_pictures_in_store
 from orchestrator.store import SweepStore
 from orchestrator.tracking import defer, log_sweep_done, log_units, open_sink, tracking_errors
 
@@ -65,10 +65,12 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
         rows = rstore.reduced_groups()
         if not rows:
             continue
+        tables[name] = consolidate(rstore, groups, store.sweep_id)
+        classes = koopman_classes(tables[name][0]) if name == "koopman" else {}
         for row in rows.values():
             if row["group_id"] in groups:
-                log_group(sink, rstore, row, row["settings_key"], outcome)
-        tables[name] = rstore.consolidate()
+                log_group(sink, rstore, {**row, "koopman_class": classes.get(row["group_id"])}, row["settings_key"],
+                          outcome)
     if tables:
         log_summaries(sink, store, stores, tables, groups, sweep_pictures_in_store(stores), outcome)
     outcome.seconds = time.perf_counter() - start

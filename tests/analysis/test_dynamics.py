@@ -13,6 +13,8 @@ right answer at the grid's resolution is "no basin", never the wrong one.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -55,15 +57,24 @@ def assert_known_answer(result, wells: np.ndarray) -> None:
         assert any(f"hold fewer than {MIN_RUNS_PER_BASIN} runs" in w for w in result.warnings)
 
 
+@functools.lru_cache(maxsize=None)
+def _known_case(case: str, n_runs: int, settings: MorseSettings = DEFAULTS):
+    """A case's runs (seed ``n_runs``), their wells and ``group_morse`` on them, computed once
+    per module: ``test_momentum_needs_the_burn_in`` checks the same fit as the suite's
+    ``three_wells_momentum-16`` before its own. Results are only read, never changed."""
+    kw = dict(CASES[case])
+    runs, wells = descend(kw.pop("landscape"), n_runs, seed=n_runs, **kw)
+    return runs, wells, group_morse(runs, settings)
+
+
 def _params(sizes):
     return [pytest.param(case, n, id=f"{case}-{n}") for case in CASES for n in sizes]
 
 
 @pytest.mark.parametrize("case, n_runs", _params([8, 16, 32, 64]))
 def test_known_answers_with_the_defaults(case, n_runs):
-    kw = dict(CASES[case])
-    runs, wells = descend(kw.pop("landscape"), n_runs, seed=n_runs, **kw)
-    assert_known_answer(group_morse(runs), wells)
+    _, wells, result = _known_case(case, n_runs)
+    assert_known_answer(result, wells)
 
 
 @pytest.mark.parametrize("case, n_runs", _params([16]))
@@ -102,9 +113,10 @@ def test_momentum_needs_the_burn_in():
     """Heavy ball starts with zero velocity: pairs from the first steps follow another map.
     With the burn-in (the default, from the runs' optimiser memory) the known answer holds;
     told the optimiser has no memory, the same runs give a wrong structure or accuracy."""
-    runs, wells = descend("three_wells_line", 16, seed=16, lr=0.002, momentum=0.9)
+    assert CASES["three_wells_momentum"] == dict(landscape="three_wells_line", lr=0.002, momentum=0.9)
+    runs, wells, result = _known_case("three_wells_momentum", 16)  # seed 16, the defaults
     assert runs[0].settled == 5 and runs[0].early == 5  # 5 memories of 10 steps, snapshots every 10
-    assert_known_answer(group_morse(runs), wells)
+    assert_known_answer(result, wells)
     amnesic = [RunTrajectory(r.run_id, r.steps, r.theta) for r in runs]
     result = group_morse(amnesic)
     assert len(result.graph.attractors) != 3 or result.basin_accuracy < 1.0
@@ -265,12 +277,15 @@ def _train_softmax_regression(n_seeds: int):
 
 def test_a_convex_model_has_one_attractor_holding_every_run():
     runs = _train_softmax_regression(16)
+    results = {}
     for settings in (MorseSettings(), MorseSettings(coordinates="late_pca")):  # function space, then weights
-        result = group_morse(runs, settings)
+        result = results[settings.coordinates] = group_morse(runs, settings)
         ends = {v.end_attractor for v in result.verdicts}
         assert len(result.graph.attractors) == 1 and ends == set(result.graph.attractors), settings.coordinates
         assert result.chance == 1.0 and result.basin_accuracy == 1.0
-    assert group_morse(runs).coordinates == "function"
+    # the defaults (group_morse's own default is MorseSettings()) chose function space; the fit
+    # above is that call, not repeated (~17 s)
+    assert results[MorseSettings().coordinates].coordinates == "function"
 
 
 def _train_scalar_linear_network(n_runs: int, seed: int = 0):

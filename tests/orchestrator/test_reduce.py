@@ -1,5 +1,5 @@
-"""`doodl reduce` end to end: a small sweep, then its Morse graphs and taxonomy in the
-store and MLflow."""
+"""`doodl reduce` end to end: a small sweep, then its Morse graphs, taxonomy, Koopman
+spectra and NTK evolution in the store and MLflow."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def reduced(tmp_path_factory, ray_session):
     reduction fails while the other two succeed."""
     tmp = tmp_path_factory.mktemp("reduce")
     spec = tiny_spec_dict("red", seeds=3, optimizer={"lr": [0.05, 1e4], "steps": 60},
-                          record={"every": 4}, resources={"variants_per_unit": 6, "num_actors": 2})
+                          record={"every": 4}, resources={"variants_per_unit": 6, "num_actors": 2},
+                          # 16 snapshots a run: with 2 delays, 13 pairs, enough for a rank-4 spectrum per seed
+                          reduce={"koopman": {"delays": 2, "rank": 4}, "ntk": {"probe": 40}})
     path = write_spec(tmp, spec)
     store, db = str(tmp / "store"), f"sqlite:///{tmp / 'mlflow.db'}"
     code, out, err = run_cli(["sweep", str(path), "--store", store, "--tracking-uri", db, "--no-progress", "--reduce"])
@@ -45,7 +47,8 @@ def reduced(tmp_path_factory, ray_session):
 def test_sweep_then_reduce_writes_a_row_per_group(reduced):
     tmp, store, _, code, out, _ = reduced
     assert ("reduce red: 4 groups; morse: reduced 2, already done 0, failed 2; "
-            "taxonomy: reduced 2, already done 0, failed 2; waiting for training 0") in out
+            "taxonomy: reduced 2, already done 0, failed 2; koopman: reduced 2, already done 0, failed 2; "
+            "ntk: reduced 2, already done 0, failed 2; waiting for training 0") in out
     assert code == 1  # some groups failed: the command says so
     groups = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
     assert len(groups) == 4 and GROUP_FIELDS <= set(groups[0])
@@ -108,12 +111,13 @@ def test_reduce_again_skips_done_groups_and_retries_failed_ones(reduced):
     code, out, _ = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress"])
     assert code == 1 and "morse: reduced 0, already done 2, failed 2" in out
     assert "taxonomy: reduced 0, already done 2, failed 2" in out and "logged 0 MLflow results" in out
+    assert "koopman: reduced 0, already done 2, failed 2" in out and "ntk: reduced 0, already done 2, failed 2" in out
     after = pq.read_table(f"{store}/red/reduction/morse.parquet")
     assert after.column("group_id").to_pylist() == before.column("group_id").to_pylist()
     code, out, _ = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--no-progress", "--tau", "2",
                          "--only", "morse"])
     # new Morse settings: the good groups are redone (the failed ones are always retried)
-    assert "morse: reduced 2, already done 0, failed 2" in out and "taxonomy" not in out
+    assert "morse: reduced 2, already done 0, failed 2" in out and "taxonomy" not in out and "koopman" not in out
     assert "logged 12 MLflow results" in out  # every child gets results under the new settings
     rows = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
     assert {r["param_tau"] for r in rows} == {2}
@@ -159,3 +163,77 @@ def test_reduce_refuses_bad_input(reduced, tmp_path):
     code, _, err = run_cli(["reduce", "red", "--store", store, "--tracking-uri", db, "--subdiv-min", "12",
                          "--subdiv-max", "8"])
     assert code == 2 and "subdiv_max" in err
+
+
+def test_koopman_spectra_classes_and_the_numbers_behind_each_verdict(reduced):
+    tmp, store, _, _, _, _ = reduced
+    rows = pq.read_table(f"{store}/red/reduction/koopman.parquet").to_pylist()
+    good = [r for r in rows if r["error"] is None]
+    assert len(rows) == 4 and len(good) == 2
+    for r in good:
+        assert len(r["eig_real"]) == len(r["eig_imag"]) == 4  # rank 4
+        assert r["modulus_1"] == pytest.approx(abs(complex(r["eig_real"][0], r["eig_imag"][0])))
+        assert r["modulus_1"] >= r["modulus_2"] >= r["modulus_3"]
+        assert r["n_spectra"] == 3 and r["spread"] > 0 and r["koopman_class"] in (0, 1)
+        assert (r["param_delays"], r["param_rank"], r["param_snapshots"]) == (2, 4, "all")
+    assert all("diverged" in r["error"] and r["koopman_class"] is None for r in rows if r["error"] is not None)
+    pairs = pq.read_table(f"{store}/red/reduction/koopman_pairs.parquet").to_pylist()
+    assert len(pairs) == 2  # the two good groups, both ways round
+    for p in pairs:
+        assert p["ratio"] == pytest.approx(p["distance"] / max(p["spread_a"], p["spread_b"]))
+        assert p["conjugate"] == (p["ratio"] <= 1)
+    a, b = good
+    assert (a["koopman_class"] == b["koopman_class"]) == pairs[0]["conjugate"]
+    runs = pq.read_table(f"{store}/red/reduction/koopman_runs.parquet").to_pylist()
+    assert sum(r["eig_real"] is not None for r in runs) == 6  # each good seed has its own spectrum
+    assert (tmp / "store" / "red" / "reduction" / "plots" / "koopman_classes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ntk_curves_per_run_and_group_with_a_picture(reduced):
+    tmp, store, _, _, _, _ = reduced
+    rows = pq.read_table(f"{store}/red/reduction/ntk.parquet").to_pylist()
+    good = [r for r in rows if r["error"] is None]
+    assert len(good) == 2 and good[0]["n_probe"] == 40
+    for r in good:
+        assert r["steps"][0] == 0 and r["steps"][-1] == 60 and len(r["steps"]) == 16
+        assert r["distance_init"][0] == 0.0 and r["distance_final"][-1] == pytest.approx(0.0, abs=1e-6)
+        assert r["velocity"][0] is None and all(v >= 0 for v in r["velocity"][1:])
+        assert r["final_distance_init"] == pytest.approx(r["distance_init"][-1])
+        assert (tmp / "store" / "red" / "reduction" / "plots" / r["group_id"] / "ntk.png").stat().st_size > 1000
+    runs = [r for r in pq.read_table(f"{store}/red/reduction/ntk_runs.parquet").to_pylist() if r["status"] == "ok"]
+    assert len(runs) == 6 and all(len(r["distance_init"]) == 16 for r in runs)
+
+
+def test_koopman_and_ntk_reach_every_good_child_and_the_parent(reduced):
+    client, children, parent = _runs_by_role(reduced[2])
+    with_class = [c for c in children if "doodl.koopman_class" in c.data.tags]
+    assert len(with_class) == 6
+    for c in with_class:
+        assert {"koopman_modulus_1", "koopman_spread", "koopman_run_modulus_1"} <= set(c.data.metrics)
+        assert "koopman_class" not in c.data.metrics  # class numbers are not stable: a tag
+        history = client.get_metric_history(c.info.run_id, "ntk_distance_init")
+        assert [m.step for m in history] == list(range(0, 61, 4)) and history[0].value == 0.0
+        assert [a.path for a in client.list_artifacts(c.info.run_id, "ntk")] == ["ntk/ntk.png"]
+    assert len([c for c in children if "doodl.ntk_error" in c.data.tags]) == 6
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
+    assert {"reduction/koopman.parquet", "reduction/koopman_pairs.parquet", "reduction/koopman_classes.png",
+            "reduction/koopman_groups.csv", "reduction/ntk.parquet", "reduction/ntk_groups.csv"} <= names
+    assert parent.data.metrics["koopman_classes"] in (1.0, 2.0)
+
+
+def test_only_ntk_on_projected_snapshots_fails_each_group_with_the_reason(tmp_path, ray_session):
+    """Projected snapshots cannot give a kernel: each group says why; Koopman spectra work
+    from the projection."""
+    spec = tiny_spec_dict("proj", seeds=2, data={"label_noise": 0.0}, optimizer={"lr": 0.05, "steps": 40},
+                          record={"every": 4, "projection": {"dim": 6}},
+                          reduce={"koopman": {"delays": 1, "rank": 3}})
+    store, db = str(tmp_path / "store"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, _, _ = run_cli(["sweep", str(write_spec(tmp_path, spec)), "--store", store, "--tracking-uri", db,
+                          "--no-progress"])
+    assert code == 0
+    code, out, err = run_cli(["reduce", "proj", "--store", store, "--tracking-uri", db, "--no-progress",
+                              "--only", "ntk", "--only", "koopman"])
+    assert code == 1 and "koopman: reduced 1, already done 0, failed 0" in out
+    assert "ntk: reduced 0, already done 0, failed 1" in out and "morse" not in out
+    (row,) = pq.read_table(f"{store}/proj/reduction/ntk.parquet").to_pylist()
+    assert "projected snapshots" in row["error"] and "full parameters" in row["error"]
