@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.spec import SpecError, load_spec
-from tests.conftest import tiny_spec_dict, write_spec
+from tests.conftest import FAST_REDUCE, tiny_spec_dict, write_spec
 from tests.orchestrator.test_cli import DOODL
 
 SECRETS = {
@@ -31,7 +31,8 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 def with_secrets(tmp_path_factory):
     """`doodl sweep --reduce` in a fresh process whose environment holds planted secrets."""
     tmp = tmp_path_factory.mktemp("secrets")
-    spec = write_spec(tmp, tiny_spec_dict(name="secure"))
+    # what is checked is every file the reduction writes, not its analyses: cheap settings
+    spec = write_spec(tmp, tiny_spec_dict(name="secure", reduce=FAST_REDUCE))
     env = {**os.environ, **SECRETS, "RAY_AUTH_MODE": "token"}
     done = subprocess.run([DOODL, "sweep", str(spec), "--store", str(tmp / "store"), "--reduce",
                            "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--no-progress"],
