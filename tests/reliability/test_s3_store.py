@@ -222,19 +222,24 @@ def reduced(s3, base):
 def test_reduce_on_s3(s3, reduced):
     assert reduced.returncode == 0, reduced.stderr[-3000:]
     assert (f"reduce base: {N_GROUPS} groups; morse: reduced {N_GROUPS}, already done 0, failed 0; "
-            f"taxonomy: reduced {N_GROUPS}, already done 0, failed 0; waiting for training 0") in reduced.stdout
+            f"taxonomy: reduced {N_GROUPS}, already done 0, failed 0; koopman: reduced {N_GROUPS}, already done 0, "
+            f"failed 0; ntk: reduced {N_GROUPS}, already done 0, failed 0; waiting for training 0") in reduced.stdout
 
     root = f"{s3.base}/base/reduction"
     groups = set(SweepStore(s3.uri, "base").read_variants()["group_id"].to_pylist())
     tables = {name: pq.read_table(pa.BufferReader(s3.read_bytes(f"{root}/{name}.parquet"))).to_pylist()
-              for name in ("morse", "taxonomy")}
+              for name in ("morse", "taxonomy", "koopman", "ntk")}
     for name, rows in tables.items():
         assert {r["group_id"] for r in rows} == groups and all(r["error"] is None for r in rows), name
     assert all(r["n_morse_sets"] >= 1 and r["n_attractors"] >= 1 for r in tables["morse"])
     assert all(r["phase"] in ("I", "II", "III", "IV-A", "IV-B") for r in tables["taxonomy"])
     assert s3.read_bytes(f"{root}/plots/phase_diagram.png")[:4] == b"\x89PNG"
+    assert s3.read_bytes(f"{root}/plots/koopman_classes.png")[:4] == b"\x89PNG"
+    assert pq.read_table(pa.BufferReader(s3.read_bytes(f"{root}/koopman_pairs.parquet"))).num_rows == \
+        len(groups) * (len(groups) - 1)
     for g in groups:
         assert s3.read_bytes(f"{root}/plots/{g}/morse_graph.png")[:4] == b"\x89PNG"
+        assert s3.read_bytes(f"{root}/plots/{g}/ntk.png")[:4] == b"\x89PNG"
 
 
 def test_audit_against_a_baseline_in_the_same_s3_store(s3, resumed, reduced):
