@@ -121,9 +121,9 @@ def _reduce(store, args, settings) -> int:
         extra.append("phases " + (", ".join(f"{p} {n}" for p, n in sorted(outcome.phases.items())) or "none"))
     if "koopman" in outcome.counts:
         extra.append(f"Koopman equivalence classes {outcome.koopman_classes}")
-    print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts)
-          + f"; waiting for training {outcome.waiting}; " + "; ".join(extra)
-          + f"; logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s")
+    parts += [f"waiting for training {outcome.waiting}", *extra,
+              f"logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s"]
+    print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts))
     if outcome.mlflow_error:
         print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
     return EXIT_FAILED if outcome.failed else EXIT_OK
