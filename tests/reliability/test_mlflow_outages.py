@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.mlflow_sink import MlflowSink, _RetryOnLock
-from tests.conftest import tiny_spec_dict, write_spec
+from tests.conftest import FAST_REDUCE, tiny_spec_dict, write_spec
 
 
 def _runs(db):
@@ -24,7 +24,8 @@ def _runs(db):
 
 
 def test_unreachable_mlflow_defers_and_sync_catches_up(tmp_path, ray_session, capsys):
-    spec = write_spec(tmp_path, tiny_spec_dict(name="outage"))
+    # the reduction's results are what is deferred and synced, not its accuracy: cheap settings
+    spec = write_spec(tmp_path, tiny_spec_dict(name="outage", reduce=FAST_REDUCE))
     store = ["--store", str(tmp_path / "store")]
     (tmp_path / "afile").write_text("not a directory")
     bad = f"sqlite:///{tmp_path}/afile/m.db"  # MLflow cannot create a database there
