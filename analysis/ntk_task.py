@@ -89,17 +89,18 @@ def _nulls(values: np.ndarray) -> list:
 
 
 def _group_curves(paths: list) -> dict:
-    """Mean curves over seeds at the steps every seed recorded; the median transition."""
+    """Mean curves over seeds at the steps every seed recorded (None where no seed has a
+    value: the first velocity); the median transition."""
     common = sorted(set.intersection(*(set(p.steps.tolist()) for p in paths)))
 
     def mean(attr):
-        return [float(np.nanmean([getattr(p, attr)[list(p.steps).index(s)] for p in paths])) for s in common]
+        table = np.array([[getattr(p, attr)[p.steps.tolist().index(s)] for s in common] for p in paths])
+        return [float(col[np.isfinite(col)].mean()) if np.isfinite(col).any() else None for col in table.T]
 
     transitions = [p.transition for p in paths if p.transition is not None]
-    velocity = mean("velocity") if len(common) else []
     return {
         "steps": common, "distance_init": mean("distance_init"), "distance_final": mean("distance_final"),
-        "velocity": [v if np.isfinite(v) else None for v in velocity],
+        "velocity": mean("velocity"),
         "transition_step": int(np.median(transitions)) if transitions else None,
         "transition_steps": [p.transition for p in paths],
         "final_distance_init": float(np.mean([p.distance_init[-1] for p in paths])),
