@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from orchestrator.store import SweepStore
-from tests.conftest import run_cli, tiny_spec_dict, write_spec
+from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 from workers import shards
 
 
@@ -17,7 +17,9 @@ from workers import shards
 def pristine(tmp_path_factory, ray_session):
     """A finished sweep (8 variants in 3 units; 4 groups of 2 seeds), copied per test."""
     tmp = tmp_path_factory.mktemp("torn")
-    spec = write_spec(tmp, tiny_spec_dict(name="torn", resources={"variants_per_unit": 3, "num_actors": 2}))
+    # the reduce below checks which groups wait, not the Morse graphs: cheap settings
+    spec = write_spec(tmp, tiny_spec_dict(name="torn", resources={"variants_per_unit": 3, "num_actors": 2},
+                                          reduce=FAST_REDUCE))
     code, out, err = run_cli(["sweep", str(spec), "--store", str(tmp / "store"), "--no-progress",
                              "--tracking-uri", f"sqlite:///{tmp / 'm.db'}"])
     assert code == 0, err
