@@ -13,7 +13,8 @@ from workers.image_files import write_cifar_bin
 
 REDUCE_FAST = {"morse": {"subdiv_min": 6, "subdiv_max": 8, "folds": 2},
                "taxonomy": {"power_iters": 20, "trace_samples": 10, "curve_steps": 30, "mc_pairs": 1,
-                            "cka_probe": 64, "hessian_batch": 32}}
+                            "cka_probe": 64, "hessian_batch": 32},
+               "ntk": {"probe": 16, "max_kernels": 4}}
 
 
 def _cifar_dir(root, n_train: int = 300) -> str:

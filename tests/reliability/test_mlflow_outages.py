@@ -37,11 +37,14 @@ def test_unreachable_mlflow_defers_and_sync_catches_up(tmp_path, ray_session, ca
 
     good = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
-    assert "sync outage: logged 24 MLflow runs and results" in capsys.readouterr().out  # 8 runs + 2 x 8 results
+    # 8 runs + 4 analyses x 8 results
+    assert "sync outage: logged 40 MLflow runs and results" in capsys.readouterr().out
     runs = _runs(tmp_path / "mlflow.db")
     children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
     assert len(runs) == 9 and all("n_morse_sets" in c.data.metrics and "doodl.phase" in c.data.tags
                                   for c in children)
+    # Koopman classes are sweep-wide: sync works them out from the store before logging them
+    assert all("doodl.koopman_class" in c.data.tags and "ntk_distance_init" in c.data.metrics for c in children)
     assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
     assert "logged 0 MLflow runs and results" in capsys.readouterr().out  # idempotent
     assert len(_runs(tmp_path / "mlflow.db")) == 9

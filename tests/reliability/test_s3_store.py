@@ -42,6 +42,7 @@ N_VARIANTS, N_GROUPS, STEPS = 8, 4, 60
 CHEAP_REDUCE = {
     "morse": {"subdiv_min": 6, "subdiv_max": 8, "max_pairs": 120, "compose": 2, "folds": 2},
     "taxonomy": {"curve_steps": 40, "power_iters": 20, "trace_samples": 10, "cka_probe": 128, "hessian_batch": 64},
+    "ntk": {"probe": 16, "max_kernels": 4},
 }
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "doodl-test-key", "AWS_SECRET_ACCESS_KEY": "doodl-test-secret",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
