@@ -62,17 +62,26 @@ def test_rank_truncation_keeps_the_slowest_modes():
     assert _matched(eigs, np.array([0.99, 0.98])) < 5e-3
 
 
-def test_the_randomized_svd_gives_the_same_eigenvalues(monkeypatch):
-    """A 4-d system seen through 3,000 random observables: the randomized rank-4 SVD
-    (forced on by a low threshold) finds the full SVD's eigenvalues."""
+@pytest.mark.parametrize("path", ["snapshots", "randomized"])
+def test_the_fast_svds_give_the_full_svds_eigenvalues(monkeypatch, path):
+    """A 4-d system seen through 3,000 random observables (a tall snapshot matrix): the
+    method of snapshots, or the randomized rank-4 SVD, find the full SVD's eigenvalues."""
     a, truth = _rotation_and_decay()
     lift = np.random.default_rng(2).normal(size=(4, 3000))
     runs = [r @ lift for r in _linear_runs(a, n_runs=4, steps=30)]
+    monkeypatch.setattr(koopman, "GRAM_MAX_COLUMNS", 0)
+    monkeypatch.setattr(koopman, "RANDOMIZED_ABOVE", 10**12)
     full = koopman_eigenvalues(runs, delays=0, rank=4)
-    monkeypatch.setattr(koopman, "RANDOMIZED_ABOVE", 1000)
+    if path == "snapshots":
+        monkeypatch.setattr(koopman, "GRAM_MAX_COLUMNS", 512)
+    else:
+        monkeypatch.setattr(koopman, "RANDOMIZED_ABOVE", 1000)
     fast = koopman_eigenvalues(runs, delays=0, rank=4)
     assert _matched(full, truth) < 1e-6
     assert _matched(fast, truth) < 1e-6
+    # with no rank cap the method of snapshots still finds the system's rank: 4
+    if path == "snapshots":
+        assert len(koopman_eigenvalues(runs, delays=1, rank=None)) == 4
 
 
 def test_mirror_and_gradient_descent_are_conjugate_and_bisection_is_not():
