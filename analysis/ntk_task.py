@@ -2,7 +2,7 @@
 
 Per run that did not diverge, from its full parameter snapshots: the kernel on a fixed
 probe set of the sweep's training split at each recorded step (thinned to at most
-``max_kernels``, the first and last kept), its distance to the initial and the final
+``max_kernels``, evenly in log time, the first and last kept), its distance to the initial and the final
 kernel, its velocity and the transition step (:mod:`analysis.ntk`). Per group: the mean
 curves over seeds at their common steps, and the median transition step.
 """
@@ -31,10 +31,17 @@ def probe_training_inputs(variant: dict, n_probe: int, seed: int) -> np.ndarray:
 
 
 def thin(n: int, at_most: int) -> np.ndarray:
-    """Indices ``0..n-1`` evenly thinned to at most ``at_most``, the first and last kept."""
+    """Indices ``0..n-1`` thinned to at most ``at_most``, evenly in log time (dense early,
+    where the kernel moves fast; sparse late, where it moves slowly), first and last kept."""
     if n <= at_most:
         return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, at_most).round().astype(np.int64))
+    picked = np.arange(1)
+    for points in range(at_most, 4 * n):
+        trial = np.unique(np.round(np.geomspace(1, n, points)).astype(np.int64) - 1)
+        if len(trial) > at_most:
+            break
+        picked = trial
+    return picked
 
 
 def ntk_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], variants: list[dict],

@@ -271,7 +271,8 @@ class NtkReduceSpec(_Strict):
     """How ``doodl reduce`` follows each run's neural tangent kernel (``analysis.ntk``)."""
 
     probe: Annotated[int, Field(ge=10, le=2000, strict=True)] = 100  # points of the training split
-    max_kernels: Annotated[int, Field(ge=2, le=1000, strict=True)] = 16  # recorded steps per run, evenly thinned
+    # recorded steps per run with a kernel: thinned evenly in log time (dense early)
+    max_kernels: Annotated[int, Field(ge=2, le=1000, strict=True)] = 12
     seed: int = 0  # which probe points
 
 

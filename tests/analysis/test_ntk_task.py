@@ -10,11 +10,12 @@ from workers.datasets import dataset_split
 from workers.config import VariantConfig
 
 
-def test_thinning_keeps_first_and_last_and_spreads_the_rest_evenly():
+def test_thinning_is_dense_early_sparse_late_and_keeps_first_and_last():
     assert thin(5, 16).tolist() == [0, 1, 2, 3, 4]
-    picked = thin(31, 16)
-    assert len(picked) == 16 and picked[0] == 0 and picked[-1] == 30
-    assert set(np.diff(picked)) <= {2}
+    picked = thin(41, 12)
+    assert len(picked) == 12 and picked[0] == 0 and picked[-1] == 40
+    assert picked[:4].tolist() == [0, 1, 2, 3]  # every early recording
+    assert picked[6] < 40 / 4  # half the kernels fall in the first quarter of the run
 
 
 def _variant(seed: int) -> dict:
