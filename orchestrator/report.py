@@ -1,0 +1,211 @@
+"""``doodl report``: a sweep as one static web page (``index.html`` plus its images).
+
+Everything comes from the store: the recorded spec and grid, unit states and final
+metrics, the reduction's tables and pictures, the audits. No server is needed: the page
+opens from a file URL, and is logged as an artifact of the sweep's MLflow parent run when
+a tracking URI is given. Each run links to its MLflow run when the tracking server's web
+address is known. The page is written by Jinja2 (autoescaped); its only script sorts
+tables. Per-group pictures sit in collapsed sections and load lazily, so the index of a
+sweep with a thousand variants stays small and opens fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
+
+from orchestrator.expand import AXES
+from orchestrator.reduce import ANALYSES, GROUP_PICTURES, group_label
+from orchestrator.status import sweep_status
+from orchestrator.store import SweepStore
+
+SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png")  # shown first, in this order
+GROUP_SHOWN = ("morse_graph.png", "morse_sets.png", "ntk.png")  # per-group pictures on the page
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a SQLite database by default
+
+
+@dataclass
+class ReportOutcome:
+    """Where ``doodl report`` wrote the page, and what it holds."""
+
+    index: Path
+    n_groups: int
+    n_runs: int
+    n_pictures: int
+    mlflow_artifact: str | None = None  # the parent run's id, when logged
+
+
+def _read_table(store: SweepStore, name: str) -> list[dict]:
+    try:
+        with store.fs.open_input_file(f"{store.root}/reduction/{name}.parquet") as f:
+            return pq.read_table(f).to_pylist()
+    except FileNotFoundError:
+        return []
+
+
+def _copy(store: SweepStore, src: str, dest: Path) -> bool:
+    try:
+        with store.fs.open_input_stream(src) as f:
+            payload = f.read()
+    except FileNotFoundError:
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(payload)
+    return True
+
+
+def _audits(store: SweepStore) -> list[dict]:
+    """The audits of this sweep (``SWEEP/audits/ID/report.json``), newest first."""
+    selector = pafs.FileSelector(f"{store.root}/audits", allow_not_found=True)
+    out = []
+    for info in store.fs.get_file_info(selector):
+        if info.type != pafs.FileType.Directory:
+            continue
+        try:
+            with store.fs.open_input_stream(f"{info.path}/report.json") as f:
+                doc = json.loads(f.read())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        groups = doc.get("groups", [])
+        findings = [f"{', '.join(f'{k} {v}' for k, v in g['key'].items())}: {'; '.join(g['findings'])}"
+                    for g in groups if g.get("findings")]
+        out.append({"created": doc.get("created", ""), "baseline": doc.get("baseline", ""),
+                    "verdict": doc.get("verdict", ""), "n_groups": len(groups), "n_drifted": len(findings),
+                    "findings": findings,
+                    "setup_change": ", ".join(f"{k} {a} -> {b}" for k, (a, b) in doc.get("setup_change", {}).items())})
+    return sorted(out, key=lambda a: a["created"], reverse=True)
+
+
+def _mlflow_runs(tracking_uri: str, experiment: str, sweep_id: str) -> tuple[str | None, dict[str, str], str | None]:
+    """(experiment id, doodl run id -> MLflow run id, parent run id) of the sweep."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.mlflow_sink import TAG_ROLE, TAG_RUN, TAG_SWEEP
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None, {}, None
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_id}'",
+                                  max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    children = {r.data.tags[TAG_RUN]: r.info.run_id for r in runs
+                if r.data.tags.get(TAG_ROLE) == "child" and TAG_RUN in r.data.tags}
+    parent = next((r.info.run_id for r in runs if r.data.tags.get(TAG_ROLE) == "parent"), None)
+    return exp.experiment_id, children, parent
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4g}"
+    return str(value)
+
+
+def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracking_uri: str | None = None,
+                 ui_url: str | None = None) -> ReportOutcome:
+    """Write the sweep's report into ``out_dir`` (default ``SWEEP_ID-report`` in the working
+    directory) and, with ``tracking_uri``, log it under ``report/`` on the parent run.
+    ``ui_url``: the MLflow web address runs link to (default: the tracking URI when it is a
+    web address, else ``mlflow ui``'s own default)."""
+    import jinja2
+
+    doc = store.read_sweep()
+    out = Path(out_dir or f"{store.sweep_id}-report")
+    if out.exists():
+        shutil.rmtree(out / "img", ignore_errors=True)
+    (out / "img").mkdir(parents=True, exist_ok=True)
+    variants = store.read_variants().to_pylist()
+    status = {r["run_id"]: r for r in sweep_status(store)}
+    tables = {name: {r["group_id"]: r for r in _read_table(store, name)} for name in ANALYSES}
+
+    pictures = 0
+    sweep_pics = []
+    plots = f"{store.root}/reduction/plots"
+    infos = store.fs.get_file_info(pafs.FileSelector(plots, allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png"))
+    for name in [n for n in SWEEP_PICTURES if n in names] + [n for n in names if n not in SWEEP_PICTURES]:
+        if _copy(store, f"{plots}/{name}", out / "img" / name):
+            sweep_pics.append({"file": f"img/{name}", "name": name.removesuffix(".png").replace("_", " "),
+                               "id": name.removesuffix(".png").replace("_", "-")})
+            pictures += 1
+
+    experiment = doc.get("name", store.sweep_id)
+    exp_id, mlflow_ids, parent = (None, {}, None)
+    if tracking_uri:
+        exp_id, mlflow_ids, parent = _mlflow_runs(tracking_uri, experiment, store.sweep_id)
+    base_url = (ui_url or (tracking_uri if tracking_uri and tracking_uri.startswith("http") else DEFAULT_UI)).rstrip("/")
+
+    groups: dict[str, list[dict]] = {}
+    for v in variants:
+        groups.setdefault(v["group_id"], []).append(v)
+    swept = [a for a in AXES if len({v[a] for v in variants}) > 1]
+    group_rows = []
+    for gid, rows in sorted(groups.items(), key=lambda kv: group_label(kv[1][0])):
+        morse, tax = tables["morse"].get(gid, {}), tables["taxonomy"].get(gid, {})
+        koop, ntk = tables["koopman"].get(gid, {}), tables["ntk"].get(gid, {})
+        pics = []
+        for name in GROUP_SHOWN:
+            if _copy(store, f"{plots}/{gid}/{name}", out / "img" / gid / name):
+                pics.append({"file": f"img/{gid}/{name}", "name": name.removesuffix(".png").replace("_", " ")})
+                pictures += 1
+        done = [status[r["run_id"]] for r in rows if r["run_id"] in status]
+        group_rows.append({
+            "id": gid, "label": group_label(rows[0]), "axes": {a: rows[0][a] for a in swept},
+            "n_runs": len(rows), "n_ok": sum(1 for d in done if d["status"] == "ok"),
+            "phase": tax.get("phase") or "", "train_loss": _fmt(tax.get("train_loss")),
+            "test_acc": _fmt(tax.get("test_acc")), "hessian_top": _fmt(tax.get("hessian_top")),
+            "mc": _fmt(tax.get("mc")), "cka": _fmt(tax.get("cka")),
+            "basin_accuracy": _fmt(morse.get("basin_accuracy")), "chance": _fmt(morse.get("chance")),
+            "n_attractors": _fmt(morse.get("n_attractors")), "koopman_class": _fmt(koop.get("koopman_class")),
+            "modulus_1": _fmt(koop.get("modulus_1")), "ntk_transition": _fmt(ntk.get("transition_step")),
+            "errors": {name: tables[name][gid]["error"] for name in ANALYSES
+                       if gid in tables[name] and tables[name][gid].get("error")},
+            "pictures": pics,
+        })
+
+    runs = []
+    for v in sorted(variants, key=lambda v: (group_label(v), v["seed"])):
+        s = status.get(v["run_id"], {})
+        mid = mlflow_ids.get(v["run_id"])
+        runs.append({"run_id": v["run_id"], "group": v["group_id"], "seed": v["seed"],
+                     "status": s.get("status", ""), "train_loss": _fmt(s.get("train_loss")),
+                     "test_acc": _fmt(s.get("test_acc")), "problem": s.get("problem") or "",
+                     "url": f"{base_url}/#/experiments/{exp_id}/runs/{mid}" if mid and exp_id else None})
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("orchestrator", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    html = env.get_template("report.html.j2").render(
+        sweep_id=store.sweep_id, experiment=experiment, created=doc.get("created", ""),
+        version=doc.get("doodl_version", ""), written=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        spec=yaml.safe_dump(doc.get("spec", {}), sort_keys=False),
+        grid={a: sorted({v[a] for v in variants}, key=str) for a in swept}, n_variants=len(variants),
+        counts=sorted(counts.items()), groups=group_rows, runs=runs, sweep_pictures=sweep_pics,
+        audits=_audits(store), mlflow_url=f"{base_url}/#/experiments/{exp_id}" if exp_id else None,
+        failures=[r for r in runs if r["status"] not in ("ok",)],
+    )
+    index = out / "index.html"
+    index.write_text(html, encoding="utf-8")
+    outcome = ReportOutcome(index, len(group_rows), len(runs), pictures)
+    if tracking_uri and parent:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent, str(out), artifact_path="report")
+        outcome.mlflow_artifact = parent
+    return outcome

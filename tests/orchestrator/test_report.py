@@ -1,0 +1,138 @@
+"""`doodl report`: a sweep's static web page, checked as files and as Chromium renders it."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from orchestrator.report import write_report
+from orchestrator.store import SweepStore
+from tests.chromium import needs_chromium, render
+from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
+
+
+class _Elements(HTMLParser):
+    """Ids, images and the rows of each table of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids: dict[str, dict] = {}
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.rows: dict[str, int] = {}
+        self._table: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids[a["id"]] = {"tag": tag, **a}
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+        if tag == "table":
+            self._table.append(a.get("id", ""))
+        if tag == "tr" and self._table:
+            self.rows[self._table[-1]] = self.rows.get(self._table[-1], 0) + 1
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self._table:
+            self._table.pop()
+
+
+def _elements(html: str) -> _Elements:
+    parser = _Elements()
+    parser.feed(html)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, ray_session):
+    """A reduced sweep, then an audit of the same spec trained afresh against it: the fresh
+    sweep has everything a report shows (groups, pictures, an audit)."""
+    tmp = tmp_path_factory.mktemp("report")
+    spec = write_spec(tmp, tiny_spec_dict("rep", reduce=FAST_REDUCE))
+    store, db = str(tmp / "store"), f"sqlite:///{tmp / 'mlflow.db'}"
+    code, _, err = run_cli(["sweep", str(spec), "--store", store, "--tracking-uri", db, "--no-progress", "--reduce"])
+    assert code == 0, err
+    code, out, err = run_cli(["audit", str(spec), "--baseline", "rep", "--fresh", "--store", store,
+                              "--tracking-uri", db, "--no-progress"])
+    assert code in (0, 1), err
+    fresh = next(p.name for p in (tmp / "store").iterdir() if p.name.startswith("rep-"))
+    outcome = write_report(SweepStore(store, fresh), tmp / "report", tracking_uri=db)
+    return tmp, SweepStore(store, fresh), db, outcome
+
+
+def test_the_report_holds_every_group_its_pictures_runs_and_audit(audited):
+    tmp, store, _, outcome = audited
+    html = outcome.index.read_text()
+    page = _elements(html)
+    groups = {v["group_id"] for v in store.read_variants().to_pylist()}
+    assert outcome.n_groups == len(groups) == 4 and outcome.n_runs == 8
+    assert {f"group-{g}" for g in groups} <= set(page.ids)
+    assert page.rows["groups-table"] == 1 + 4 and page.rows["runs-table"] == 1 + 8
+    assert page.rows["audits-table"] == 2 and "rep" in html  # one audit, against the baseline sweep
+    # every picture the page shows was copied beside it, under a relative path
+    assert page.images and all((outcome.index.parent / src).is_file() for src in page.images)
+    assert "img/phase_diagram.png" in page.images and "img/koopman_classes.png" in page.images
+    assert sum(src.endswith("/ntk.png") for src in page.images) == 4
+    # each run links to its MLflow run, which exists
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(audited[2])
+    run_links = [link for link in page.links if "/runs/" in link]
+    assert len(run_links) == 8 and all(link.startswith("http://127.0.0.1:5000/#/experiments/") for link in run_links)
+    assert client.get_run(run_links[0].rsplit("/", 1)[1]).data.tags["doodl.sweep_id"] == store.sweep_id
+
+
+def test_the_report_is_an_artifact_of_the_parent_run(audited):
+    from mlflow.tracking import MlflowClient
+
+    _, store, db, outcome = audited
+    client = MlflowClient(db)
+    parent = client.get_run(outcome.mlflow_artifact)
+    assert parent.data.tags["doodl.role"] == "parent" and parent.data.tags["doodl.sweep_id"] == store.sweep_id
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/index.html", "report/img"} <= names
+
+
+def test_a_report_escapes_what_it_shows(tmp_path, audited):
+    """Text from the store reaches the page escaped: a group's error with markup stays text."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, store, _, _ = audited
+    copy = tmp_path / "store"
+    shutil.copytree(Path(store.root), copy / store.sweep_id)
+    path = copy / store.sweep_id / "reduction" / "ntk.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[0]["error"] = "<script>alert(1)</script>"
+    pq.write_table(pa.Table.from_pylist(rows, pq.read_schema(path)), path)
+    html = write_report(SweepStore(str(copy), store.sweep_id), tmp_path / "r").index.read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+
+
+@needs_chromium
+def test_chromium_renders_the_report_without_console_errors(audited, tmp_path):
+    _, store, _, outcome = audited
+    shot = tmp_path / "report.png"
+    page = render(outcome.index.as_uri(), tmp_path, screenshot=shot)
+    assert page.console == []
+    dom = _elements(page.dom)
+    groups = {v["group_id"] for v in store.read_variants().to_pylist()}
+    assert dom.ids["phase-diagram"]["tag"] == "figure" and {f"group-{g}" for g in groups} <= set(dom.ids)
+    assert dom.rows["audits-table"] == 2 and dom.rows["groups-table"] == 5
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
+
+
+@needs_chromium
+def test_the_console_check_sees_a_broken_page(tmp_path):
+    """The check above can fail: a page with a script error shows up in the console."""
+    page = tmp_path / "broken.html"
+    page.write_text("<html><body><script>undefinedFunction();</script></body></html>")
+    assert any("undefinedFunction" in line for line in render(page.as_uri(), tmp_path).console)
