@@ -35,6 +35,9 @@ TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
     "doodl.role",
     "doodl.logged",
 )
+# MLflow 3's UI opens an experiment without a kind on its GenAI overview (empty trace charts);
+# this kind makes it open on the runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # per analysis, the tag holding the settings a child's results were logged with
 ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy", "koopman": "doodl.koopman", "ntk": "doodl.ntk"}
 TABLE_COLUMNS = {
@@ -115,8 +118,14 @@ class MlflowSink:
         self.client = _RetryOnLock(MlflowClient(tracking_uri=tracking_uri), lock_retry_delays)
         self.sweep_id = sweep_id
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, artifact_location=_artifact_location(tracking_uri))
+        kind, value = EXPERIMENT_KIND
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=_artifact_location(tracking_uri), tags={kind: value})
+        else:
+            self.experiment_id = exp.experiment_id
+            if kind not in exp.tags:  # an experiment made before doodl set it (a kind chosen by hand stays)
+                self.client.set_experiment_tag(self.experiment_id, kind, value)
         self.parent_id = self._find_or_create_parent()
         self._read_children()
 

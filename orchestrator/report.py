@@ -29,6 +29,9 @@ from orchestrator.store import SweepStore
 SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png")  # shown first, in this order
 GROUP_SHOWN = ("morse_graph.png", "morse_sets.png", "ntk.png")  # per-group pictures on the page
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a SQLite database by default
+# MLflow 3.17's UI picks GenAI or model-training pages from this query (or the user's last
+# choice), not from the experiment's kind tag: links ask for the training runs
+TRAINING_VIEW = "?workflowType=machine_learning"
 
 
 @dataclass
@@ -184,7 +187,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         runs.append({"run_id": v["run_id"], "group": v["group_id"], "seed": v["seed"],
                      "status": s.get("status", ""), "train_loss": _fmt(s.get("train_loss")),
                      "test_acc": _fmt(s.get("test_acc")), "problem": s.get("problem") or "",
-                     "url": f"{base_url}/#/experiments/{exp_id}/runs/{mid}" if mid and exp_id else None})
+                     "url": f"{base_url}/#/experiments/{exp_id}/runs/{mid}{TRAINING_VIEW}" if mid and exp_id else None})
     counts: dict[str, int] = {}
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -197,7 +200,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         spec=yaml.safe_dump(doc.get("spec", {}), sort_keys=False),
         grid={a: sorted({v[a] for v in variants}, key=str) for a in swept}, n_variants=len(variants),
         counts=sorted(counts.items()), groups=group_rows, runs=runs, sweep_pictures=sweep_pics,
-        audits=_audits(store), mlflow_url=f"{base_url}/#/experiments/{exp_id}" if exp_id else None,
+        audits=_audits(store), mlflow_url=f"{base_url}/#/experiments/{exp_id}{TRAINING_VIEW}" if exp_id else None,
         failures=[r for r in runs if r["status"] not in ("ok",)],
     )
     index = out / "index.html"

@@ -84,7 +84,9 @@ def test_the_report_holds_every_group_its_pictures_runs_and_audit(audited):
     client = MlflowClient(audited[2])
     run_links = [link for link in page.links if "/runs/" in link]
     assert len(run_links) == 8 and all(link.startswith("http://127.0.0.1:5000/#/experiments/") for link in run_links)
-    assert client.get_run(run_links[0].rsplit("/", 1)[1]).data.tags["doodl.sweep_id"] == store.sweep_id
+    run_id = run_links[0].rsplit("/", 1)[1].split("?")[0]
+    assert client.get_run(run_id).data.tags["doodl.sweep_id"] == store.sweep_id
+    assert all(link.endswith("?workflowType=machine_learning") for link in run_links)
 
 
 def test_the_report_is_an_artifact_of_the_parent_run(audited):
@@ -136,3 +138,63 @@ def test_the_console_check_sees_a_broken_page(tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<html><body><script>undefinedFunction();</script></body></html>")
     assert any("undefinedFunction" in line for line in render(page.as_uri(), tmp_path).console)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(audited):
+    """`mlflow server` on the sweep's SQLite database, as a user opens it."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    tmp, _, db, _ = audited
+    port = _free_port()
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", db, "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_experiment_is_tagged_for_model_training(mlflow_ui):
+    """Through MLflow's REST API: the experiment's kind says training runs, not GenAI."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{mlflow_ui}/api/2.0/mlflow/experiments/get-by-name?experiment_name=rep") as r:
+        tags = {t["key"]: t["value"] for t in json.load(r)["experiment"]["tags"]}
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@needs_chromium
+def test_the_reports_mlflow_link_opens_on_the_training_runs(mlflow_ui, audited, tmp_path):
+    """The report's MLflow link opens MLflow's runs page (with the sweep's parent run), not the
+    GenAI overview that MLflow 3.17 shows by default whatever the experiment's kind."""
+    _, _, _, outcome = audited
+    link = next(a for a in _elements(outcome.index.read_text()).links if "/runs/" not in a and "#/experiments/" in a)
+    shot = tmp_path / "mlflow.png"
+    page = render(link.replace("http://127.0.0.1:5000", mlflow_ui), tmp_path, screenshot=shot, size="1400,900",
+                  wait_ms=20_000)
+    assert "matching runs" in page.dom and ">rep<" in page.dom  # the runs table, the parent run's row
+    assert "No data available for the selected time range" not in page.dom  # the GenAI trace charts
+    print(f"screenshot: {shot}")
