@@ -28,7 +28,7 @@ from rich.progress import (
 
 from orchestrator.actor_pool import ActorPool
 from orchestrator.errors import ClusterError
-from orchestrator.expand import WorkUnit, expand, pack
+from orchestrator.expand import WorkUnit, expand, plan_units
 from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec
 from orchestrator.store import SweepStore, derived_sweep_id
@@ -133,10 +133,7 @@ def run_sweep(
 
 def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, address: str | None,
                show_progress: bool, verify: str, start: float) -> SweepOutcome:
-    res = spec.resources
-    # auto-sized units: at least two per actor (num_actors, or this machine's cores for a local run)
-    min_units = 2 * (res.num_actors or os.cpu_count() or 1)
-    store.initialise(spec, variants, pack(variants, res.variants_per_unit, min_units))
+    store.initialise(spec, variants, plan_units(spec, variants))
     units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 from dataclasses import dataclass
 
 from orchestrator.spec import SpecError, SweepSpec
@@ -135,3 +136,11 @@ def pack(variants: list[VariantConfig], variants_per_unit: int | str, min_units:
             digest = hashlib.sha256(",".join(v.run_id for v in chunk).encode()).hexdigest()[:16]
             units.append(WorkUnit(unit_id=digest, variants=chunk))
     return units
+
+
+def plan_units(spec: SweepSpec, variants: list[VariantConfig]) -> list[WorkUnit]:
+    """The units a new sweep of ``spec`` is packed into (what ``doodl sweep`` records and
+    ``--dry-run`` reports): auto-sized units are split until every actor can get two
+    (``num_actors``, or this machine's cores for a local run)."""
+    res = spec.resources
+    return pack(variants, res.variants_per_unit, min_units=2 * (res.num_actors or os.cpu_count() or 1))
