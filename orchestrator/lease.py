@@ -70,13 +70,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def lease_path(store: SweepStore, purpose: str) -> str:
+    """Where the lease of ``store``'s sweep for ``purpose`` lives."""
+    return f"{store.root}/{LEASES}/{purpose}.json"
+
+
+def live_holder(store: SweepStore, purpose: str) -> Holder | None:
+    """Who holds the sweep's lease for ``purpose`` now, or None when no driver is at work
+    (no lease, or a stale one: see :meth:`Holder.stale`). Reads the lease; writes nothing."""
+    holder = Holder.parse(read_bytes(store.fs, lease_path(store, purpose)))
+    return holder if holder is not None and not holder.stale(time.time()) else None
+
+
 class SweepLease:
     """The lease of one sweep for one purpose (``training``, ``reducing``); a context manager."""
 
     def __init__(self, store: SweepStore, purpose: str, ttl: float = TTL_S, heartbeat: float = HEARTBEAT_S,
                  settle: float = SETTLE_S):
         self.store, self.purpose = store, purpose
-        self.path = f"{store.root}/{LEASES}/{purpose}.json"
+        self.path = lease_path(store, purpose)
         self.ttl, self.heartbeat, self.settle = ttl, heartbeat, settle
         self.owner = uuid.uuid4().hex
         self.acquired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
