@@ -40,6 +40,8 @@ MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model
                 *axes())
 RELATIVE = ("hessian_top", "hessian_trace")
 TAG_VERDICT, TAG_BASELINE, TAG_SPEC = "doodl.audit_verdict", "doodl.audit_baseline", "doodl.spec_name"
+AUDITS = "audits"  # SWEEP/audits/AUDIT_ID/: one directory per audit of the sweep
+AUDIT_RECORD = "report.json"  # the audit's verdict and findings; its presence means the sweep was audited
 
 
 @dataclass
@@ -247,8 +249,8 @@ def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -
     """report.md, report.json and phase_diagrams.png under ``SWEEP/audits/AUDIT_ID``."""
     fs = store.fs
     audit_id = report.created.replace("-", "").replace(":", "")
-    base = f"{store.root}/audits/{audit_id}"
-    files = {"report.md": report.to_markdown().encode(), "report.json": json.dumps(report.to_json(), indent=1).encode(),
+    base = f"{store.root}/{AUDITS}/{audit_id}"
+    files = {"report.md": report.to_markdown().encode(), AUDIT_RECORD: json.dumps(report.to_json(), indent=1).encode(),
              "phase_diagrams.png": side_by_side(store, baseline)}
     out = {}
     for name, payload in files.items():

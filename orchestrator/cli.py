@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     store_args(st)
     st.add_argument("--verify", action="store_true",
                     help="check every shard's checksum (reads the whole sweep); default: sizes only")
+
+    ls = sub.add_parser("ls", help="the sweeps in a store: variants, state and last change of each")
+    store_args(ls)
     return p
 
 
@@ -158,56 +161,82 @@ def _audit(args) -> int:
     return EXIT_FAILED if report.verdict == "drift" else EXIT_OK
 
 
+def _sweep(args) -> int:
+    from orchestrator.spec import load_spec
+    from orchestrator.store import SweepStore
+
+    spec = load_spec(args.spec)
+    from orchestrator.driver import run_sweep
+
+    outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,
+                        address=args.address, show_progress=not args.no_progress,
+                        new_sweep=args.new_sweep, verify="full" if args.verify else "size")
+    print(
+        f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
+        f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
+        f"failed {len(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
+        f"in {outcome.seconds:.1f}s" + (f" (training {outcome.train_seconds:.1f}s)" if outcome.trained_units else "")
+    )
+    if outcome.mlflow_error:
+        print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
+    if outcome.failed_units:
+        return EXIT_FAILED
+    if args.reduce:
+        return _reduce(SweepStore(args.store, outcome.sweep_id), args, spec.reduce)
+    return EXIT_OK
+
+
+def _sync(args) -> int:
+    from orchestrator.store import SweepStore
+    from orchestrator.sync import sync_sweep
+
+    outcome = sync_sweep(SweepStore(args.store, args.sweep), args.tracking_uri)
+    if outcome.mlflow_error:
+        print(f"doodl: error: MLflow logging still failing: {outcome.mlflow_error}", file=sys.stderr)
+        return EXIT_FAILED
+    merged = f"; merged {outcome.merged_runs} duplicate runs" if outcome.merged_runs else ""
+    print(f"sync {outcome.sweep_id}: logged {outcome.logged_runs} MLflow runs and results{merged} "
+          f"in {outcome.seconds:.1f}s")
+    return EXIT_OK
+
+
+def _status(args) -> int:
+    from orchestrator.status import print_status
+    from orchestrator.store import SweepStore
+
+    print_status(SweepStore(args.store, args.sweep), verify="full" if args.verify else "size")
+    return EXIT_OK
+
+
+def _ls(args) -> int:
+    from orchestrator.listing import format_listing, list_store
+
+    rows = list_store(args.store)
+    print("\n".join(format_listing(rows)) if rows else f"no sweeps in store {args.store}")
+    return EXIT_OK
+
+
+def _reduce_command(args) -> int:
+    from orchestrator.store import SweepStore
+
+    return _reduce(SweepStore(args.store, args.sweep), args, None)
+
+
+# one handler per subcommand: it gets the parsed arguments and returns the exit code
+COMMANDS = {"sweep": _sweep, "reduce": _reduce_command, "audit": _audit, "sync": _sync, "status": _status,
+            "ls": _ls}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``doodl`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from orchestrator.errors import ClusterError, PlacementError
     from orchestrator.spec import SpecError
-    from orchestrator.store import StoreError, SweepStore
+    from orchestrator.store import StoreError
 
     try:
-        if args.command == "sweep":
-            from orchestrator.driver import run_sweep
-            from orchestrator.spec import load_spec
-
-            spec = load_spec(args.spec)
-            outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,
-                                address=args.address, show_progress=not args.no_progress,
-                                new_sweep=args.new_sweep, verify="full" if args.verify else "size")
-            print(
-                f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
-                f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
-                f"failed {len(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
-                f"in {outcome.seconds:.1f}s" + (f" (training {outcome.train_seconds:.1f}s)" if outcome.trained_units else "")
-            )
-            if outcome.mlflow_error:
-                print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
-            if outcome.failed_units:
-                return EXIT_FAILED
-            if args.reduce:
-                return _reduce(SweepStore(args.store, outcome.sweep_id), args, spec.reduce)
-            return EXIT_OK
-        if args.command == "reduce":
-            return _reduce(SweepStore(args.store, args.sweep), args, None)
-        if args.command == "audit":
-            return _audit(args)
-        if args.command == "sync":
-            from orchestrator.sync import sync_sweep
-
-            outcome = sync_sweep(SweepStore(args.store, args.sweep), args.tracking_uri)
-            if outcome.mlflow_error:
-                print(f"doodl: error: MLflow logging still failing: {outcome.mlflow_error}", file=sys.stderr)
-                return EXIT_FAILED
-            merged = f"; merged {outcome.merged_runs} duplicate runs" if outcome.merged_runs else ""
-            print(f"sync {outcome.sweep_id}: logged {outcome.logged_runs} MLflow runs and results{merged} "
-                  f"in {outcome.seconds:.1f}s")
-            return EXIT_OK
-        if args.command == "status":
-            from orchestrator.status import print_status
-
-            print_status(SweepStore(args.store, args.sweep), verify="full" if args.verify else "size")
-            return EXIT_OK
+        return COMMANDS[args.command](args)
     except (SpecError, StoreError) as exc:
         return _bad_input(str(exc))
     except (ClusterError, PlacementError) as exc:
@@ -215,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_CANCELLED
-    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -233,6 +233,23 @@ class SweepStore:
         return shards.read_snapshots(self.fs, self.root, unit_ids, columns)
 
 
+def sweep_ids(store_uri: str) -> list[str]:
+    """The sweeps in a store, sorted: its directories holding a ``sweep.json`` (one listing
+    and one lookup per directory; a missing store holds none). A store that is a file, or
+    a location pyarrow cannot open, raises :class:`StoreError`."""
+    try:
+        fs, base = shards.resolve_filesystem(store_uri)
+        info = fs.get_file_info(base)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise StoreError(f"store {store_uri}: not a usable location ({exc})") from None
+    if info.type == pafs.FileType.File:
+        raise StoreError(f"store {store_uri}: is a file, not a directory")
+    base = base.rstrip("/")
+    dirs = [i.base_name for i in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+            if i.type == pafs.FileType.Directory and SWEEP_NAME.match(i.base_name)]
+    return sorted(d for d in dirs if fs.get_file_info(f"{base}/{d}/{SWEEP_JSON}").type == pafs.FileType.File)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
