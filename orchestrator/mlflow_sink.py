@@ -131,17 +131,27 @@ class MlflowSink:
 
     def _read_children(self) -> None:
         self.children: dict[str, str] = {}
+        self.groups: dict[str, str] = {}  # group id -> its group run
         self.logged: set[str] = set()
-        # analysis -> run_id -> settings key of the results logged on that child
+        # analysis -> MLflow run id (a seed's or a group's) -> settings key of the results it holds
         self.reduction_logged: dict[str, dict[str, str]] = {name: {} for name in ANALYSIS_TAGS}
-        for run in sorted(self._search(self._role_filter("child")), key=_keep_order, reverse=True):
-            rid = run.data.tags.get(TAG_RUN)
-            self.children[rid] = run.info.run_id  # of duplicates, the one merge_duplicates keeps wins
-            if run.data.tags.get(TAG_LOGGED) == "1":
-                self.logged.add(rid)
-            for name, tag in ANALYSIS_TAGS.items():
-                if tag in run.data.tags:
-                    self.reduction_logged[name][rid] = run.data.tags[tag]
+        runs = list(self._search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'"))
+        # of duplicates (two drivers at once, before leases), the one merge_duplicates keeps wins
+        for run in sorted(runs, key=_keep_order, reverse=True):
+            role = run.data.tags.get(TAG_ROLE)
+            if role == "child":
+                rid = run.data.tags.get(TAG_RUN)
+                self.children[rid] = run.info.run_id
+                if run.data.tags.get(TAG_LOGGED) == "1":
+                    self.logged.add(rid)
+            elif role == "group":
+                self.groups[run.data.tags.get(TAG_GROUP)] = run.info.run_id
+        mine = set(self.children.values()) | set(self.groups.values())
+        for run in runs:
+            if run.info.run_id in mine:
+                for name, tag in ANALYSIS_TAGS.items():
+                    if tag in run.data.tags:
+                        self.reduction_logged[name][run.info.run_id] = run.data.tags[tag]
 
     def _role_filter(self, role: str) -> str:
         return f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_ROLE}` = '{role}'"
@@ -262,130 +272,70 @@ class MlflowSink:
         return len(todo)
 
 
-    def log_group_morse(self, row: dict, runs: list[dict], pictures: dict[str, str], settings_key: str) -> int:
-        """Log one group's Morse results on each of its children: the group's held-out basin
-        accuracy and chance level and its graph's size as metrics, the run's own verdict
-        (``basin_correct``; its itinerary and end attractor as tags, since Morse set ids are
-        not stable), and the group's pictures (local files) under ``morse/``.
+    def ensure_group_runs(self, groups: dict[str, list[dict]], labels: dict[str, str]) -> None:
+        """A run per group (tag ``doodl.role = group``, a child of the parent, the group's
+        config as params), created once: it carries the group's results of every analysis,
+        so they are logged once and compare group against group in MLflow's runs table."""
+        from mlflow.entities import Param
 
-        Children already logged with the same ``settings_key`` are skipped; children not
-        in MLflow yet (training not logged) are left for a later run. Returns how many
-        children were logged now.
+        for gid, rows in groups.items():
+            if gid in self.groups:
+                continue
+            cfg = rows[0]
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"group {labels.get(gid, gid)}",
+                tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep_id, TAG_GROUP: gid,
+                      TAG_ROLE: "group"})
+            params = [Param(k, str(cfg[k])) for k in PARAM_FIELDS if k != "seed"] + [Param("n_seeds", str(len(rows)))]
+            self.client.log_batch(run.info.run_id, params=params)
+            self.client.set_terminated(run.info.run_id, "FINISHED")
+            self.groups[gid] = run.info.run_id
+
+    def analysis_pending(self, name: str, row: dict, settings_key: str) -> bool:
+        """Whether any of the group's runs in MLflow (its group run, its seeds) lacks the
+        ``name`` results computed with ``settings_key``."""
+        logged = self.reduction_logged[name]
+        group = self.groups.get(row["group_id"])
+        return ((group is not None and logged.get(group) != settings_key)
+                or any(logged.get(self.children[r]) != settings_key
+                       for r in row.get("run_ids") or [] if r in self.children))
+
+    def log_group_results(self, name: str, row: dict, runs: list[dict], pictures: dict[str, str],
+                          settings_key: str) -> int:
+        """Log one group's results of analysis ``name``: what belongs to the group (its
+        metrics, tags, curves and pictures, or its error) once, on the group run; what
+        belongs to a seed (its own verdict, spectrum or curves) on that seed's run.
+
+        Runs already logged with the same ``settings_key`` are skipped; seeds not in MLflow
+        yet (training not logged) are left for a later run. Returns how many runs were
+        logged now.
         """
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        done = 0
-        for run, child in self._pending("morse", runs, settings_key):
-            metrics = []
-            tags = [RunTag(ANALYSIS_TAGS["morse"], settings_key)]
-            if row.get("error") is None:
-                values = {"n_morse_sets": row["n_morse_sets"], "n_attractors": row["n_attractors"],
-                          "n_unresolved_morse_sets": row["n_unresolved"],
-                          "group_basin_accuracy": row["basin_accuracy"], "group_basin_chance": row["chance"],
-                          "group_basin_accuracy_start": row["basin_accuracy_start"],
-                          "group_basin_undecided": row.get("n_undecided"),
-                          "group_fidelity": row["fidelity"], "final_in_attractor": run.get("in_attractor")}
-                if run.get("basin_correct") is not None:
-                    values["basin_correct"] = run["basin_correct"]
-                metrics = [Metric(k, float(v), now, 0) for k, v in values.items()
-                           if v is not None and np.isfinite(float(v))]
-                # Morse set ids are not stable between reductions: tags, never metrics
-                tags += [RunTag("doodl.morse_coordinates", str(row["coordinates"])),
-                         RunTag("doodl.itinerary", " > ".join(str(u) for u in run.get("itinerary") or []) or "none"),
-                         RunTag("doodl.end_attractor", str(run.get("end_attractor")))]
-            else:
-                tags.append(RunTag("doodl.morse_error", row["error"][:500]))
-            self.client.log_batch(child, metrics=metrics, tags=tags)
-            for path in pictures.values():
-                self.client.log_artifact(child, path, artifact_path="morse")
-            self.reduction_logged["morse"][run["run_id"]] = settings_key
-            done += 1
-        return done
-
-    def _pending(self, name: str, runs: list[dict], settings_key: str):
-        """(run, child run id) of the runs whose child exists and lacks these results."""
         logged = self.reduction_logged[name]
+        key_tag = RunTag(ANALYSIS_TAGS[name], settings_key)
+        done = 0
+        group = self.groups.get(row["group_id"])
+        if group is not None and logged.get(group) != settings_key:
+            if row.get("error") is None:
+                values, tags, curves = _group_results(name, row)
+            else:
+                values, tags, curves = {}, {f"doodl.{name}_error": row["error"][:500]}, []
+            self.client.log_batch(group, metrics=_metrics(values, curves, now),
+                                  tags=[key_tag, *(RunTag(k, v) for k, v in tags.items())])
+            for path in pictures.values():
+                self.client.log_artifact(group, path, artifact_path=name)
+            logged[group] = settings_key
+            done += 1
         for run in runs:
             child = self.children.get(run["run_id"])
-            if child is not None and logged.get(run["run_id"]) != settings_key:
-                yield run, child
-
-    def analysis_logged(self, name: str) -> dict[str, str]:
-        """run_id -> settings key of the ``name`` results already on that child."""
-        return self.reduction_logged[name]
-
-    def log_group_taxonomy(self, row: dict, runs: list[dict], settings_key: str) -> int:
-        """Log one group's taxonomy on each of its children: the group's metrics and phase
-        (tag ``doodl.phase``), the thresholds, and the run's own Hessian figures."""
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        done = 0
-        for run, child in self._pending("taxonomy", runs, settings_key):
-            metrics, tags = [], [RunTag(ANALYSIS_TAGS["taxonomy"], settings_key)]
-            if row.get("error") is None:
-                metrics = [Metric(f"group_{k}", float(row[k]), now, 0) for k in TAXONOMY_METRICS
-                           if row.get(k) is not None and np.isfinite(row[k])]
-                metrics += [Metric(k, float(run[k]), now, 0) for k in ("hessian_top", "hessian_trace")
-                            if run.get(k) is not None and np.isfinite(run[k])]
-                tags += [RunTag("doodl.phase", row["phase"])]
-                tags += [RunTag(f"doodl.{k}", str(row[k])) for k in
-                         ("threshold_train_loss", "threshold_mc_tolerance", "threshold_cka")]
-            else:
-                tags.append(RunTag("doodl.taxonomy_error", row["error"][:500]))
-            self.client.log_batch(child, metrics=metrics, tags=tags)
-            self.reduction_logged["taxonomy"][run["run_id"]] = settings_key
-            done += 1
-        return done
-
-    def log_group_koopman(self, row: dict, runs: list[dict], settings_key: str) -> int:
-        """Log one group's Koopman spectrum on each of its children: the group's leading
-        eigenvalue moduli and seed spread, the run's own leading modulus, and the group's
-        equivalence class as the tag ``doodl.koopman_class`` (class numbers depend on which
-        groups a sweep holds: a tag, never a metric)."""
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        done = 0
-        for run, child in self._pending("koopman", runs, settings_key):
-            metrics, tags = [], [RunTag(ANALYSIS_TAGS["koopman"], settings_key)]
-            if row.get("error") is None:
-                values = {f"koopman_modulus_{k}": row.get(f"modulus_{k}") for k in (1, 2, 3)}
-                values.update(koopman_spread=row.get("spread"), koopman_run_modulus_1=run.get("modulus_1"))
-                metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and np.isfinite(v)]
-                if row.get("koopman_class") is not None:
-                    tags.append(RunTag("doodl.koopman_class", str(row["koopman_class"])))
-            else:
-                tags.append(RunTag("doodl.koopman_error", row["error"][:500]))
-            self.client.log_batch(child, metrics=metrics, tags=tags)
-            self.reduction_logged["koopman"][run["run_id"]] = settings_key
-            done += 1
-        return done
-
-    def log_group_ntk(self, row: dict, runs: list[dict], pictures: dict[str, str], settings_key: str) -> int:
-        """Log one group's NTK evolution on each of its children: the run's own curves
-        (``ntk_distance_init``, ``ntk_velocity`` at its recorded steps) and transition step,
-        the group's median transition, and the group's picture under ``ntk/``."""
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        done = 0
-        for run, child in self._pending("ntk", runs, settings_key):
-            metrics, tags = [], [RunTag(ANALYSIS_TAGS["ntk"], settings_key)]
-            if row.get("error") is None:
-                for name, key in (("ntk_distance_init", "distance_init"), ("ntk_velocity", "velocity")):
-                    metrics += [Metric(name, float(v), now, int(step)) for step, v in
-                                zip(run.get("steps") or [], run.get(key) or []) if v is not None and np.isfinite(v)]
-                single = {"ntk_transition_step": run.get("transition_step"),
-                          "group_ntk_transition_step": row.get("transition_step")}
-                metrics += [Metric(k, float(v), now, 0) for k, v in single.items() if v is not None]
-            else:
-                tags.append(RunTag("doodl.ntk_error", row["error"][:500]))
-            self.client.log_batch(child, metrics=metrics, tags=tags)
-            for path in pictures.values():
-                self.client.log_artifact(child, path, artifact_path="ntk")
-            self.reduction_logged["ntk"][run["run_id"]] = settings_key
+            if child is None or logged.get(child) == settings_key:
+                continue
+            values, tags, curves = _seed_results(name, run) if row.get("error") is None else ({}, {}, [])
+            self.client.log_batch(child, metrics=_metrics(values, curves, now),
+                                  tags=[key_tag, *(RunTag(k, v) for k, v in tags.items())])
+            logged[child] = settings_key
             done += 1
         return done
 
@@ -409,6 +359,54 @@ class MlflowSink:
         mets = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
         if mets:
             self.client.log_batch(self.parent_id, metrics=mets)
+
+
+def _metrics(values: dict, curves: list[tuple[str, int, float]], now: int) -> list:
+    from mlflow.entities import Metric
+
+    out = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and np.isfinite(float(v))]
+    return out + [Metric(k, float(v), now, int(step)) for k, step, v in curves if v is not None and np.isfinite(v)]
+
+
+def _curves(name: str, steps, values) -> list[tuple[str, int, float]]:
+    return [(name, step, v) for step, v in zip(steps or [], values or [])]
+
+
+def _group_results(name: str, row: dict) -> tuple[dict, dict[str, str], list]:
+    """What a group run shows of one analysis: metrics, tags, curves (name, step, value).
+    Ids that are not stable between reductions (Morse sets, Koopman classes) are tags."""
+    if name == "morse":
+        return ({"n_morse_sets": row["n_morse_sets"], "n_attractors": row["n_attractors"],
+                 "n_unresolved_morse_sets": row["n_unresolved"], "basin_accuracy": row["basin_accuracy"],
+                 "basin_chance": row["chance"], "basin_accuracy_start": row["basin_accuracy_start"],
+                 "basin_undecided": row.get("n_undecided"), "fidelity": row["fidelity"]},
+                {"doodl.morse_coordinates": str(row["coordinates"])}, [])
+    if name == "taxonomy":
+        return ({k: row.get(k) for k in TAXONOMY_METRICS},
+                {"doodl.phase": str(row["phase"]), **{f"doodl.{k}": str(row[k]) for k in
+                 ("threshold_train_loss", "threshold_mc_tolerance", "threshold_cka")}}, [])
+    if name == "koopman":
+        tags = {"doodl.koopman_class": str(row["koopman_class"])} if row.get("koopman_class") is not None else {}
+        return ({**{f"koopman_modulus_{k}": row.get(f"modulus_{k}") for k in (1, 2, 3)},
+                 "koopman_spread": row.get("spread")}, tags, [])
+    return ({"ntk_transition_step": row.get("transition_step")}, {},
+            _curves("ntk_distance_init", row.get("steps"), row.get("distance_init"))
+            + _curves("ntk_velocity", row.get("steps"), row.get("velocity")))
+
+
+def _seed_results(name: str, run: dict) -> tuple[dict, dict[str, str], list]:
+    """What a seed's run shows of one analysis: its own values only."""
+    if name == "morse":
+        values = {"final_in_attractor": run.get("in_attractor"), "basin_correct": run.get("basin_correct")}
+        return (values, {"doodl.itinerary": " > ".join(str(u) for u in run.get("itinerary") or []) or "none",
+                         "doodl.end_attractor": str(run.get("end_attractor"))}, [])
+    if name == "taxonomy":
+        return {k: run.get(k) for k in ("hessian_top", "hessian_trace")}, {}, []
+    if name == "koopman":
+        return {"koopman_run_modulus_1": run.get("modulus_1")}, {}, []
+    return ({"ntk_transition_step": run.get("transition_step")}, {},
+            _curves("ntk_distance_init", run.get("steps"), run.get("distance_init"))
+            + _curves("ntk_velocity", run.get("steps"), run.get("velocity")))
 
 
 def _keep_order(run) -> tuple:

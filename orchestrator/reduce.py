@@ -151,6 +151,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
             rows_by_unit.setdefault(v["unit_id"], []).append(v)
         committed = sorted(u for u, s in states.items() if s.state == "committed")
         log_units(sink, store, rows_by_unit, committed, outcome)  # children must exist to carry results
+        open_group_runs(sink, groups, outcome)
         if outcome.mlflow_error:
             sink = None
 
@@ -281,6 +282,16 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
         raise
 
 
+def open_group_runs(sink, groups: dict[str, list[dict]], outcome) -> None:
+    """Make sure every group has its MLflow run (where group results go) before logging."""
+    if outcome.mlflow_error:
+        return
+    try:
+        sink.ensure_group_runs(groups, {gid: group_label(rows[0]) for gid, rows in groups.items()})
+    except tracking_errors() as exc:
+        defer(outcome, exc)
+
+
 def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
     """Log one group's results of one analysis; runs and pictures are read back from the
     store when not given. After a tracking failure nothing more is tried (``doodl sync``)."""
@@ -291,8 +302,7 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
 
     try:
         gid = row["group_id"]
-        logged = sink.analysis_logged(rstore.name)
-        if not [r for r in (row.get("run_ids") or []) if logged.get(r) != key and r in sink.children]:
+        if not sink.analysis_pending(rstore.name, row, key):
             return
         if runs is None:
             with rstore.fs.open_input_file(rstore.run_part(gid)) as f:
@@ -310,12 +320,7 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
             for name, payload in pictures.items():
                 local[name] = str(Path(tmp) / name)
                 Path(local[name]).write_bytes(payload)
-            if rstore.name in GROUP_PICTURES:
-                log = {"morse": sink.log_group_morse, "ntk": sink.log_group_ntk}[rstore.name]
-                outcome.logged_runs += log(row, runs, local, key)
-            else:
-                log = {"taxonomy": sink.log_group_taxonomy, "koopman": sink.log_group_koopman}[rstore.name]
-                outcome.logged_runs += log(row, runs, key)
+            outcome.logged_runs += sink.log_group_results(rstore.name, row, runs, local, key)
     except tracking_errors() as exc:
         defer(outcome, exc)
 

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.reduce import ANALYSES, consolidate, koopman_classes, log_group, log_summaries, sweep_pictures_in_store
+from orchestrator.reduce import (ANALYSES, consolidate, koopman_classes, log_group, log_summaries, open_group_runs,
+                                 sweep_pictures_in_store)
 from orchestrator.store import SweepStore
 from orchestrator.tracking import defer, log_sweep_done, log_units, open_sink, tracking_errors
 
@@ -61,6 +62,8 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
         groups.setdefault(v["group_id"], []).append(v)
     stores = {name: ReductionStore(store.fs, store.root, name) for name in ANALYSES}
     tables = {}
+    if any(rstore.reduced_groups() for rstore in stores.values()):
+        open_group_runs(sink, groups, outcome)
     for name, rstore in stores.items():
         rows = rstore.reduced_groups()
         if not rows:

@@ -136,11 +136,15 @@ children = [r for r in runs if tags(r).get("doodl.role") == "child"]
 parents = [r for r in runs if tags(r).get("doodl.role") == "parent"]
 n_variants = pq.read_table(f"{store}/{sweep}/variants.parquet").num_rows
 assert len(parents) == 1 and len(children) == n_variants, (len(parents), len(children), n_variants)
-assert all({"train_loss", "final_test_acc", "n_morse_sets", "group_hessian_top", "koopman_modulus_1",
+groups = [r for r in runs if tags(r).get("doodl.role") == "group"]
+n_groups = len(set(pq.read_table(f"{store}/{sweep}/variants.parquet").column("group_id").to_pylist()))
+assert len(groups) == n_groups, (len(groups), n_groups)
+assert all({"train_loss", "final_test_acc", "basin_correct", "hessian_top", "koopman_run_modulus_1",
             "ntk_distance_init"} <= metrics(c) for c in children)
-assert all("doodl.phase" in tags(c) and "doodl.koopman_class" in tags(c) for c in children)
+assert all({"n_morse_sets", "hessian_top", "mc", "koopman_modulus_1", "ntk_distance_init"} <= metrics(g)
+           and "doodl.phase" in tags(g) and "doodl.koopman_class" in tags(g) for g in groups)
 assert {"morse_basin_accuracy", "morse_basin_accuracy_chance", "n_variants_done", "koopman_classes"} <= metrics(parents[0])
-print(f"MLflow at {tracking}: experiment {sweep!r}, 1 parent and {len(children)} child runs with training, "
-      f"Morse, taxonomy, Koopman and NTK results: OK")
+print(f"MLflow at {tracking}: experiment {sweep!r}, 1 parent, {len(groups)} group and {len(children)} seed runs "
+      f"with training, Morse, taxonomy, Koopman and NTK results: OK")
 EOF
 log "done (logs and data in $WORK)"

@@ -57,7 +57,7 @@ def test_quickstart_as_in_the_readme(tmp_path):
     exp = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     roles = sorted(r.data.tags.get("doodl.role") for r in runs)
-    assert roles == ["child"] * 24 + ["parent"]
+    assert roles == ["child"] * 24 + ["group"] * 8 + ["parent"]  # a run per seed, per group, per sweep
 
     again = _doodl("sweep", "examples/quickstart.yaml", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -20,7 +20,7 @@ PICTURES = ["connection_matrix.png", "morse_graph.dot", "morse_graph.png", "mors
 
 
 def _runs_by_role(db):
-    """The MLflow client, the children and the parent of the sweep "red"."""
+    """The MLflow client, the children (seeds) and the parent of the sweep "red"."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(db)
@@ -28,6 +28,16 @@ def _runs_by_role(db):
     children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
     parent = next(r for r in runs if r.data.tags.get("doodl.role") == "parent")
     return client, children, parent
+
+
+def _group_runs(db):
+    """The group runs of the sweep "red", by group id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(db)
+    runs = client.search_runs([client.get_experiment_by_name("red").experiment_id],
+                              filter_string="tags.`doodl.role` = 'group'", max_results=100)
+    return {r.data.tags["doodl.group_id"]: r for r in runs}
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +98,29 @@ def test_every_run_has_a_final_point_verdict(reduced):
 
 
 def test_pictures_and_summaries_are_in_mlflow(reduced):
+    """Group results once, on a run per group; each seed's own verdict on its run."""
     client, children, parent = _runs_by_role(reduced[2])
-    ok = [c for c in children if "n_morse_sets" in c.data.metrics]
-    assert len(ok) == 6  # 2 good groups x 3 seeds
-    for child in ok:
-        m, tags = child.data.metrics, child.data.tags
-        assert m["basin_correct"] in (0.0, 1.0) and round(m["group_basin_chance"] * 3) in (1, 2, 3)
-        assert "group_basin_accuracy" in m and "final_morse_set" not in m  # Morse set ids are not stable: no metric
-        assert "group_basin_undecided" in m
-        assert tags["doodl.morse_coordinates"] == "function" and "doodl.itinerary" in tags
-        names = sorted(a.path for a in client.list_artifacts(child.info.run_id, "morse"))
+    groups = _group_runs(reduced[2])
+    assert len(groups) == 4
+    for run in groups.values():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.params["n_seeds"] == "3"
+        assert "seed" not in run.data.params and run.info.run_name.startswith("group width 8")
+    ok = {g: r for g, r in groups.items() if "n_morse_sets" in r.data.metrics}
+    assert len(ok) == 2
+    for run in ok.values():
+        m = run.data.metrics
+        assert round(m["basin_chance"] * 3) in (1, 2, 3) and {"basin_accuracy", "basin_undecided"} <= set(m)
+        assert run.data.tags["doodl.morse_coordinates"] == "function"
+        names = sorted(a.path for a in client.list_artifacts(run.info.run_id, "morse"))
         assert names == [f"morse/{p}" for p in PICTURES]
-    failed = [c for c in children if "doodl.morse_error" in c.data.tags]
-    assert len(failed) == 6
+    assert sum("doodl.morse_error" in r.data.tags for r in groups.values()) == 2
+    seeds = [c for c in children if c.data.tags.get("doodl.group_id") in ok]
+    assert len(seeds) == 6
+    for child in seeds:
+        m, tags = child.data.metrics, child.data.tags
+        assert m["basin_correct"] in (0.0, 1.0) and "doodl.itinerary" in tags and "doodl.end_attractor" in tags
+        assert not {"n_morse_sets", "basin_chance", "final_morse_set"} & set(m)  # group results stay on the group
+        assert client.list_artifacts(child.info.run_id, "morse") == []  # pictures once per group
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
     assert {"reduction/morse.parquet", "reduction/morse_groups.csv", "reduction/morse_runs.parquet"} <= names
     assert {"morse_basin_accuracy", "morse_basin_accuracy_chance"} <= set(parent.data.metrics)
@@ -119,7 +139,7 @@ def test_reduce_again_skips_done_groups_and_retries_failed_ones(reduced):
                          "--only", "morse"])
     # new Morse settings: the good groups are redone (the failed ones are always retried)
     assert "morse: reduced 2, already done 0, failed 2" in out and "taxonomy" not in out and "koopman" not in out
-    assert "logged 12 MLflow results" in out  # every child gets results under the new settings
+    assert "logged 16 MLflow results" in out  # every seed and group run gets results under the new settings
     rows = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
     assert {r["param_tau"] for r in rows} == {2}
 
@@ -143,13 +163,15 @@ def test_taxonomy_row_per_group_with_phase_and_pictures(reduced):
     assert (plots / "heatmap_hessian_top.png").exists() and (plots / "heatmap_mc.png").exists()
 
 
-def test_taxonomy_is_on_every_child_and_the_parent(reduced):
+def test_taxonomy_is_on_every_group_run_and_the_parent(reduced):
     client, children, parent = _runs_by_role(reduced[2])
-    with_phase = [c for c in children if "doodl.phase" in c.data.tags]
-    assert len(with_phase) == 6
-    for c in with_phase:
-        assert {"group_hessian_top", "group_mc", "group_cka", "hessian_top"} <= set(c.data.metrics)
-        assert c.data.tags["doodl.threshold_cka"] == "0.68"
+    with_phase = [r for r in _group_runs(reduced[2]).values() if "doodl.phase" in r.data.tags]
+    assert len(with_phase) == 2
+    for r in with_phase:
+        assert {"hessian_top", "mc", "cka", "train_loss"} <= set(r.data.metrics)
+        assert r.data.tags["doodl.threshold_cka"] == "0.68"
+    own = [c for c in children if "hessian_top" in c.data.metrics]
+    assert len(own) == 6 and not any("mc" in c.data.metrics or "doodl.phase" in c.data.tags for c in own)
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
     assert {"reduction/taxonomy.parquet", "reduction/taxonomy_groups.csv", "reduction/phase_diagram.png",
             "reduction/heatmap_cka.png"} <= names
@@ -205,18 +227,23 @@ def test_ntk_curves_per_run_and_group_with_a_picture(reduced):
     assert len(runs) == 6 and all(len(r["distance_init"]) == 12 for r in runs)
 
 
-def test_koopman_and_ntk_reach_every_good_child_and_the_parent(reduced):
+def test_koopman_and_ntk_reach_every_good_group_and_seed_and_the_parent(reduced):
     client, children, parent = _runs_by_role(reduced[2])
-    with_class = [c for c in children if "doodl.koopman_class" in c.data.tags]
-    assert len(with_class) == 6
-    for c in with_class:
-        assert {"koopman_modulus_1", "koopman_spread", "koopman_run_modulus_1"} <= set(c.data.metrics)
-        assert "koopman_class" not in c.data.metrics  # class numbers are not stable: a tag
-        history = client.get_metric_history(c.info.run_id, "ntk_distance_init")
-        history = sorted(history, key=lambda m: m.step)
+    groups = [r for r in _group_runs(reduced[2]).values() if "doodl.koopman_class" in r.data.tags]
+    assert len(groups) == 2
+    for g in groups:
+        assert {"koopman_modulus_1", "koopman_spread"} <= set(g.data.metrics)
+        assert "koopman_class" not in g.data.metrics  # class numbers are not stable: a tag
+        mean = sorted(client.get_metric_history(g.info.run_id, "ntk_distance_init"), key=lambda m: m.step)
+        assert [m.step for m in mean] == [4 * i for i in thin(16, 12)] and mean[0].value == 0.0
+        assert [a.path for a in client.list_artifacts(g.info.run_id, "ntk")] == ["ntk/ntk.png"]
+    seeds = [c for c in children if "koopman_run_modulus_1" in c.data.metrics]
+    assert len(seeds) == 6
+    for c in seeds:
+        history = sorted(client.get_metric_history(c.info.run_id, "ntk_distance_init"), key=lambda m: m.step)
         assert [m.step for m in history] == [4 * i for i in thin(16, 12)] and history[0].value == 0.0
-        assert [a.path for a in client.list_artifacts(c.info.run_id, "ntk")] == ["ntk/ntk.png"]
-    assert len([c for c in children if "doodl.ntk_error" in c.data.tags]) == 6
+        assert client.list_artifacts(c.info.run_id, "ntk") == [] and "koopman_modulus_1" not in c.data.metrics
+    assert sum("doodl.ntk_error" in r.data.tags for r in _group_runs(reduced[2]).values()) == 2
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "reduction")}
     assert {"reduction/koopman.parquet", "reduction/koopman_pairs.parquet", "reduction/koopman_classes.png",
             "reduction/koopman_groups.csv", "reduction/ntk.parquet", "reduction/ntk_groups.csv"} <= names

@@ -37,17 +37,19 @@ def test_unreachable_mlflow_defers_and_sync_catches_up(tmp_path, ray_session, ca
 
     good = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
-    # 8 runs + 4 analyses x 8 results
-    assert "sync outage: logged 40 MLflow runs and results" in capsys.readouterr().out
+    # 8 runs + 4 analyses x (8 seeds + 4 groups) results
+    assert "sync outage: logged 56 MLflow runs and results" in capsys.readouterr().out
     runs = _runs(tmp_path / "mlflow.db")
     children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
-    assert len(runs) == 9 and all("n_morse_sets" in c.data.metrics and "doodl.phase" in c.data.tags
-                                  for c in children)
+    groups = [r for r in runs if r.data.tags.get("doodl.role") == "group"]
+    assert len(runs) == 1 + 8 + 4 and all("n_morse_sets" in g.data.metrics and "doodl.phase" in g.data.tags
+                                          for g in groups)
     # Koopman classes are sweep-wide: sync works them out from the store before logging them
-    assert all("doodl.koopman_class" in c.data.tags and "ntk_distance_init" in c.data.metrics for c in children)
+    assert all("doodl.koopman_class" in g.data.tags for g in groups)
+    assert all("ntk_distance_init" in c.data.metrics and "basin_correct" in c.data.metrics for c in children)
     assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
     assert "logged 0 MLflow runs and results" in capsys.readouterr().out  # idempotent
-    assert len(_runs(tmp_path / "mlflow.db")) == 9
+    assert len(_runs(tmp_path / "mlflow.db")) == 13
 
     assert main(["sync", "outage", *store, "--tracking-uri", bad]) == 1  # still down: says so
     assert "MLflow logging still failing" in capsys.readouterr().err
