@@ -77,11 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
                     help="MLflow tracking URI; default %(default)s")
 
-    st = sub.add_parser("status", help="show the variants of a sweep and how far they are")
+    st = sub.add_parser("status", help="how far a sweep is: variants per state, over the sweep and per group")
     st.add_argument("sweep", help="sweep id (the spec's name)")
     store_args(st)
     st.add_argument("--verify", action="store_true",
                     help="check every shard's checksum (reads the whole sweep); default: sizes only")
+    st.add_argument("--all", action="store_true", help="also print every variant: config, state, final metrics")
 
     ls = sub.add_parser("ls", help="the sweeps in a store: variants, state and last change of each")
     store_args(ls)
@@ -204,7 +205,7 @@ def _status(args) -> int:
     from orchestrator.status import print_status
     from orchestrator.store import SweepStore
 
-    print_status(SweepStore(args.store, args.sweep), verify="full" if args.verify else "size")
+    print_status(SweepStore(args.store, args.sweep), verify="full" if args.verify else "size", show_all=args.all)
     return EXIT_OK
 
 

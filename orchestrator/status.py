@@ -1,12 +1,25 @@
-"""``doodl status``: the state of a sweep's variants, read from the store alone."""
+"""``doodl status``: the state of a sweep's variants, read from the store alone.
+
+A variant is ``ok`` or ``diverged`` once its unit is committed (its final row says which),
+``torn`` when its unit's shards are not sound, ``training`` while a driver holds the sweep's
+training lease and its unit is not yet committed, and ``pending`` when it is not trained and
+no driver is at work (the store keeps no record of failures: a unit that failed after its
+retries, a cancelled sweep's rest and a unit never started all look alike; the next
+``doodl sweep`` trains them).
+"""
 
 from __future__ import annotations
+
+from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.lease import Holder, live_holder
 from orchestrator.store import SweepStore
 from workers.config import shown_axes
+
+STATES = ("ok", "diverged", "training", "torn", "pending")  # the summary's columns, in this order
 
 
 def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
@@ -19,6 +32,7 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     columns = ["run_id", *shown_axes(variants), "seed"]
     unit_ids = sorted({v["unit_id"] for v in variants})
     states = store.unit_states(unit_ids, verify)
+    at_work = live_holder(store, "training") is not None
     committed = [u for u in unit_ids if states[u].state == "committed"]
     finals = {}
     if committed:
@@ -30,27 +44,75 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     for v in variants:
         st = states[v["unit_id"]]
         row = {k: v[k] for k in columns}
-        row.update(unit_id=v["unit_id"], attempt=st.attempt, problem=st.problem)
+        row.update(group_id=v["group_id"], unit_id=v["unit_id"], attempt=st.attempt, problem=st.problem)
         f = finals.get(v["run_id"])
         if st.state == "committed" and f:
             row.update(status=f["status"], steps=f["steps"], train_loss=f["final_train_loss"],
                        train_acc=f["final_train_acc"], test_acc=f["final_test_acc"])
         else:
-            row.update(status=st.state, steps=None, train_loss=None, train_acc=None, test_acc=None)
+            state = "training" if st.state == "pending" and at_work else st.state
+            row.update(status=state, steps=None, train_loss=None, train_acc=None, test_acc=None)
         out.append(row)
     return out
 
 
-def print_status(store: SweepStore, console: Console | None = None, verify: str = "size") -> list[dict]:
-    """Print the status table and a summary line; return the rows."""
+def group_counts(rows: list[dict]) -> dict[str, Counter]:
+    """Variants per status (see :data:`STATES`) for each group, in the rows' order."""
+    out: dict[str, Counter] = {}
+    for r in rows:
+        out.setdefault(r["group_id"], Counter())[r["status"]] += 1
+    return out
+
+
+def print_status(store: SweepStore, console: Console | None = None, verify: str = "size",
+                 show_all: bool = False) -> list[dict]:
+    """Print the summary (counts per status, over the sweep and per group), the units'
+    problems, and with ``show_all`` the table of every variant; return the rows."""
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped output: no 80-column squeeze
             console = Console(width=160)
     rows = sweep_status(store, verify)
+    # the reduction's group labels; imported once the sweep is known to exist, as it loads ray and torch
+    from orchestrator.reduce import group_label
+
+    groups = group_counts(rows)
+    first = {}
+    for r in rows:
+        first.setdefault(r["group_id"], r)
+    n_units = len({r["unit_id"] for r in rows})
+    console.print(f"sweep {store.sweep_id}: {len(rows)} variants in {len(groups)} groups, {n_units} units"
+                  + "".join(f"; {_at_work(p, h)}" for p in ("training", "reducing")
+                            if (h := live_holder(store, p)) is not None))
+    summary = Table(show_edge=False, box=None, pad_edge=False)
+    summary.add_column("group")
+    for c in ("variants", *STATES):
+        summary.add_column(c, justify="right")
+    for gid, counts in groups.items():
+        summary.add_row(group_label(first[gid]), str(sum(counts.values())), *(str(counts[s]) for s in STATES))
+    total = sum(groups.values(), Counter())
+    summary.add_row("all groups", str(len(rows)), *(str(total[s]) for s in STATES), style="bold")
+    console.print(summary)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(total.items())) + f" of {len(rows)} variants")
+    if total["pending"]:
+        console.print(f"{total['pending']} pending: not trained and no driver at work (failed after their retries, "
+                      "cancelled, or not yet started); `doodl sweep SPEC` trains them")
+    for r in {r["unit_id"]: r for r in rows if r["problem"]}.values():
+        console.print(f"[yellow]unit {r['unit_id']}: {r['problem']}[/]")
+    if show_all:
+        _print_variants(console, store, rows)
+    return rows
+
+
+def _at_work(purpose: str, holder: Holder) -> str:
+    return f"{purpose} now by {holder.host} (pid {holder.pid}) since {holder.acquired}"
+
+
+def _print_variants(console: Console, store: SweepStore, rows: list[dict]) -> None:
+    """The table of every variant: config, status, attempt, steps and final metrics."""
     table = Table(title=f"sweep {store.sweep_id}", show_lines=False)
-    config = [k for k in rows[0] if k not in ("unit_id", "attempt", "problem", "status", "steps", "train_loss",
-                                               "train_acc", "test_acc")] if rows else ["run_id"]
+    config = [k for k in rows[0] if k not in ("group_id", "unit_id", "attempt", "problem", "status", "steps",
+                                               "train_loss", "train_acc", "test_acc")] if rows else ["run_id"]
     cols = [*config, "status", "attempt", "steps", "train_loss", "train_acc", "test_acc"]
     for c in cols:
         table.add_column(c, justify="left" if c in ("run_id", "status") else "right")
@@ -64,12 +126,4 @@ def print_status(store: SweepStore, console: Console | None = None, verify: str 
 
     for r in rows:
         table.add_row(*(fmt(r[c]) for c in cols))
-
     console.print(table)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" of {len(rows)} variants")
-    for r in {r["unit_id"]: r for r in rows if r["problem"]}.values():
-        console.print(f"[yellow]unit {r['unit_id']}: {r['problem']}[/]")
-    return rows

@@ -9,11 +9,10 @@ import shutil
 import pytest
 
 from orchestrator.audit import AUDIT_RECORD, AUDITS
-from orchestrator.expand import expand, plan_units
 from orchestrator.lease import SweepLease
-from orchestrator.spec import parse_spec
 from orchestrator.store import SweepStore
-from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
+from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict
+from tests.orchestrator.stores import train_in_process
 
 
 def _touch_all(root, when: dt.datetime) -> None:
@@ -34,18 +33,14 @@ def _ls(store) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def two_sweeps(tmp_path_factory, ray_session):
     """`reduced`: trained and reduced (Koopman only: the cheapest analysis writes its table
-    as any does); `started`: initialised as the driver does before it trains, nothing trained
-    (a driver killed at its first unit)."""
+    as any does); `partial`: one of its 3 units trained (a driver stopped after the first)."""
     tmp = tmp_path_factory.mktemp("ls")
-    args = ["--store", str(tmp / "store"), "--tracking-uri", f"sqlite:///{tmp / 'm.db'}", "--no-progress"]
-    spec = write_spec(tmp, tiny_spec_dict(name="reduced", optimizer={"steps": 15}, reduce=FAST_REDUCE))
-    code, _, err = run_cli(["sweep", str(spec), *args])
+    store = str(tmp / "store")
+    train_in_process(store, tiny_spec_dict(name="reduced", optimizer={"steps": 15}, reduce=FAST_REDUCE))
+    code, _, err = run_cli(["reduce", "reduced", "--store", store, "--tracking-uri", f"sqlite:///{tmp / 'm.db'}",
+                            "--no-progress", "--only", "koopman"])
     assert code == 0, err
-    code, _, err = run_cli(["reduce", "reduced", *args, "--only", "koopman"])
-    assert code == 0, err
-    started = parse_spec(tiny_spec_dict(name="started"))
-    variants = expand(started)
-    SweepStore(str(tmp / "store"), "started").initialise(started, variants, plan_units(started, variants))
+    train_in_process(store, tiny_spec_dict(name="partial", optimizer={"steps": 15}), units=1)
     return tmp
 
 
@@ -55,11 +50,11 @@ def test_each_sweep_is_one_line_with_its_state_and_last_change(two_sweeps, tmp_p
     when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     _touch_all(store / "reduced", when)
     lines = _ls(store)
-    assert sorted(lines) == ["reduced", "started"]
+    assert sorted(lines) == ["partial", "reduced"]
     assert lines["reduced"] == ["reduced", "8", "reduced", "3/3", "2024-01-02T03:04:05Z"]
-    assert lines["started"][:4] == ["started", "8", "training", "0/3"]
-    newest = max(os.stat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(store / "started") for f in fs)
-    assert lines["started"][4] == dt.datetime.fromtimestamp(newest, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert lines["partial"][:4] == ["partial", "8", "training", "1/3"]
+    newest = max(os.stat(os.path.join(d, f)).st_mtime for d, _, fs in os.walk(store / "partial") for f in fs)
+    assert lines["partial"][4] == dt.datetime.fromtimestamp(newest, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # a driver killed between a unit's shards and its marker: that unit does not count
     reduced = SweepStore(str(store), "reduced")
@@ -85,9 +80,9 @@ def test_trained_audited_and_a_live_training_lease(two_sweeps, tmp_path):
 
 def test_an_unreadable_sweep_is_listed_with_its_problem(two_sweeps, tmp_path):
     shutil.copytree(two_sweeps / "store", tmp_path / "store")
-    (tmp_path / "store" / "started" / "variants.parquet").write_bytes(b"PAR1 not parquet")
+    (tmp_path / "store" / "partial" / "variants.parquet").write_bytes(b"PAR1 not parquet")
     lines = _ls(tmp_path / "store")
-    assert lines["started"][:3] == ["started", "-", "unreadable"] and "corrupted" in " ".join(lines["started"])
+    assert lines["partial"][:3] == ["partial", "-", "unreadable"] and "corrupted" in " ".join(lines["partial"])
     assert lines["reduced"][2] == "reduced"  # the others are still listed
 
 

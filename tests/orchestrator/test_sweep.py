@@ -79,11 +79,15 @@ def test_running_again_trains_nothing_and_adds_no_runs(swept, capsys):
     assert len(client.get_metric_history(child.info.run_id, "train_loss")) == 24
 
 
-def test_status_prints_every_variant(swept, capsys):
+def test_status_prints_a_summary_and_every_variant_with_all(swept, capsys):
     tmp_path, _, _ = swept
+    run_ids = SweepStore(str(tmp_path / "store"), "tiny").read_variants()["run_id"].to_pylist()
     assert main(["status", "tiny", "--store", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
-    assert "8 ok of 8 variants" in out and out.count(" ok ") >= 8
+    assert "8 ok of 8 variants" in out and not any(r[:9] in out for r in run_ids)  # the summary only
+    assert main(["status", "tiny", "--store", str(tmp_path / "store"), "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "8 ok of 8 variants" in out and all(r[:9] in out for r in run_ids) and out.count(" ok ") >= 8
 
 
 def test_changed_reduce_settings_do_not_make_a_new_sweep(swept):
