@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--new-sweep", action="store_true",
                     help="if a sweep of this name exists with a different spec, start a new sweep "
                          "(id NAME-HASH) instead of refusing")
+    sw.add_argument("--dry-run", action="store_true",
+                    help="validate the spec and print what the sweep would train (variants, units, parameters, "
+                         "estimated store size and training time); writes nothing, starts no Ray")
 
     rd = sub.add_parser("reduce", help="compute each group's Morse graph, taxonomy, Koopman spectrum and NTK "
                                        "evolution from the stored sweep")
@@ -167,6 +170,11 @@ def _sweep(args) -> int:
     from orchestrator.store import SweepStore
 
     spec = load_spec(args.spec)
+    if args.dry_run:
+        from orchestrator.dry_run import format_plan, plan_sweep
+
+        print("\n".join(format_plan(plan_sweep(spec, store_uri=args.store, new_sweep=args.new_sweep), spec)))
+        return EXIT_OK
     from orchestrator.driver import run_sweep
 
     outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,

@@ -31,7 +31,7 @@ from orchestrator.errors import ClusterError
 from orchestrator.expand import WorkUnit, expand, plan_units
 from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec
-from orchestrator.store import SweepStore, derived_sweep_id
+from orchestrator.store import SweepStore, sweep_store_for
 from orchestrator.tracking import SweepLog, console, one_line
 from workers.actor import UNITS_IN_FLIGHT, UnitTrainer
 
@@ -121,11 +121,9 @@ def run_sweep(
     """
     start = time.perf_counter()
     variants = expand(spec)
-    store = SweepStore(store_uri, sweep_id or spec.name)
-    if new_sweep and store.exists() and not store.matches(spec):
-        store = SweepStore(store_uri, derived_sweep_id(spec))
+    store = sweep_store_for(spec, store_uri, new_sweep=new_sweep, sweep_id=sweep_id)  # before a lease is written
+    if store.sweep_id != (sweep_id or spec.name):
         console.print(f"sweep {spec.name!r} exists with a different spec: this spec is sweep {store.sweep_id!r}")
-    store.check_same_spec(spec)  # before a lease is written for it
     store.check_writable()
     with SweepLease(store, "training"):  # a second driver on this sweep refuses (exit 2)
         return _run_sweep(spec, store, variants, tracking_uri, address, show_progress, verify, start)

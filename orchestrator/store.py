@@ -254,6 +254,18 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
+def sweep_store_for(spec: SweepSpec, store_uri: str, *, new_sweep: bool = False,
+                    sweep_id: str | None = None) -> SweepStore:
+    """The sweep ``spec`` trains into (reads only): ``sweep_id``, else the spec's name; with
+    ``new_sweep``, when that sweep exists with another spec, the changed spec's own sweep
+    (:func:`derived_sweep_id`). A sweep of that id recorded with another spec is refused."""
+    store = SweepStore(store_uri, sweep_id or spec.name)
+    if new_sweep and store.exists() and not store.matches(spec):
+        store = SweepStore(store_uri, derived_sweep_id(spec))
+    store.check_same_spec(spec)
+    return store
+
+
 def derived_sweep_id(spec: SweepSpec) -> str:
     """The id of a changed spec's new sweep (``--new-sweep``): its name and a hash of what
     it trains, so the same changed spec always lands in the same new sweep."""
