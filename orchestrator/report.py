@@ -12,6 +12,7 @@ sweep with a thousand variants stays small and opens fast.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class ReportOutcome:
     n_runs: int
     n_pictures: int
     mlflow_artifact: str | None = None  # the parent run's id, when logged
+    mlflow_error: str | None = None  # why MLflow was left out (unreachable): no links, not logged
 
 
 def _read_table(store: SweepStore, name: str) -> list[dict]:
@@ -147,9 +149,17 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
             pictures += 1
 
     experiment = doc.get("name", store.sweep_id)
-    exp_id, mlflow_ids, parent = (None, {}, None)
+    exp_id, mlflow_ids, parent, mlflow_error = None, {}, None, None
     if tracking_uri:
-        exp_id, mlflow_ids, parent = _mlflow_runs(tracking_uri, experiment, store.sweep_id)
+        from orchestrator.tracking import HTTP_DEFAULTS, one_line, probe, tracking_errors
+
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)  # a server that is down answers in seconds, not minutes
+        try:
+            probe(tracking_uri)
+            exp_id, mlflow_ids, parent = _mlflow_runs(tracking_uri, experiment, store.sweep_id)
+        except tracking_errors() as exc:
+            mlflow_error = one_line(exc)
     base_url = (ui_url or (tracking_uri if tracking_uri and tracking_uri.startswith("http") else DEFAULT_UI)).rstrip("/")
 
     groups: dict[str, list[dict]] = {}
@@ -205,10 +215,13 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     )
     index = out / "index.html"
     index.write_text(html, encoding="utf-8")
-    outcome = ReportOutcome(index, len(group_rows), len(runs), pictures)
+    outcome = ReportOutcome(index, len(group_rows), len(runs), pictures, mlflow_error=mlflow_error)
     if tracking_uri and parent:
         from mlflow.tracking import MlflowClient
 
-        MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent, str(out), artifact_path="report")
-        outcome.mlflow_artifact = parent
+        try:
+            MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent, str(out), artifact_path="report")
+            outcome.mlflow_artifact = parent
+        except tracking_errors() as exc:
+            outcome.mlflow_error = one_line(exc)
     return outcome

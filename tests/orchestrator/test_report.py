@@ -118,6 +118,15 @@ def test_a_report_escapes_what_it_shows(tmp_path, audited):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
 
 
+def test_an_unreachable_mlflow_leaves_the_report_without_links_and_says_why(audited, tmp_path):
+    _, store, _, _ = audited
+    (tmp_path / "afile").write_text("not a directory")
+    outcome = write_report(store, tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path}/afile/m.db")
+    assert outcome.mlflow_error and outcome.mlflow_artifact is None
+    page = _elements(outcome.index.read_text())
+    assert not [link for link in page.links if "/runs/" in link] and page.rows["runs-table"] == 1 + 8
+
+
 @needs_chromium
 def test_chromium_renders_the_report_without_console_errors(audited, tmp_path):
     _, store, _, outcome = audited
