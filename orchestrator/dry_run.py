@@ -9,8 +9,9 @@ leave out units it already holds. The figures:
   or the units the store records), and the parameters of each distinct model;
 - the store's size, estimated from the shard format (:mod:`workers.shards`): per run, its
   snapshots x recorded values (parameters, or the projection) x the record dtype's bytes, one
-  trajectory row per step, and the final parameters. Uncompressed values: Parquet's zstd
-  stores less (little for the parameters, which are close to random bits);
+  trajectory row per step, and the final parameters. The values alone: Parquet adds a few kB
+  a file (schema, statistics, run ids; 3 files a unit), which is most of a tiny model's
+  shards, and compresses the rest a little (parameters are close to random bits);
 - the training time on this machine, from a short calibration: one unit of each shape class
   (units of one class train alike) is trained in this process for a few steps, on one torch
   thread as an actor trains, timed at two step counts (their difference is the time a step
@@ -111,8 +112,8 @@ def format_plan(plan: SweepPlan, spec: SweepSpec) -> list[str]:
         lines.append(f"            the store already holds {plan.units_done}: {plan.n_units - plan.units_done} to train")
     for i, m in enumerate(plan.models):
         lines.append(f"{'models' if i == 0 else '':<12}{m.label}: {m.params:,} parameters ({m.variants} variants)")
-    lines.append(f"store       ~{_size(plan.store_bytes)} estimated ({plan.store_bytes:,} bytes, uncompressed: "
-                 f"Parquet's zstd stores less): per run {plan.per_run}")
+    lines.append(f"store       ~{_size(plan.store_bytes)} estimated ({plan.store_bytes:,} bytes of values; Parquet adds "
+                 f"a few kB a file, 3 files a unit, and compresses the rest a little): per run {plan.per_run}")
     if plan.train_seconds is None:
         why = "nothing to train" if plan.units_done == plan.n_units else (
             f"no actor can be placed on this machine (each needs {res.cpus_per_actor} CPU, {res.gpus_per_actor} GPU)")

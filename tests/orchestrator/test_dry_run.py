@@ -53,7 +53,7 @@ def test_prints_the_counts_and_writes_nothing(tmp_path, monkeypatch):
     assert "mlp width 8 depth 1: 83 parameters (8 variants)" in out and _mlp_params(8) == 83
     assert f"mlp width 16 depth 1: {_mlp_params(16)} parameters (8 variants)" in out
     total = 8 * _run_bytes(_mlp_params(8)) + 8 * _run_bytes(_mlp_params(16))
-    assert f"({total:,} bytes, uncompressed" in out
+    assert f"({total:,} bytes of values" in out
     actors = min(2, os.cpu_count())  # num_actors 2, at most one per core here
     assert f"estimated on this machine with {actors} actor" in out and "on 2 of 2 unit shapes" in out
 
