@@ -230,8 +230,10 @@ def _training_time(todo: list[WorkUnit], n_actors: int, budget_s: float) -> tupl
 
 
 def calibrate(unit: WorkUnit, budget_s: float, clock: Callable[[], float] = time.perf_counter) -> Calibration:
-    """Time ``unit`` trained for a few steps in this process (nothing is written): a warm-up
-    call, then two step counts, the second sized to the budget (at most the unit's steps)."""
+    """Time ``unit`` trained for a few steps in this process (nothing is written): a one-step
+    warm-up, then two step counts, the second sized to what is left of ``budget_s`` (at most
+    the unit's steps). A unit too slow for that is timed by its first count alone: an upper
+    bound of a step's cost, the unit's fixed cost in it."""
     import torch
 
     from workers.engine import train_unit
@@ -247,13 +249,16 @@ def calibrate(unit: WorkUnit, budget_s: float, clock: Callable[[], float] = time
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as an actor trains (workers.actor.UnitTrainer)
     try:
-        timed(min(WARM_STEPS, steps))
+        warm = timed(min(WARM_STEPS, steps))
+        if warm > budget_s / 2:  # a heavy model: no time for more
+            return Calibration(len(unit.variants), WARM_STEPS, warm, 0.0)
         n1 = min(FIRST_STEPS, steps)
         t1 = timed(n1)
         if n1 == steps:  # a run this short is timed whole
             return Calibration(len(unit.variants), steps, t1 / steps, 0.0)
-        per_step = max(t1 / n1, 1e-6)  # an upper bound: it still holds the fixed cost
-        n2 = int(min(steps, max(n1 + 4, n1 + budget_s / 2 / per_step)))
+        n2 = min(steps, int((budget_s - warm - t1) / (t1 / n1)))
+        if n2 < n1 + 4:
+            return Calibration(len(unit.variants), n1, t1 / n1, 0.0)
         t2 = timed(n2)
     finally:
         torch.set_num_threads(threads)

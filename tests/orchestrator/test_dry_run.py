@@ -97,17 +97,25 @@ def test_what_the_store_holds_is_left_out_and_a_changed_spec_refused(tmp_path):
 
 
 def test_calibration_separates_the_cost_of_a_step_from_a_units_fixed_cost(monkeypatch):
-    """A fake unit costing 0.5 s plus 0.01 s a step, on a fake clock: both are recovered."""
-    now = [0.0]
+    """Fake units on a fake clock: one costing 0.5 s plus 0.01 s a step (both recovered, the
+    budget kept), one costing 1 s a step (timed in its first steps alone, within budget + 1 step)."""
+    now, steps_run = [0.0], []
+    cost = {"fixed": 0.5, "step": 0.01}
 
     def fake_train(configs):
-        now[0] += 0.5 + 0.01 * configs[0].steps
+        steps_run.append(configs[0].steps)
+        now[0] += cost["fixed"] + cost["step"] * configs[0].steps
 
     monkeypatch.setattr("workers.engine.train_unit", fake_train)
     unit = pack(expand(parse_spec(SPEC)), 3)[0]
-    c = dry_run.calibrate(unit, budget_s=1.0, clock=lambda: now[0])
+    c = dry_run.calibrate(unit, budget_s=3.0, clock=lambda: now[0])
     assert abs(c.step_s - 0.01) < 1e-9 and abs(c.fixed_s - 0.5) < 1e-9 and c.variants == 3
-    assert c.steps <= 23
+    assert now[0] <= 3.0 and len(steps_run) == 3 and max(steps_run) <= 23
+
+    now[0], cost["fixed"], cost["step"] = 0.0, 0.0, 1.0
+    steps_run.clear()
+    c = dry_run.calibrate(unit, budget_s=3.0, clock=lambda: now[0])
+    assert c.step_s == 1.0 and now[0] <= 4.0 and sum(steps_run) == 4
 
 
 def test_a_dry_run_starts_no_ray(tmp_path):
