@@ -89,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="the sweeps in a store: variants, state and last change of each")
     store_args(ls)
+
+    rp = sub.add_parser("report", help="write a sweep as one static web page (index.html + images), also logged "
+                                       "on its MLflow parent run")
+    rp.add_argument("sweep", help="sweep id")
+    store_args(rp)
+    rp.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+                    help="MLflow tracking URI (run links, and where the report is logged); default %(default)s")
+    rp.add_argument("--out", default=None, help="directory to write (default: SWEEP-report)")
+    rp.add_argument("--mlflow-ui", default=None,
+                    help="the MLflow web address runs link to (default: the tracking URI when it is a server, "
+                         "else mlflow ui's http://127.0.0.1:5000)")
     return p
 
 
@@ -225,6 +236,20 @@ def _ls(args) -> int:
     return EXIT_OK
 
 
+def _report(args) -> int:
+    from orchestrator.report import write_report
+    from orchestrator.store import SweepStore
+
+    outcome = write_report(SweepStore(args.store, args.sweep), args.out, tracking_uri=args.tracking_uri,
+                           ui_url=args.mlflow_ui)
+    logged = f"; logged on MLflow run {outcome.mlflow_artifact}" if outcome.mlflow_artifact else ""
+    print(f"report {args.sweep}: {outcome.n_groups} groups, {outcome.n_runs} runs, {outcome.n_pictures} pictures "
+          f"in {outcome.index}{logged}")
+    if outcome.mlflow_error:
+        print(f"MLflow left out (no run links, not logged): {outcome.mlflow_error}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _reduce_command(args) -> int:
     from orchestrator.store import SweepStore
 
@@ -233,7 +258,7 @@ def _reduce_command(args) -> int:
 
 # one handler per subcommand: it gets the parsed arguments and returns the exit code
 COMMANDS = {"sweep": _sweep, "reduce": _reduce_command, "audit": _audit, "sync": _sync, "status": _status,
-            "ls": _ls}
+            "ls": _ls, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from orchestrator.lease import SweepLease
 from orchestrator.spec import ReduceSpec
 from orchestrator.store import SweepStore
 from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
-from workers.config import later_labels
+from workers.config import group_label
 
 ANALYSES = tuple(ReduceSpec.model_fields)  # morse, taxonomy, koopman, ntk: one settings section each
 # per analysis, the pictures a group's task draws (in reduction/plots/GROUP_ID/)
@@ -71,14 +71,6 @@ def recorded_settings(store: SweepStore) -> ReduceSpec:
     """The ``reduce`` settings recorded with the sweep (defaults for older sweeps)."""
     doc = store.read_sweep()
     return ReduceSpec.model_validate(doc.get("spec", {}).get("reduce", {}))
-
-
-def group_label(cfg: dict) -> str:
-    """A readable name for a group (its config without the seed)."""
-    later = "".join(f", {label} {value:g}" if isinstance(value, float) else f", {label} {value}"
-                    for label, value in later_labels(cfg))
-    return (f"width {cfg['width']}, depth {cfg['depth']}, noise {cfg['label_noise']:g}, "
-            f"frac {cfg['train_fraction']:g}, lr {cfg['lr']:g}, batch {cfg['batch_size']}{later}")
 
 
 def _task_settings(settings: ReduceSpec, name: str) -> dict:

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from orchestrator.expand import AXES
-from orchestrator.reduce import ANALYSES, GROUP_PICTURES, group_label
+from orchestrator.reduce import ANALYSES, GROUP_PICTURES
 from orchestrator.status import sweep_status
 from orchestrator.store import SweepStore
+from workers.config import group_label
 
 SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png")  # shown first, in this order
 GROUP_SHOWN = ("morse_graph.png", "morse_sets.png", "ntk.png")  # per-group pictures on the page

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from orchestrator.lease import Holder, live_holder
 from orchestrator.store import SweepStore
-from workers.config import shown_axes
+from workers.config import group_label, shown_axes
 
 STATES = ("ok", "diverged", "training", "torn", "pending")  # the summary's columns, in this order
 
@@ -73,9 +73,6 @@ def print_status(store: SweepStore, console: Console | None = None, verify: str 
         if not console.is_terminal:  # piped output: no 80-column squeeze
             console = Console(width=160)
     rows = sweep_status(store, verify)
-    # the reduction's group labels; imported once the sweep is known to exist, as it loads ray and torch
-    from orchestrator.reduce import group_label
-
     groups = group_counts(rows)
     first = {}
     for r in rows:

@@ -206,3 +206,11 @@ def _hashable(value: Any) -> Any:
 def _digest(d: dict) -> str:
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def group_label(cfg: dict) -> str:
+    """A readable name for a group (its config without the seed)."""
+    later = "".join(f", {label} {value:g}" if isinstance(value, float) else f", {label} {value}"
+                    for label, value in later_labels(cfg))
+    return (f"width {cfg['width']}, depth {cfg['depth']}, noise {cfg['label_noise']:g}, "
+            f"frac {cfg['train_fraction']:g}, lr {cfg['lr']:g}, batch {cfg['batch_size']}{later}")

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pytest
 
 from orchestrator.store import SweepStore
+from tests.chromium import CHROMIUM, render
 from tests.conftest import tiny_spec_dict, write_spec
 from workers.engine import snapshot_steps
 
@@ -28,8 +29,26 @@ def _doodl(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None)
                           env={**os.environ, **(env or {})})
 
 
+def assert_report_renders(cwd: Path, sweep: str, n_groups: int) -> None:
+    """`doodl report SWEEP` as the README shows it; in Chromium (when installed) the page
+    renders without console errors, with its phase diagram, every group and the audit table."""
+    done = _doodl("report", sweep, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"report {sweep}: {n_groups} groups" in done.stdout and "logged on MLflow run" in done.stdout
+    index = cwd / f"{sweep}-report" / "index.html"
+    html = index.read_text()
+    assert html.count('<details class="group"') == n_groups and 'id="audits-table"' in html
+    if CHROMIUM is None:
+        return
+    page = render(index.as_uri(), cwd, screenshot=cwd / "report.png")
+    assert page.console == []
+    assert 'id="phase-diagram"' in page.dom and page.dom.count('<details class="group"') == n_groups
+    assert (cwd / "report.png").stat().st_size > 20_000
+
+
 def test_quickstart_as_in_the_readme(tmp_path):
-    """`doodl sweep examples/quickstart.yaml --reduce` on the embedded defaults, then again."""
+    """`doodl sweep examples/quickstart.yaml --reduce` on the embedded defaults, its report,
+    then the sweep again."""
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     done = _doodl("sweep", "examples/quickstart.yaml", "--reduce", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -59,10 +78,12 @@ def test_quickstart_as_in_the_readme(tmp_path):
     roles = sorted(r.data.tags.get("doodl.role") for r in runs)
     assert roles == ["child"] * 24 + ["group"] * 8 + ["parent"]  # a run per seed, per group, per sweep
 
+    assert_report_renders(tmp_path, "quickstart", n_groups=8)
+
     again = _doodl("sweep", "examples/quickstart.yaml", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "trained 0" in again.stdout and "logged 0 MLflow runs" in again.stdout
-    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == 25
+    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == 24 + 8 + 1  # no new runs
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.orchestrator.test_cli import REPO, _doodl
+from tests.orchestrator.test_cli import REPO, _doodl, assert_report_renders
 
 
 def _run_example(tmp_path, name: str, timeout: float) -> float:
@@ -31,6 +31,7 @@ def test_taxonomy_example_draws_a_phase_diagram_with_several_phases(tmp_path):
     assert len(rows) == 15 and all(r["error"] is None for r in rows)
     assert len({r["phase"] for r in rows}) >= 2
     assert (tmp_path / "doodl-store" / "taxonomy" / "reduction" / "plots" / "phase_diagram.png").stat().st_size > 10_000
+    assert_report_renders(tmp_path, "taxonomy", n_groups=15)
 
 
 @pytest.mark.slow
