@@ -45,6 +45,9 @@ def _sweep(tmp_path, spec: dict) -> tuple[str, list[dict], list[dict]]:
     code, out, err = run_cli(["sweep", str(path), "--store", store, "--tracking-uri", db, "--no-progress", "--reduce"])
     assert code == 0, err[-3000:]
     root = f"{store}/{spec['name']}/reduction"
+    for name in ("koopman", "ntk"):  # every family's kernel (per-sample jacrev) and spectrum
+        rows = pq.read_table(f"{root}/{name}.parquet").to_pylist()
+        assert rows and all(r["error"] is None for r in rows), name
     return out, pq.read_table(f"{root}/taxonomy.parquet").to_pylist(), pq.read_table(f"{root}/morse.parquet").to_pylist()
 
 
