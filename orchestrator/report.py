@@ -156,11 +156,16 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
 
         for key, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)  # a server that is down answers in seconds, not minutes
-        try:
-            probe(tracking_uri)
-            exp_id, mlflow_ids, parent = _mlflow_runs(tracking_uri, experiment, store.sweep_id)
-        except tracking_errors() as exc:
-            mlflow_error = one_line(exc)
+        database = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
+        if database is not None and not Path(database).is_file():
+            # MLflow's client would create an empty database there: a report only reads
+            mlflow_error = f"no MLflow database at {database}"
+        else:
+            try:
+                probe(tracking_uri)
+                exp_id, mlflow_ids, parent = _mlflow_runs(tracking_uri, experiment, store.sweep_id)
+            except tracking_errors() as exc:
+                mlflow_error = one_line(exc)
     base_url = (ui_url or (tracking_uri if tracking_uri and tracking_uri.startswith("http") else DEFAULT_UI)).rstrip("/")
 
     groups: dict[str, list[dict]] = {}

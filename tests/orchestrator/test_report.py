@@ -119,9 +119,9 @@ def test_a_report_escapes_what_it_shows(tmp_path, audited):
 
 def test_an_unreachable_mlflow_leaves_the_report_without_links_and_says_why(audited, tmp_path):
     _, store, _, _ = audited
-    (tmp_path / "afile").write_text("not a directory")
-    outcome = write_report(store, tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path}/afile/m.db")
-    assert outcome.mlflow_error and outcome.mlflow_artifact is None
+    outcome = write_report(store, tmp_path / "r", tracking_uri=f"sqlite:///{tmp_path}/elsewhere/m.db")
+    assert outcome.mlflow_error == f"no MLflow database at {tmp_path}/elsewhere/m.db"
+    assert outcome.mlflow_artifact is None and not (tmp_path / "elsewhere").exists()  # no empty database made
     page = _elements(outcome.index.read_text())
     assert not [link for link in page.links if "/runs/" in link] and page.rows["runs-table"] == 1 + 8
 
