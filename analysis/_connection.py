@@ -9,7 +9,8 @@ A *combinatorial map* gives each cell the set of cells its image meets:
 
 - :func:`grid_images` encloses a vectorised map: the bounding box of the images of the
   cell's corners, optionally widened, and the closed cells meeting it;
-- :func:`data_images` is the surrogate-free map of snapshot pairs ``x[i] -> y[i]``.
+- :func:`data_images` is the map of the snapshot pairs ``x[i] -> y[i]`` alone (a cell
+  without data has no image).
 
 :func:`connection_matrix` turns either into plain data: the Morse sets (recurrent strongly
 connected components), their order, the ranks of their Conley indices and the connection
@@ -120,10 +121,11 @@ def grid_images(
     """Enclose a vectorised map ``f: (m, d) -> (m, d)`` on the uniform grid.
 
     ``f`` is called once, on all ``(n+1)^d`` grid vertices (each cell's ``2^d`` corners are
-    among them). A cell's image is the bounding box of its corners' images, widened by
-    ``widen(centres)`` (a nonnegative radius per cell, shape ``(m,)`` or ``(m, d)``, e.g. a
-    surrogate's posterior spread), and the closed cells meeting that box (a box ending
-    exactly on a grid line meets the cells on both sides, as an outer enclosure must).
+    among them). A cell's image is the bounding box of its corners' images (or, for a map
+    with ``box_images(rects)``, such as :class:`analysis._pair_map.PairMap`, the box it
+    gives), widened by ``widen(centres)`` (a nonnegative radius per cell, shape ``(m,)`` or
+    ``(m, d)``), and the closed cells meeting that box (a box ending exactly on a grid line
+    meets the cells on both sides, as an outer enclosure must).
 
     Returns ``(ranges, leaves)``: ``ranges`` is ``(n^d, 2d)`` int, ``[lo_0..lo_{d-1},
     hi_0..hi_{d-1}]`` inclusive per-axis cell indices clipped to the grid, rows in flat
@@ -133,16 +135,21 @@ def grid_images(
     lower, upper = _box(lower, upper)
     d, n = lower.size, int(n_per_axis)
     h = (upper - lower) / n
-    vertices = _coords(n + 1, d)
-    values = np.asarray(f(lower + vertices * h), float)
-    if values.shape != (len(vertices), d):
-        raise ValueError(f"f returned shape {values.shape}, expected {(len(vertices), d)}")
-    # the 2^d corners of each cell, as vertex indices
     cells = _coords(n, d)
-    offsets = _coords(2, d)
-    corners = _flat(cells[:, None, :] + offsets[None], n + 1)
-    img = values[corners]  # (N, 2^d, d)
-    lo, hi = img.min(axis=1), img.max(axis=1)
+    if hasattr(f, "box_images"):
+        img = np.asarray(f.box_images(np.hstack([lower + cells * h, lower + (cells + 1) * h])), float)
+        if img.shape != (len(cells), 2 * d):
+            raise ValueError(f"box_images returned shape {img.shape}, expected {(len(cells), 2 * d)}")
+        lo, hi = img[:, :d], img[:, d:]
+    else:
+        vertices = _coords(n + 1, d)
+        values = np.asarray(f(lower + vertices * h), float)
+        if values.shape != (len(vertices), d):
+            raise ValueError(f"f returned shape {values.shape}, expected {(len(vertices), d)}")
+        # the 2^d corners of each cell, as vertex indices
+        corners = _flat(cells[:, None, :] + _coords(2, d)[None], n + 1)
+        img = values[corners]  # (N, 2^d, d)
+        lo, hi = img.min(axis=1), img.max(axis=1)
     if widen is not None:
         r = np.asarray(widen(lower + (cells + 0.5) * h), float)
         r = np.broadcast_to(r.reshape(len(cells), -1), lo.shape)

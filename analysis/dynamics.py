@@ -1,29 +1,32 @@
-"""Per-group Morse graphs of the training dynamics (DOODL3, see ``METHODS.md`` section 2).
+"""Per-group Morse graphs of the training dynamics (DOODL3; ``docs/methods.md``, "Morse graphs").
 
 For one group (all seeds of one config) :func:`group_morse`:
 
-1. fits ``dims`` coordinates to the states of its non-diverged runs (``coordinates``: by
+1. defines each run's *outcome* without the graph: its end state (final function on the
+   probe set, final train accuracy and loss) clustered into outcome modes
+   (:mod:`analysis._outcomes`);
+2. fits ``dims`` coordinates to the states of its non-diverged runs (``coordinates``: by
    default function space when the runs carry the model's outputs on a probe set, else
    PCA of the late snapshots; see :mod:`analysis._coordinates`);
-2. fits a surrogate of the training map ``x_t -> x_{t+tau}`` (``tau`` in snapshots) to the
-   snapshot pairs (:mod:`analysis._surrogate`: a Gaussian process with a contracting far
-   field);
-3. computes the Morse graph of the surrogate with CMGDB on the runs' bounding box padded
-   by ``padding`` of its extent per side, each box image widened by ``uncertainty`` times the
-   GP's posterior standard deviation (an outer enclosure of what the data allow);
-4. judges it out of sample. The runs are split into ``folds``; for each fold, steps 1-3 are
-   redone without its runs, and each held-out run's early state (its first snapshot, and the
-   snapshot at 10% of training) is placed in the basin of an attractor of that graph and
-   compared with the attractor whose basin holds its real end. ``basin_accuracy`` is the
-   share of runs predicted right (a run whose end lies in no basin counts as wrong and as
-   *ended in transit*); its chance level is the share of runs in the largest basin;
+3. builds the training map over ``tau x compose`` snapshots from the runs' snapshot pairs,
+   from each run's early state on (:mod:`analysis._pair_map`: a box maps to the images of
+   the pairs in it and of the pairs nearest its corners) and computes its Morse graph with
+   CMGDB on the runs' bounding box padded by ``padding`` of its extent per side;
+4. judges it out of sample, against the outcomes. The runs are split into ``folds``; for
+   each fold, steps 2-3 are redone without its runs, and each held-out run's early state
+   (the snapshot at 10% of training, past the optimiser's burn-in) is placed in a basin of
+   that graph, which stands for the outcome of the fold's runs that ended in it.
+   ``outcome_accuracy`` is the share of runs predicted right, beside its chance level (the
+   largest mode's share) and a nearest-neighbour baseline in the same folds and coordinates;
+   the adjusted Rand index compares every run's end basin with its outcome;
 5. gives every run its itinerary (the Morse sets its snapshots pass through, in order) and
    the attractor whose basin holds its end.
 
 What the graph can say: which regions trajectories settle in (attractors, with a non-trivial
 Conley index), which recurrent sets they pass between (saddles and unresolved sets), and
-which starts lead where. What it cannot: anything about directions the coordinates drop,
-or about states no run visited (the far field there is a modelling choice).
+which early states lead where. What it cannot: anything about directions the coordinates
+drop (states they merge that have different futures lie in no basin), or about states no
+run visited (there a box maps onto the data nearest it, a modelling choice).
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis._coordinates import KINDS, Coordinates, fit_coordinates
-from analysis._surrogate import TrainingMapSurrogate
+from analysis._outcomes import Outcomes, end_features, outcome_modes
+from analysis._pair_map import PairMap
 from analysis.morse import NO_ATTRACTOR, MorseGraph, morse_graph
 
-METHOD_VERSION = 3  # bump when a change alters results: stored results of older versions are redone
+METHOD_VERSION = 4  # bump when a change alters results: stored results of older versions are redone
 COORDINATES = ("auto", *KINDS)
 MIN_RUNS = 8  # fewer non-diverged runs than this cannot resolve basins reliably (BENCHMARKS.md)
 # a basin holding fewer runs than this leaves too few trajectories there once one is held
@@ -56,13 +60,13 @@ class MorseSettings:
     dims: int = 2
     tau: int = 1
     late_from: float = 0.5
-    subdiv_min: int = 10
-    subdiv_max: int = 16
+    # 2**13 boxes (128 x 64 in 2-D): with 2**12 a held-out run's early state 0.15 from the
+    # double well's separatrix was left undecided, with 2**14 a group took 2-4x longer
+    # (BENCHMARKS.md)
+    subdiv_min: int = 13
+    subdiv_max: int = 17
     padding: float = 0.1
-    far_field: float = 0.9
-    max_pairs: int = 600
     compose: int = 8
-    uncertainty: float = 1.0
     folds: int = 8
 
     def __post_init__(self):
@@ -79,6 +83,17 @@ class MorseSettings:
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}")
 
+    @property
+    def span(self) -> int:
+        """Snapshots between the two states of a pair: the map is ``x_t -> x_{t + span}``.
+
+        ``compose`` multiplies ``tau`` because the map is taken from pairs that far apart,
+        never by iterating a one-step map: iterated, a small error at a slow state (0.01 a
+        step) carried it several boxes (BENCHMARKS.md). A longer span makes the map contract
+        more per step, so a settled end's box maps into itself rather than onto its
+        neighbours."""
+        return self.tau * self.compose
+
 
 @dataclass
 class RunTrajectory:
@@ -91,7 +106,7 @@ class RunTrajectory:
     as later. Once the velocity has settled onto what the parameters dictate, it is (on
     the slow manifold). Heavy ball's transient decays as ``beta**t`` in most directions but
     only as ``sqrt(beta)**t`` in critically damped ones, about ``2 / (1 - beta)`` steps;
-    snapshot pairs and the early state judged out of sample therefore start
+    snapshot pairs and the early state judged out of sample therefore start at least
     ``BURN_IN_MEMORIES`` memories into the run (3 memories left held-out runs undecided or
     wrong, 5 did not: ``BENCHMARKS.md``)."""
 
@@ -101,6 +116,8 @@ class RunTrajectory:
     status: str = "ok"
     outputs: np.ndarray | None = None
     memory: float = 0.0
+    final_loss: float | None = None  # final train loss and accuracy (the run's finals row), when known
+    final_acc: float | None = None
 
     @property
     def burn_in(self) -> int:
@@ -110,14 +127,15 @@ class RunTrajectory:
 
     @property
     def settled(self) -> int:
-        """Where the run's pairs start: past the burn-in, but no later than half the run's
-        snapshots (a run too short for its optimiser's memory is warned about)."""
+        """The first snapshot past the burn-in, but no later than half the run's snapshots
+        (a run too short for its optimiser's memory is warned about)."""
         return min(self.burn_in, (len(self.steps) - 1) // 2)
 
     @property
     def early(self) -> int:
-        """Index of the early state judged out of sample: the snapshot at
-        ``EARLY_FRACTION`` of the run, or the first one past the burn-in if later."""
+        """Index of the early state, where the run's snapshot pairs start and from which it
+        is judged out of sample: the snapshot at ``EARLY_FRACTION`` of the run, or the first
+        one past the burn-in if later."""
         return min(max(int(round(EARLY_FRACTION * (len(self.steps) - 1))), self.settled), len(self.steps) - 1)
 
 
@@ -139,6 +157,12 @@ class RunVerdict:
     predicted_start: int | None = None
     predicted_early: int | None = None
     fold: int = -1
+    outcome: int = -1  # the run's outcome mode (analysis._outcomes: its end state, without the graph)
+    # out of sample, from the early state: the outcome the fold graph's basin stands for (the
+    # outcome of the fold's training runs that ended in that basin; < 0: none or ambiguous),
+    # and the baseline's (the outcome of the nearest training run's early state)
+    predicted_outcome: int | None = None
+    baseline_outcome: int | None = None
 
     @property
     def in_attractor(self) -> bool:
@@ -153,13 +177,23 @@ class RunVerdict:
     def heldout_start_correct(self) -> bool:
         return self.predicted_start is not None and self.predicted_start >= 0 and self.predicted_start == self.end_attractor
 
+    @property
+    def outcome_correct(self) -> bool:
+        """Its early state, in a graph fitted without it, lies in a basin whose runs ended
+        as it really did."""
+        return self.predicted_outcome is not None and self.predicted_outcome >= 0 and self.predicted_outcome == self.outcome
+
+    @property
+    def baseline_correct(self) -> bool:
+        return self.baseline_outcome is not None and self.baseline_outcome == self.outcome
+
 
 @dataclass
 class FittedMap:
-    """Coordinates, surrogate and Morse graph fitted to some of a group's runs."""
+    """Coordinates, pair map and Morse graph fitted to some of a group's runs."""
 
     coordinates: Coordinates
-    surrogate: TrainingMapSurrogate
+    pair_map: PairMap
     graph: MorseGraph
     projected: dict[str, np.ndarray]  # run_id -> (T, dims), for every run given (fitted or not)
 
@@ -172,6 +206,7 @@ class GroupMorse:
     coordinates: str  # the kind used (``auto`` resolved)
     verdicts: list[RunVerdict]
     n_pairs: int
+    outcomes: Outcomes  # of the non-diverged runs, in their order in ``verdicts``
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -187,22 +222,69 @@ class GroupMorse:
         return [v for v in self.verdicts if v.status == "ok"]
 
     @property
-    def basin_accuracy(self) -> float:
-        """Out of sample: share of runs whose early state (10% of training), in a graph fitted
-        without them, lies in the basin of an attractor that leads where their end lies in
-        this graph (NaN if none). Labels and predictions are both this graph's attractors,
-        so the figure and its chance level are in one frame (see :func:`_cross_validate`)."""
-        ok = self._ok()
-        return float(np.mean([v.heldout_correct for v in ok])) if ok else float("nan")
+    def enough_runs(self) -> bool:
+        """Whether the group has the ``MIN_RUNS`` non-diverged runs a verdict on basins needs."""
+        return len(self._ok()) >= MIN_RUNS
 
     @property
-    def basin_accuracy_start(self) -> float:
+    def outcome_accuracy(self) -> float:
+        """Out of sample, against outcomes the graph did not define: share of runs whose
+        early state, in a graph fitted without them, lies in a basin whose (training) runs
+        ended in the run's own outcome mode (NaN if no run). See :func:`_cross_validate`."""
+        return self._share(lambda v: v.outcome_correct)
+
+    @property
+    def outcome_chance(self) -> float:
+        """The share of runs in the largest outcome mode."""
+        return self.outcomes.chance
+
+    @property
+    def baseline_accuracy(self) -> float:
+        """The trivial baseline in the same folds: the outcome of the training run whose
+        early state is nearest the held-out run's, in the fold's coordinates."""
+        return self._share(lambda v: v.baseline_correct)
+
+    @property
+    def ari(self) -> float:
+        """Adjusted Rand index between the runs' end basins (every run whose end lies in no
+        basin in one class) and their outcome modes: 1 when the graph's basins are the
+        outcomes, about 0 when they are unrelated, and 0 when one attractor holds runs of
+        several outcomes."""
+        from sklearn.metrics import adjusted_rand_score
+
+        ok = self._ok()
+        if not ok:
+            return float("nan")
+        return float(adjusted_rand_score([v.outcome for v in ok], [max(v.end_attractor, -1) for v in ok]))
+
+    @property
+    def versus_baseline(self) -> str:
+        """``beats``, ``matches`` or ``below`` the baseline: held-out outcome accuracy
+        against the baseline's, equal within one run (a single run is noise)."""
+        n = len(self._ok())
+        diff = round((self.outcome_accuracy - self.baseline_accuracy) * n)
+        return "beats" if diff > 1 else ("below" if diff < -1 else "matches")
+
+    def _share(self, correct) -> float:
+        ok = self._ok()
+        return float(np.mean([correct(v) for v in ok])) if ok else float("nan")
+
+    @property
+    def self_basin_accuracy(self) -> float:
+        """Secondary, graded against the graph itself: share of runs whose early state, in
+        a graph fitted without them, lies in a basin leading to the attractor of this graph
+        where their end lies. A graph that merges every outcome into one attractor scores
+        1.0 here against a chance of 1.0: it cannot notice a blind graph (use
+        :attr:`outcome_accuracy`)."""
+        return self._share(lambda v: v.heldout_correct)
+
+    @property
+    def self_basin_accuracy_start(self) -> float:
         """The same from the first snapshot (the initialisation)."""
-        ok = self._ok()
-        return float(np.mean([v.heldout_start_correct for v in ok])) if ok else float("nan")
+        return self._share(lambda v: v.heldout_start_correct)
 
     @property
-    def chance(self) -> float:
+    def self_basin_chance(self) -> float:
         """The share of runs in the largest basin of the group's graph: what always guessing
         that basin would score."""
         ok = self._ok()
@@ -218,10 +300,11 @@ class GroupMorse:
 
     @property
     def n_undecided(self) -> int:
-        """Runs whose end lies in a basin but whose early state, in the graph fitted without
-        them, lies in none (on a separatrix, where several attractors are reachable, or
-        where no attractor is): counted wrong by ``basin_accuracy``, never a wrong basin."""
-        return sum(1 for v in self._ok() if v.end_attractor >= 0 and (v.predicted_early is None or v.predicted_early < 0))
+        """Runs whose early state, in the graph fitted without them, predicts no outcome (it
+        lies on a separatrix, where several attractors are reachable, where no attractor
+        is, or in a basin that holds no training run's end): counted wrong by
+        :attr:`outcome_accuracy`, never a wrong outcome."""
+        return sum(1 for v in self._ok() if v.predicted_outcome is None or v.predicted_outcome < 0)
 
     @property
     def fidelity(self) -> float:
@@ -230,9 +313,18 @@ class GroupMorse:
         return float(np.mean([v.in_attractor for v in ok])) if ok else float("nan")
 
 
-def snapshot_pairs(runs: list[RunTrajectory], tau: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Index pairs ``(i, i + tau)`` per run over equally spaced snapshots, from the end of
-    the optimiser's burn-in on (:attr:`RunTrajectory.settled`).
+def snapshot_pairs(runs: list[RunTrajectory], span: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Index pairs ``(i, i + span)`` per run over equally spaced snapshots, from the run's
+    early state on (:attr:`RunTrajectory.early`: 10% of training, past the optimiser's
+    burn-in).
+
+    Why not from the start: the map on the recorded coordinates is one function of the state
+    only once training has left its initial transient. Before that, states the coordinates
+    cannot tell apart have different futures: in function space a network whose ReLUs all
+    died at initialisation computes the same (nearly constant) function as a live network
+    at initialisation, 0.003 apart in a box 6.6 wide (``BENCHMARKS.md``); pairs from the
+    start made the dead runs' end a point that other runs leave, never an attractor. The
+    held-out validation predicts from the early state, the first state the map covers.
 
     The last snapshot of a run whose step count is not a multiple of the recording
     interval is closer to the one before; pairs across that shorter gap are left out so
@@ -241,15 +333,15 @@ def snapshot_pairs(runs: list[RunTrajectory], tau: int) -> tuple[list[np.ndarray
     firsts, seconds = [], []
     for r in runs:
         s = np.asarray(r.steps)
-        if len(s) <= tau:
+        if len(s) <= span:
             firsts.append(np.empty(0, dtype=np.int64))
             seconds.append(np.empty(0, dtype=np.int64))
             continue
         spacing = np.median(np.diff(s))
-        i = np.arange(min(r.settled, len(s) - tau), len(s) - tau)
-        ok = (s[i + tau] - s[i]) == tau * spacing
+        i = np.arange(min(r.early, len(s) - span), len(s) - span)
+        ok = (s[i + span] - s[i]) == span * spacing
         firsts.append(i[ok])
-        seconds.append(i[ok] + tau)
+        seconds.append(i[ok] + span)
     return firsts, seconds
 
 
@@ -259,48 +351,28 @@ def _states(run: RunTrajectory, kind: str) -> np.ndarray:
 
 def fit_map(fit_runs: list[RunTrajectory], all_runs: list[RunTrajectory], kind: str,
             settings: MorseSettings) -> FittedMap:
-    """Fit coordinates and surrogate to ``fit_runs`` and compute the Morse graph on the box
-    holding every run of ``all_runs`` (the held-out runs' states set the domain of the
-    question, never the map)."""
+    """Fit coordinates to ``fit_runs``, build the map of their snapshot pairs and compute its
+    Morse graph on the box holding every run of ``all_runs`` (the held-out runs' states set
+    the domain of the question, never the map)."""
     states = [_states(r, kind) for r in fit_runs]
-    firsts, seconds = snapshot_pairs(fit_runs, settings.tau)
+    firsts, seconds = snapshot_pairs(fit_runs, settings.span)
     xs = np.concatenate([s[i] for s, i in zip(states, firsts)])
     ys = np.concatenate([s[j] for s, j in zip(states, seconds)])
     if len(xs) < 3:
-        raise ValueError(f"only {len(xs)} snapshot pairs at tau={settings.tau}; record more often or lower tau")
+        raise ValueError(f"only {len(xs)} snapshot pairs {settings.span} snapshots apart (tau x compose); "
+                         "record more often, train longer or lower tau or compose")
     coords = fit_coordinates(kind, states, xs, ys, settings.dims, late_from=settings.late_from)
     projected = {r.run_id: coords(_states(r, kind)) for r in all_runs}
     x = np.concatenate([projected[r.run_id][i] for r, i in zip(fit_runs, firsts)])
     y = np.concatenate([projected[r.run_id][j] for r, j in zip(fit_runs, seconds)])
-    surrogate = TrainingMapSurrogate(settings.far_field, settings.max_pairs).fit(x, y)
+    owner = np.concatenate([np.full(len(i), k) for k, i in enumerate(firsts)])
     pts = np.concatenate(list(projected.values()))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = np.maximum(hi - lo, 1e-9 * max(1.0, float(np.abs(pts).max())))
     lower, upper = lo - settings.padding * extent, hi + settings.padding * extent
-    widen = None
-    if settings.uncertainty > 0:
-        field_ = surrogate.std_field(lower, upper)
-        widen = lambda c: settings.uncertainty * field_(c)  # noqa: E731
-    graph = morse_graph(_composed(surrogate, settings.compose), lower, upper, subdiv_min=settings.subdiv_min, subdiv_max=settings.subdiv_max,
-                        widen=widen)
-    return FittedMap(coords, surrogate, graph, projected)
-
-
-def _composed(f, times: int):
-    """``f`` applied ``times`` times: the box map of a higher iterate. Near a stable fixed
-    point a box within ``w / (1 - rate)`` of it overlaps its own image and becomes a Morse
-    set of its own with a trivial index; composing makes the contraction per box map
-    stronger, so those artefacts vanish, while fixed points, their basins and the order
-    between them stay those of ``f``."""
-    if times == 1:
-        return f
-
-    def composed(points: np.ndarray) -> np.ndarray:
-        for _ in range(times):
-            points = f(points)
-        return points
-
-    return composed
+    pair_map = PairMap(x, y, lower, upper, owner)
+    graph = morse_graph(pair_map, lower, upper, subdiv_min=settings.subdiv_min, subdiv_max=settings.subdiv_max)
+    return FittedMap(coords, pair_map, graph, projected)
 
 
 def _usable(runs: list[RunTrajectory], kind: str) -> tuple[list[RunTrajectory], str]:
@@ -343,50 +415,100 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
         warnings.append("runs are too short for the optimiser's memory: snapshot pairs start at half of each run, "
                         f"before {BURN_IN_MEMORIES} memories (the velocity may still be settling); train longer")
     if len(ok) < MIN_RUNS:
-        warnings.append(f"only {len(ok)} non-diverged runs: at least {MIN_RUNS} are needed to resolve basins "
-                        "(raise seeds)")
+        warnings.append(f"too few runs to resolve basins: {len(ok)} non-diverged, at least {MIN_RUNS} needed "
+                        "(raise seeds); the graph is drawn, but no attractor count or accuracy is given")
+    outcomes = run_outcomes(ok)
     fitted = fit_map(ok, ok, kind, settings)
     t1 = time.perf_counter()
     g = fitted.graph
     verdicts = {}
-    for r in ok:
+    for r, mode in zip(ok, outcomes.labels):
         z = fitted.projected[r.run_id]
         nodes = g.node_of(z)
         visited = [int(u) for u in nodes if u >= 0]
         itinerary = [u for k, u in enumerate(visited) if k == 0 or u != visited[k - 1]]
         verdicts[r.run_id] = RunVerdict(r.run_id, "ok", z[-1].tolist(), int(nodes[-1]), int(g.basin_of(z[-1:])[0]),
-                                        itinerary)
-    _cross_validate(ok, kind, settings, verdicts)
+                                        itinerary, outcome=int(mode))
+    if len(ok) >= MIN_RUNS:  # below, no held-out figure is shown: do not pay for it
+        _cross_validate(ok, kind, settings, verdicts)
     t2 = time.perf_counter()
     out = [verdicts.get(r.run_id) or RunVerdict(r.run_id, "diverged", [], -1, -1, []) for r in runs]
-    result = GroupMorse(fitted, kind, out, fitted.surrogate.n_pairs_, warnings,
+    result = GroupMorse(fitted, kind, out, fitted.pair_map.n_pairs, outcomes, warnings,
                         {"fit_s": t1 - t0 - g.seconds, "morse_s": g.seconds, "validate_s": t2 - t1,
                          "total_s": t2 - t0})
+    if not result.enough_runs:
+        return result  # the counts below would be read as verdicts
     if result.n_transit:
         warnings.append(f"{result.n_transit} run(s) ended in transit: their end lies in no basin of the graph "
                         "fitted without them (still moving, or near a separatrix)")
-    sparse = sorted(a for a, n in Counter(v.end_attractor for v in result.verdicts if v.status == "ok").items()
-                    if a >= 0 and n < MIN_RUNS_PER_BASIN)
+    sparse = [m for m, n in enumerate(outcomes.sizes) if n < MIN_RUNS_PER_BASIN]
     if sparse:
-        warnings.append(f"attractor(s) {', '.join(map(str, sparse))} hold fewer than {MIN_RUNS_PER_BASIN} runs: "
-                        "a graph fitted without one of them has too few trajectories there to place it, so "
-                        "basin_accuracy is unreliable there (raise seeds)")
+        warnings.append(f"{len(sparse)} outcome mode(s) hold fewer than {MIN_RUNS_PER_BASIN} runs: a graph fitted "
+                        "without one of their runs has too few trajectories there to place it (raise seeds)")
+    if len(g.attractors) != outcomes.n_modes:
+        warnings.append(f"{len(g.attractors)} attractor(s) for {outcomes.n_modes} outcome mode(s) of the runs' ends "
+                        f"(adjusted Rand index {result.ari:.2f})")
+    in_attractor = sum(v.in_attractor for v in result._ok())
+    if in_attractor < len(ok):
+        warnings.append(f"{len(ok) - in_attractor} of {len(ok)} runs end outside every attractor")
+    if result.versus_baseline == "below":
+        warnings.append(f"held-out outcome accuracy {result.outcome_accuracy:.2f} is below the nearest-neighbour "
+                        f"baseline's {result.baseline_accuracy:.2f}: the basins predict less than the early states do")
     return result
+
+
+def run_outcomes(ok: list[RunTrajectory]) -> Outcomes:
+    """The outcome modes of non-diverged runs (:mod:`analysis._outcomes`): their final
+    function on the probe set when every run has outputs, else their final state; beside
+    the final train accuracy and loss when every run has them."""
+    function = all(r.outputs is not None for r in ok)
+    if function:
+        # root mean square over the outputs (probe points x classes): a scale of its own
+        # beside accuracy and loss, whatever the probe set's size
+        width = np.sqrt(ok[0].outputs.shape[1])
+        finals = np.stack([r.outputs[-1] for r in ok]) / width
+        starts = np.stack([r.outputs[0] for r in ok]) / width
+    else:
+        finals, starts = np.stack([r.theta[-1] for r in ok]), np.stack([r.theta[0] for r in ok])
+    extras = []
+    if all(r.final_acc is not None and r.final_loss is not None for r in ok):
+        extras = [np.array([r.final_acc for r in ok]), np.array([r.final_loss for r in ok])]
+    ends, travel = end_features(finals, starts, extras)
+    return outcome_modes(ends, travel, "function" if function else "state")
+
+
+def _basin_label(basins: np.ndarray, labels: list[int]):
+    """A function from a fold graph's basin to the label its runs carry: the most common
+    label among the runs whose ends lie in that basin; ``NO_ATTRACTOR`` for a basin that
+    holds no run's end, or as many runs of two labels (or whose most common label is
+    negative); negative basins (several, none, outside) as they are."""
+    votes: dict[int, Counter] = {}
+    for b, label in zip(basins, labels):
+        votes.setdefault(int(b), Counter())[label] += 1
+
+    def label_of(basin: int) -> int:
+        if basin < 0:
+            return basin
+        top = (votes.get(basin) or Counter()).most_common(2)
+        if not top or top[0][0] < 0 or (len(top) == 2 and top[1][1] == top[0][1]):
+            return NO_ATTRACTOR
+        return int(top[0][0])
+
+    return label_of
 
 
 def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
                     verdicts: dict[str, RunVerdict]) -> None:
     """Refit without each fold of runs; place each held-out run's first, early and final
-    snapshot in the basins of the fold's graph, and translate the fold's basins into the
-    group graph's attractors.
+    snapshot in the basins of the fold's graph, and read what the basin of its early state
+    predicts: its outcome mode, and (secondary) the group graph's attractor.
 
-    The translation goes through the runs, not the coordinates (each fold fits its own):
-    a fold basin stands for the attractor (of the group graph) where the fold's training
-    runs whose ends lie in it ended, the most common one; a basin that holds no training
-    run's end, or as many of two attractors', stands for none. Without it, a fold graph that
+    The translation goes through the runs, not the coordinates (each fold fits its own): a
+    fold basin stands for the outcome (and the group graph's attractor) of the fold's
+    training runs whose ends lie in it, the most common one. Without it, a fold graph that
     merged two attractors would score a held-out run right by placing its start and its end
-    in the one merged basin, while chance is measured on the group graph's basins: with 3
-    seeds, one attractor per seed looked like accuracy 1.0 against chance 0.33."""
+    in the one merged basin. The baseline, in the same folds and coordinates, gives a
+    held-out run the outcome of the training run whose early state is nearest its own."""
     k = min(settings.folds, len(ok))
     if k < 2:
         return
@@ -399,21 +521,15 @@ def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
             continue  # too few pairs without this fold: its runs stay unjudged (counted wrong)
         g = fitted.graph
         landed = g.basin_of(np.stack([fitted.projected[r.run_id][-1] for r in rest]))
-        outcomes: dict[int, Counter] = {}
-        for r, b in zip(rest, landed):
-            outcomes.setdefault(int(b), Counter())[verdicts[r.run_id].end_attractor] += 1
-
-        def translate(basin: int) -> int:
-            if basin < 0:
-                return basin  # SEVERAL / NO_ATTRACTOR / OUTSIDE as they are
-            top = (outcomes.get(basin) or Counter()).most_common(2)
-            if not top or top[0][0] < 0 or (len(top) == 2 and top[1][1] == top[0][1]):
-                return NO_ATTRACTOR
-            return int(top[0][0])
-
+        attractor_of = _basin_label(landed, [verdicts[r.run_id].end_attractor for r in rest])
+        outcome_of = _basin_label(landed, [verdicts[r.run_id].outcome for r in rest])
+        rest_early = np.stack([fitted.projected[r.run_id][r.early] for r in rest])
         for r in held:
             z = fitted.projected[r.run_id]
             start, at_early, end = (int(b) for b in g.basin_of(np.stack([z[0], z[r.early], z[-1]])))
             v = verdicts[r.run_id]
             v.heldout_start, v.heldout_early, v.heldout_end, v.fold = start, at_early, end, fold
-            v.predicted_start, v.predicted_early = translate(start), translate(at_early)
+            v.predicted_start, v.predicted_early = attractor_of(start), attractor_of(at_early)
+            v.predicted_outcome = outcome_of(at_early)
+            nearest = int(np.argmin(np.linalg.norm(rest_early - z[r.early], axis=1)))
+            v.baseline_outcome = verdicts[rest[nearest].run_id].outcome

@@ -221,9 +221,12 @@ def morse_graph(
     """The Morse graph of ``f`` on the box ``[lower, upper]`` (CMGDB, batched box map).
 
     ``f`` maps an (n, d) array of points to an (n, d) array of images; it is called on the
-    corners of many boxes at once (``chunk`` boxes per call), never once per box. Images
-    outside the box are allowed (those boxes map out of the domain). A non-finite or
-    wrongly shaped image raises :class:`MorseError` instead of silently giving a wrong graph.
+    corners of many boxes at once (``chunk`` boxes per call), never once per box, and a
+    box's image is the bounding box of its corners' images. A map that knows its box images
+    itself (an object with ``box_images(rects) -> (n, 2d)``, such as
+    :class:`analysis._pair_map.PairMap`) gives them directly. Images outside the box are
+    allowed (those boxes map out of the domain). A non-finite or wrongly shaped image
+    raises :class:`MorseError` instead of silently giving a wrong graph.
 
     ``widen(centres) -> (n, d)`` (optional) is a non-negative radius added on every side of
     each box's image, evaluated at the box centres: with a surrogate's posterior standard
@@ -253,10 +256,16 @@ def morse_graph(
             raise MorseError("f returned NaN or infinite values")
         return images[inverse.reshape(-1)]
 
+    box_images = getattr(f, "box_images", None)
     checked(np.vstack([lo, hi, (lo + hi) / 2]))  # fail before CMGDB on an obviously bad f
 
     def batch(rects):
-        images = CMGDB.BoxMapBatch(checked, rects)
+        if box_images is None:
+            images = CMGDB.BoxMapBatch(checked, rects)
+        else:
+            images = np.asarray(box_images(np.asarray(rects, dtype=float)), dtype=float)
+            if images.shape != (len(rects), 2 * d) or not np.all(np.isfinite(images)):
+                raise MorseError(f"box_images returned non-finite values or shape {images.shape} for {len(rects)} boxes")
         if widen is not None:
             rects = np.asarray(rects, dtype=float)
             radius = np.asarray(widen((rects[:, :d] + rects[:, d:]) / 2), dtype=float)

@@ -1,0 +1,77 @@
+"""Real training whose outcomes are known: tiny ReLU networks on small 2-D data sets, trained
+by doodl's own batched engine (``workers.engine.train_unit``), many seeds per group.
+
+Two blobs, one class each (centres (-1, 0) and (1, 0), spread 0.15, 200 points, written as
+an ``.npz`` data set), classified by a one-hidden-layer ReLU network:
+
+- with **one hidden unit** the loss has a known spurious local minimum: a unit that is off on
+  every training point at initialisation gets no gradient and stays off (a dead unit); the
+  network then computes a constant, the class prior (train accuracy 0.5, loss ln 2), while a
+  unit that is on somewhere separates the blobs (accuracy 1, loss -> 0). The seeds split
+  between the two outcomes (about one in five dead, decided at initialisation);
+- with **eight hidden units** every seed solves the task: one outcome.
+
+Each run is trained with full-batch gradient descent (``batch=None``) or minibatch SGD, no
+momentum, lr 0.1, 2,000 steps, a snapshot every 20; each run carries its model's outputs on
+the probe set (function-space coordinates, as ``doodl reduce`` computes them) and its final
+train loss and accuracy. The known answer is each run's final train accuracy: the outcome it
+really had, defined without any Morse graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from analysis.dynamics import RunTrajectory
+
+CENTRES = np.array([[-1.0, 0.0], [1.0, 0.0]])
+SPREAD = 0.15
+STEPS, EVERY, LR = 2000, 20, 0.1
+DEAD_LOSS = math.log(2)  # a dead unit leaves the class prior: balanced classes, ln 2
+
+
+@functools.lru_cache(maxsize=1)
+def two_blobs() -> str:
+    """The data set's path (written once per process into a temporary directory)."""
+    rng = np.random.default_rng(0)
+    k = np.arange(200) % 2
+    x = CENTRES[k] + SPREAD * rng.standard_normal((200, 2))
+    path = Path(tempfile.mkdtemp(prefix="doodl-two-blobs-")) / "two_blobs.npz"
+    np.savez(path, x=x, y=k)
+    return str(path)
+
+
+@functools.lru_cache(maxsize=None)
+def train_group(width: int, seeds: int, batch: int | None = None) -> tuple[list[RunTrajectory], np.ndarray]:
+    """One group: ``seeds`` runs of a one-hidden-layer ReLU network of ``width`` units on the
+    two blobs (``batch=None``: full-batch gradient descent). Returns the runs (outputs on the
+    probe set, final train loss and accuracy attached) and their final train accuracies.
+    Cached per process: the results are only read."""
+    from analysis._function_space import output_features, probe_inputs
+    from analysis.morse_task import PROBE_POINTS, PROBE_SEED
+    from workers.config import VariantConfig
+    from workers.datasets import load_split
+    from workers.engine import train_unit
+
+    path = two_blobs()
+    n_train = len(load_split(path, 0.2, 0).x_train)
+    cfgs = [VariantConfig(dataset=path, test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
+                          model="mlp", width=width, depth=1, optimizer="sgd", lr=LR, momentum=0.0,
+                          batch_size=batch or n_train, weight_decay=0.0, steps=STEPS, record_every=EVERY, seed=s)
+            for s in range(seeds)]
+    result = train_unit(cfgs)
+    probe = probe_inputs(cfgs[0].to_dict(), PROBE_POINTS, PROBE_SEED)
+    acc = result.final_metrics["final_train_acc"].astype(np.float64)
+    loss = result.final_metrics["final_train_loss"].astype(np.float64)
+    runs = []
+    for k, cfg in enumerate(cfgs):
+        theta = result.snapshots[:, k, :].astype(np.float64)
+        runs.append(RunTrajectory(cfg.run_id, result.snapshot_steps, theta, result.status[k],
+                                  output_features(cfg.to_dict(), theta, probe), cfg.optimizer_memory,
+                                  final_loss=float(loss[k]), final_acc=float(acc[k])))
+    return runs, acc
