@@ -1,6 +1,6 @@
 """Global connectivity between seeds: mode connectivity along curves, CKA, distances.
 
-Mode connectivity follows Yang et al. (METHODS.md section 1): a quadratic Bezier curve
+Mode connectivity follows Yang et al. (docs/methods.md, "Connectivity taxonomy"): a quadratic Bezier curve
 ``g(t) = (1-t)^2 a + 2t(1-t) c + t^2 b`` between two seeds' weights ``a`` and ``b``; ``c``
 starts at the midpoint (the straight line) and is trained by SGD with momentum on the loss
 at ``g(t)``, ``t ~ U(0, 1)`` per step. Several pairs train at once: their ``a, b, c`` are

@@ -1,7 +1,7 @@
 """Where a group's runs ended, defined without the Morse graph: the runs' outcome modes.
 
-A Morse graph is graded against these labels (``docs/methods.md``, "Grading a Morse
-graph"), so they must not come from the graph: each run's *end state* is its final function
+A Morse graph is graded against these labels (``docs/methods.md``, "Outcomes"), so they
+must not come from the graph: each run's *end state* is its final function
 (the softmax outputs on the probe set, as a root mean square over its values) beside
 its final train accuracy and loss, or, for runs without outputs, its final state (the
 flattened parameters or a potential's coordinates). End states are clustered by single

@@ -227,6 +227,13 @@ class GroupMorse:
         return len(self._ok()) >= MIN_RUNS
 
     @property
+    def no_verdict(self) -> str | None:
+        """Why the graph makes no claim about attractors and basins (too few runs), or None."""
+        n = len(self._ok())
+        return None if n >= MIN_RUNS else (f"too few runs to resolve basins: {n} non-diverged, at least {MIN_RUNS} "
+                                           "needed (raise seeds); the graph is an illustration")
+
+    @property
     def outcome_accuracy(self) -> float:
         """Out of sample, against outcomes the graph did not define: share of runs whose
         early state, in a graph fitted without them, lies in a basin whose (training) runs
@@ -349,18 +356,28 @@ def _states(run: RunTrajectory, kind: str) -> np.ndarray:
     return run.outputs if kind == "function" else run.theta
 
 
+def span_for(runs: list[RunTrajectory], settings: MorseSettings) -> int:
+    """The span the pairs are taken at: ``tau x compose`` snapshots, shortened (never below
+    ``tau``) so that every run's pairs start at half its snapshots past the early state or
+    more; a run recorded 10 times then still gives pairs instead of none."""
+    room = min(len(r.steps) - 1 - r.early for r in runs)
+    return int(max(settings.tau, min(settings.span, room // 2)))
+
+
 def fit_map(fit_runs: list[RunTrajectory], all_runs: list[RunTrajectory], kind: str,
-            settings: MorseSettings) -> FittedMap:
-    """Fit coordinates to ``fit_runs``, build the map of their snapshot pairs and compute its
-    Morse graph on the box holding every run of ``all_runs`` (the held-out runs' states set
-    the domain of the question, never the map)."""
+            settings: MorseSettings, span: int | None = None) -> FittedMap:
+    """Fit coordinates to ``fit_runs``, build the map of their snapshot pairs ``span``
+    snapshots apart (default ``settings.span``) and compute its Morse graph on the box holding
+    every run of ``all_runs`` (the held-out runs' states set the domain of the question, never
+    the map)."""
+    span = span or settings.span
     states = [_states(r, kind) for r in fit_runs]
-    firsts, seconds = snapshot_pairs(fit_runs, settings.span)
+    firsts, seconds = snapshot_pairs(fit_runs, span)
     xs = np.concatenate([s[i] for s, i in zip(states, firsts)])
     ys = np.concatenate([s[j] for s, j in zip(states, seconds)])
     if len(xs) < 3:
-        raise ValueError(f"only {len(xs)} snapshot pairs {settings.span} snapshots apart (tau x compose); "
-                         "record more often, train longer or lower tau or compose")
+        raise ValueError(f"only {len(xs)} snapshot pairs {span} snapshots apart; record more often, "
+                         "train longer or lower tau")
     coords = fit_coordinates(kind, states, xs, ys, settings.dims, late_from=settings.late_from)
     projected = {r.run_id: coords(_states(r, kind)) for r in all_runs}
     x = np.concatenate([projected[r.run_id][i] for r, i in zip(fit_runs, firsts)])
@@ -414,11 +431,12 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
     if any(r.burn_in > r.settled for r in ok):
         warnings.append("runs are too short for the optimiser's memory: snapshot pairs start at half of each run, "
                         f"before {BURN_IN_MEMORIES} memories (the velocity may still be settling); train longer")
-    if len(ok) < MIN_RUNS:
-        warnings.append(f"too few runs to resolve basins: {len(ok)} non-diverged, at least {MIN_RUNS} needed "
-                        "(raise seeds); the graph is drawn, but no attractor count or accuracy is given")
     outcomes = run_outcomes(ok)
-    fitted = fit_map(ok, ok, kind, settings)
+    span = span_for(ok, settings)
+    if span < settings.span:
+        warnings.append(f"runs are short for pairs {settings.span} snapshots apart (tau x compose): the map spans "
+                        f"{span}, so settled ends map less far into themselves; record more often")
+    fitted = fit_map(ok, ok, kind, settings, span)
     t1 = time.perf_counter()
     g = fitted.graph
     verdicts = {}
@@ -430,13 +448,14 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
         verdicts[r.run_id] = RunVerdict(r.run_id, "ok", z[-1].tolist(), int(nodes[-1]), int(g.basin_of(z[-1:])[0]),
                                         itinerary, outcome=int(mode))
     if len(ok) >= MIN_RUNS:  # below, no held-out figure is shown: do not pay for it
-        _cross_validate(ok, kind, settings, verdicts)
+        _cross_validate(ok, kind, settings, span, verdicts)
     t2 = time.perf_counter()
     out = [verdicts.get(r.run_id) or RunVerdict(r.run_id, "diverged", [], -1, -1, []) for r in runs]
     result = GroupMorse(fitted, kind, out, fitted.pair_map.n_pairs, outcomes, warnings,
                         {"fit_s": t1 - t0 - g.seconds, "morse_s": g.seconds, "validate_s": t2 - t1,
                          "total_s": t2 - t0})
     if not result.enough_runs:
+        warnings.insert(0, result.no_verdict)
         return result  # the counts below would be read as verdicts
     if result.n_transit:
         warnings.append(f"{result.n_transit} run(s) ended in transit: their end lies in no basin of the graph "
@@ -497,7 +516,7 @@ def _basin_label(basins: np.ndarray, labels: list[int]):
     return label_of
 
 
-def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
+def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings, span: int,
                     verdicts: dict[str, RunVerdict]) -> None:
     """Refit without each fold of runs; place each held-out run's first, early and final
     snapshot in the basins of the fold's graph, and read what the basin of its early state
@@ -516,7 +535,7 @@ def _cross_validate(ok: list[RunTrajectory], kind: str, settings: MorseSettings,
         held = [r for i, r in enumerate(ok) if i % k == fold]
         rest = [r for i, r in enumerate(ok) if i % k != fold]
         try:
-            fitted = fit_map(rest, ok, kind, settings)
+            fitted = fit_map(rest, ok, kind, settings, span)
         except ValueError:
             continue  # too few pairs without this fold: its runs stay unjudged (counted wrong)
         g = fitted.graph

@@ -1,10 +1,13 @@
 """One group's Morse analysis from a sweep's store, as a Ray task (plain data in and out).
 
-:func:`morse_for_group` reads the group's committed snapshots, adds the models' outputs on
-a fixed probe set when function-space coordinates are wanted and possible, runs
-:func:`analysis.dynamics.group_morse`, cross-checks the graph with pychomp (the connection
-matrix of the same map on the uniform grid of ``subdiv_min``, and the Morse graph of the
-surrogate-free map built from the snapshot pairs themselves), and draws the pictures.
+:func:`morse_for_group` reads the group's committed snapshots and finals, adds the models'
+outputs on a fixed probe set when the snapshots hold full parameters (function-space
+coordinates, and the runs' outcomes), runs :func:`analysis.dynamics.group_morse`,
+cross-checks the graph with pychomp (the connection matrix of the same map on the uniform
+grid of ``subdiv_min``, and the Morse decomposition of the snapshot pairs alone), and draws
+the pictures. A group below :data:`analysis.dynamics.MIN_RUNS` non-diverged runs gets its
+graph drawn and stored, but no attractor count, basin or accuracy: those columns are null
+and ``no_verdict`` says why (``docs/methods.md``, "How many runs").
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import asdict
 import numpy as np
 
 from analysis._connection import connection_matrix, data_images, grid_images, set_of_points
-from analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse, snapshot_pairs
+from analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse
 
 PROBE_POINTS = 200  # held-out points the function-space coordinates are the outputs on
 PROBE_SEED = 0
@@ -28,9 +31,9 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     read from their units' committed shards; with ``function_space``, each run also gets
     its model's softmax outputs on the sweep's probe set at every snapshot.
 
-    Only the snapshot rows are read; a run's status
-    (``ok``/``diverged``) comes from its finals row; a run with non-finite snapshots counts
-    as diverged.
+    Only the snapshot rows are read; a run's status (``ok``/``diverged``) and its final
+    train loss and accuracy come from its finals row; a run with non-finite snapshots
+    counts as diverged.
     """
     import pyarrow.compute as pc
 
@@ -42,8 +45,9 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     wanted = pc.field("run_id").isin(run_ids)
     table = shards.read_snapshots(fs, root, unit_ids, ["run_id", "step", "theta"], filter=wanted
                                   ).sort_by([("run_id", "ascending"), ("step", "ascending")])
-    finals = shards.read_units(fs, root, shards.FINALS, unit_ids, ["run_id", "status"], filter=wanted)
-    status = dict(zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist()))
+    finals = shards.read_units(fs, root, shards.FINALS, unit_ids,
+                               ["run_id", "status", "final_train_loss", "final_train_acc"], filter=wanted).to_pylist()
+    final = {f["run_id"]: f for f in finals}
     rid_col = table.column("run_id").to_numpy(zero_copy_only=False)
     steps = table.column("step").to_numpy()
     theta = table.column("theta").combine_chunks()
@@ -61,35 +65,34 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
         idx = np.flatnonzero(rid_col == rid)
         th = theta_np[idx]
         finite = np.isfinite(th).all(axis=1)
-        run_status = "diverged" if status.get(rid) == "diverged" or not finite.all() else "ok"
+        f = final.get(rid, {})
+        run_status = "diverged" if f.get("status") == "diverged" or not finite.all() else "ok"
         outputs = None
         if probe is not None and run_status == "ok":
             from analysis._function_space import output_features
 
             outputs = output_features(v, th.astype(np.float64), probe)
         out.append(RunTrajectory(rid, steps[idx][finite], th[finite], run_status, outputs,
-                                 VariantConfig.from_dict(v).optimizer_memory))
+                                 VariantConfig.from_dict(v).optimizer_memory,
+                                 final_loss=f.get("final_train_loss"), final_acc=f.get("final_train_acc")))
     return out
 
 
+CM_MAX_PER_AXIS = 64  # the connection matrix's uniform grid: at most this many cells per axis (cost grows as n^d)
+
+
 def cross_check(result: GroupMorse, runs: list[RunTrajectory], settings: MorseSettings) -> dict:
-    """pychomp on the uniform grid of ``subdiv_min``: the connection matrix of the same
-    (widened) surrogate map, and the Morse decomposition of the map built from the snapshot
-    pairs alone; whether the data's attractors fall in distinct attractors of CMGDB's graph."""
+    """pychomp on the uniform grid of ``subdiv_min`` (at most ``CM_MAX_PER_AXIS`` per axis):
+    the connection matrix of the same pair map, and the Morse decomposition of the snapshot
+    pairs alone (a cell maps only where its own pairs go); whether the data's attractors fall
+    in distinct attractors of CMGDB's graph."""
     g, fitted = result.graph, result.fitted
     d = g.dim
-    n = 2 ** max(1, settings.subdiv_min // d)
-    widen = None
-    if settings.uncertainty > 0:
-        field_ = fitted.surrogate.std_field(g.lower, g.upper)
-        widen = lambda c: settings.uncertainty * field_(c)  # noqa: E731
-    images, leaves = grid_images(fitted.surrogate, g.lower, g.upper, n, widen=widen)
+    n = min(2 ** max(1, settings.subdiv_min // d), CM_MAX_PER_AXIS)
+    images, leaves = grid_images(fitted.pair_map, g.lower, g.upper, n)
     cm = connection_matrix(images, n, d, leaves)
-    ok = [r for r in runs if r.status == "ok"]
-    firsts, seconds = snapshot_pairs(ok, settings.tau)
-    x = np.concatenate([fitted.projected[r.run_id][i] for r, i in zip(ok, firsts)])
-    y = np.concatenate([fitted.projected[r.run_id][j] for r, j in zip(ok, seconds)])
-    data = connection_matrix(data_images(x, y, g.lower, g.upper, n), n, d)
+    pm = fitted.pair_map
+    data = connection_matrix(data_images(pm.x, pm.y, g.lower, g.upper, n), n, d)
     # each data attractor, by the snapshots inside it, must lie in one CMGDB basin, a different one each
     pts = np.concatenate(list(fitted.projected.values()))
     in_set = set_of_points(data, pts, g.lower, g.upper, n)
@@ -113,6 +116,12 @@ def cross_check(result: GroupMorse, runs: list[RunTrajectory], settings: MorseSe
     }
 
 
+# columns that read as a verdict on basins: null below the minimum number of runs
+VERDICT_COLUMNS = ("n_attractors", "n_outcomes", "outcome_sizes", "ari", "outcome_accuracy", "outcome_chance",
+                   "baseline_accuracy", "versus_baseline", "self_basin_accuracy", "self_basin_accuracy_start",
+                   "self_basin_chance", "n_transit", "n_undecided", "fidelity", "data_agrees")
+
+
 def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], variants: list[dict],
                     settings: dict, title: str = "") -> dict:
     """Run :func:`group_morse` on one group of a sweep and draw its pictures.
@@ -130,11 +139,11 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
     row: dict = {"group_id": group_id, "n_runs": len(run_ids), "error": None, "run_ids": run_ids,
                  **{f"param_{k}": v for k, v in asdict(cfg).items()}}
     try:
-        function_space = cfg.coordinates in ("auto", "function") and not any(v.get("projection_dim") for v in variants)
-        if cfg.coordinates == "function" and not function_space:
+        projected = any(v.get("projection_dim") for v in variants)
+        if cfg.coordinates == "function" and projected:
             raise ValueError("coordinates 'function' need full parameter snapshots; this sweep recorded a random "
                              "projection (record.projection): use late_pca")
-        runs = read_group_runs(sweep_root_uri, unit_ids, variants, function_space=function_space)
+        runs = read_group_runs(sweep_root_uri, unit_ids, variants, function_space=not projected)
         result = group_morse(runs, cfg)
         check = cross_check(result, runs, cfg)
     except Exception as exc:  # reported per group; the reduction goes on
@@ -146,23 +155,35 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
     n_diverged = sum(1 for v in result.verdicts if v.status == "diverged")
     if n_diverged:
         warnings.append(f"{n_diverged} diverged run(s) left out of the coordinates, the map and the box")
+    if result.enough_runs and not check["data_agrees"]:
+        warnings.append(f"the snapshot pairs alone (pychomp, {check['cm_grid']} cells per axis) give "
+                        f"{check['data_n_attractors']} attractor(s), not in one basin each of this graph's "
+                        f"{len(result.graph.attractors)}")
     g = result.graph
     cm = check.pop("_cm")
+    o = result.outcomes
     row.update(
         coordinates=result.coordinates,
         n_morse_sets=len(g.nodes),
         n_attractors=len(g.attractors),
         n_unresolved=len(g.unresolved),
         n_nontrivial=len(g.nodes) - len(g.unresolved),
-        basin_accuracy=result.basin_accuracy,
-        basin_accuracy_start=result.basin_accuracy_start,
-        chance=result.chance,
+        n_outcomes=o.n_modes,
+        outcome_sizes=o.sizes,
+        outcome_features=o.features,
+        ari=result.ari,
+        outcome_accuracy=result.outcome_accuracy,
+        outcome_chance=result.outcome_chance,
+        baseline_accuracy=result.baseline_accuracy,
+        versus_baseline=result.versus_baseline,
+        self_basin_accuracy=result.self_basin_accuracy,
+        self_basin_accuracy_start=result.self_basin_accuracy_start,
+        self_basin_chance=result.self_basin_chance,
         n_transit=result.n_transit,
         n_undecided=result.n_undecided,
         fidelity=result.fidelity,
         explained_variance=result.fitted.coordinates.explained_variance_ratio.tolist(),
         n_pairs=result.n_pairs,
-        kernel=result.fitted.surrogate.kernel,
         dot=g.to_dot(),
         warnings=warnings,
         **g.to_record(),
@@ -172,18 +193,34 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
     runs_out = [{**_run_row(v), "group_id": group_id} for v in result.verdicts]
     row.update(final_nodes=[v.final_node for v in result.verdicts],
                end_attractors=[v.end_attractor for v in result.verdicts])
+    if not result.enough_runs:
+        row["no_verdict"] = result.no_verdict
+        row.update({k: None for k in VERDICT_COLUMNS})
+        row["attractors"] = []
+        for r in runs_out:
+            r.update({k: None for k in _RUN_VERDICT_COLUMNS})
     pictures = _pictures(result, cm, row, title or group_id)
     row["seconds"] = time.perf_counter() - started
     return {"row": row, "runs": runs_out, "pictures": pictures}
+
+
+_RUN_VERDICT_COLUMNS = ("end_attractor", "in_attractor", "outcome", "predicted_outcome", "outcome_correct",
+                        "baseline_outcome", "baseline_correct", "predicted_attractor", "self_basin_correct",
+                        "self_basin_correct_start")
 
 
 def _run_row(v) -> dict:
     ok = v.status == "ok"
     return {"run_id": v.run_id, "status": v.status, "final_point": v.final_point, "final_node": v.final_node,
             "end_attractor": v.end_attractor, "in_attractor": v.in_attractor, "itinerary": v.itinerary,
+            "outcome": v.outcome if ok else None,
+            "predicted_outcome": v.predicted_outcome if ok else None,
+            "outcome_correct": v.outcome_correct if ok else None,
+            "baseline_outcome": v.baseline_outcome if ok else None,
+            "baseline_correct": v.baseline_correct if ok else None,
             "predicted_attractor": v.predicted_early if ok else None,
-            "basin_correct": v.heldout_correct if ok else None,
-            "basin_correct_start": v.heldout_start_correct if ok else None,
+            "self_basin_correct": v.heldout_correct if ok else None,
+            "self_basin_correct_start": v.heldout_start_correct if ok else None,
             "fold": v.fold}
 
 
@@ -198,8 +235,7 @@ def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]
     from analysis.morse import plot_morse_sets, render_graph
 
     g = result.graph
-    verdict = (f"held-out basin accuracy {result.basin_accuracy:.2f} (chance {result.chance:.2f}); "
-               f"{len(g.attractors)} attractor(s), {len(g.unresolved)} unresolved")
+    verdict = picture_verdict(row)
     pics = {"morse_graph.dot": g.to_dot().encode(),
             "morse_graph.png": render_graph(g, title=f"{title}\n{verdict}")}
     fig = plot_morse_sets(g, list(result.projected.values()), title=f"{title}\n{verdict}; {result.coordinates}",
@@ -207,6 +243,16 @@ def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]
     pics["morse_sets.png"] = _png(fig, plt)
     pics["connection_matrix.png"] = _png(_plot_connection_matrix(cm, title), plt)
     return pics
+
+
+def picture_verdict(row: dict) -> str:
+    """The line a group's pictures carry under their title: what the graph claims, or why
+    it claims nothing."""
+    if row.get("no_verdict"):
+        return f"too few runs to resolve basins ({row['n_runs']} runs): an illustration, no verdict"
+    return (f"held-out outcome accuracy {row['outcome_accuracy']:.2f} (chance {row['outcome_chance']:.2f}, "
+            f"baseline {row['baseline_accuracy']:.2f}: {row['versus_baseline']}); "
+            f"{row['n_attractors']} attractor(s) for {row['n_outcomes']} outcome(s), ARI {row['ari']:.2f}")
 
 
 def _png(fig, plt) -> bytes:

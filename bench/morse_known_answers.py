@@ -1,6 +1,8 @@
 """The Morse pipeline on the known-answer suite: per case, number of runs and settings, the
 attractors found against the wells the runs really ended in, whether every run ends in the
-attractor of its own well, held-out basin accuracy beside its chance level, and the time.
+attractor of its own well, the outcome modes (the runs' ends clustered without the graph)
+against the wells, held-out outcome accuracy beside its chance level and the nearest-neighbour
+baseline, and the time.
 
     python bench/morse_known_answers.py                       # defaults, 8/16/32/64 runs, the tests' seeds
     python bench/morse_known_answers.py --seeds 5             # 5 more seeds per cell: how often it holds
@@ -19,6 +21,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,10 +45,10 @@ def verdict(result, wells: np.ndarray) -> bool:
 
 
 def wrong(result) -> int:
-    """Held-out runs whose early state was placed in the basin of another attractor than
-    their end's (undecided ones, on a separatrix, are not wrong: they are not placed)."""
-    return sum(1 for v in result.verdicts if v.end_attractor >= 0 and v.predicted_early is not None
-               and v.predicted_early >= 0 and v.predicted_early != v.end_attractor)
+    """Held-out runs whose early state was placed in a basin standing for another outcome
+    than theirs (undecided ones, on a separatrix, are not wrong: they are not placed)."""
+    return sum(1 for v in result.verdicts if v.predicted_outcome is not None and v.predicted_outcome >= 0
+               and v.predicted_outcome != v.outcome)
 
 
 def one(job: tuple[str, int, int, str]) -> dict:
@@ -57,7 +60,8 @@ def one(job: tuple[str, int, int, str]) -> dict:
     g = res.graph
     return {"case": case, "n": n, "seed": seed, "wells": len(set(wells.tolist())), "attractors": len(g.attractors),
             "nodes": len(g.nodes), "unresolved": len(g.unresolved), "ok": verdict(res, wells),
-            "acc": res.basin_accuracy, "acc_start": res.basin_accuracy_start, "chance": res.chance,
+            "modes_ok": adjusted_rand_score(wells, res.outcomes.labels) == 1.0, "ari": res.ari,
+            "acc": res.outcome_accuracy, "chance": res.outcome_chance, "base": res.baseline_accuracy,
             "undecided": res.n_undecided, "wrong": wrong(res), "morse_s": res.timings["morse_s"],
             "total_s": time.perf_counter() - t0}
 
@@ -78,11 +82,13 @@ def main() -> None:
     print(f"settings: {json.dumps(json.loads(args.settings))}\n")
     if args.seeds == 0:
         print("| case | runs | wells | attractors | Morse sets (unresolved) | runs in own well's attractor | "
-              "held-out basin accuracy (start) | chance | undecided / wrong | Morse graph s | total s |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "outcome modes = wells | ARI | held-out outcome accuracy | chance | baseline | undecided / wrong | "
+              "Morse graph s | total s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in out:
             print(f"| {r['case']} | {r['n']} | {r['wells']} | {r['attractors']} | {r['nodes']} ({r['unresolved']}) | "
-                  f"{'yes' if r['ok'] else 'no'} | {r['acc']:.2f} ({r['acc_start']:.2f}) | {r['chance']:.2f} | "
+                  f"{'yes' if r['ok'] else 'no'} | {'yes' if r['modes_ok'] else 'no'} | {r['ari']:.2f} | "
+                  f"{r['acc']:.2f} | {r['chance']:.2f} | {r['base']:.2f} | "
                   f"{r['undecided']} / {r['wrong']} | {r['morse_s']:.2f} | {r['total_s']:.1f} |")
     else:
         print(f"| case | runs | structure right | accuracy 1.0 | lowest accuracy | undecided / wrong runs | "

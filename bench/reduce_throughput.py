@@ -8,10 +8,9 @@ first into a temporary store if ``--store`` does not hold it):
   ``group_morse`` with the defaults. Reports the median time of the Morse graph step (CMGDB
   with the batched box map of distinct corners, what ``doodl reduce`` runs) and of the
   whole group (held-out validation included);
-* peer baseline, on the same fitted map (the surrogate composed ``compose`` times, images
-  widened by its posterior std) and box: CMGDB with its per-box map (one Python call per
-  box, ``CMGDB.BoxMap``), as a user of CMGDB's documented single-box interface would write
-  it. Same grid and map, so the same Morse graph; the ratio is the speed-up;
+* peer baseline, on the same map (the group's pair map) and box: CMGDB with its per-box map
+  (one Python call per box), as a user of CMGDB's documented single-box interface would
+  write it. Same grid and map, so the same Morse graph; the ratio is the speed-up;
 * groups per second of ``doodl reduce`` (Ray tasks on the local cores, store writes and
   pictures included, MLflow off, Ray already started, ``--force`` so every group is
   redone): Morse graphs alone, then the default reduction (Morse graphs and taxonomy).
@@ -32,17 +31,12 @@ import numpy as np
 from _sweeps import ROOT, ensure_sweep, groups_of
 
 
-def per_box_morse_graph(f, widen, lower, upper, subdiv_min, subdiv_max):
-    """The baseline: CMGDB driven through a Python call per box (corners mapped by ``f``,
-    the image widened by ``widen`` at the box centre, as the batched map does)."""
+def per_box_morse_graph(box_images, lower, upper, subdiv_min, subdiv_max):
+    """The baseline: CMGDB driven through a Python call per box (``box_images`` of one box)."""
     import CMGDB
 
-    d = len(lower)
-
     def box(rect):
-        image = np.asarray(CMGDB.BoxMap(lambda x: f(np.asarray([x]))[0], rect))
-        r = widen(np.asarray([[(rect[k] + rect[d + k]) / 2 for k in range(d)]]))[0]
-        return np.concatenate([image[:d] - r, image[d:] + r]).tolist()
+        return box_images(np.asarray([rect]))[0].tolist()
 
     model = CMGDB.Model(subdiv_min, subdiv_max, subdiv_min, 10_000, list(lower), list(upper), box)
     t0 = time.perf_counter()
@@ -77,19 +71,12 @@ def main() -> None:
         res = group_morse(runs, settings)
         total_s.append(time.perf_counter() - t0)
         morse_s.append(res.graph.seconds)
-        acc.append(res.basin_accuracy)
-        chance.append(res.chance)
+        acc.append(res.outcome_accuracy)
+        chance.append(res.outcome_chance)
         if k < args.baseline_groups:
-            sur, g = res.fitted.surrogate, res.graph
-            field = sur.std_field(g.lower, g.upper)
-
-            def composed(p, sur=sur):
-                for _ in range(settings.compose):
-                    p = sur(p)
-                return p
-
-            secs, n = per_box_morse_graph(composed, lambda c, field=field: settings.uncertainty * field(c), g.lower,
-                                          g.upper, settings.subdiv_min, settings.subdiv_max)
+            g = res.graph
+            secs, n = per_box_morse_graph(res.fitted.pair_map.box_images, g.lower, g.upper, settings.subdiv_min,
+                                          settings.subdiv_max)
             baseline.append(secs)
             batched.append(g.seconds)
             same_nodes.append(n == len(g.nodes))
@@ -115,7 +102,8 @@ def main() -> None:
           f"depth {settings.subdiv_min}..{settings.subdiv_max}")
     print(f"one group, Morse graph (batched box map): median {statistics.median(morse_s):.3f} s "
           f"(min {min(morse_s):.3f}, max {max(morse_s):.3f})")
-    print(f"one group, read + PCA + surrogate + Morse graph: median {statistics.median(total_s):.3f} s")
+    print(f"one group, read + outputs + PCA + pair map + Morse graph + held-out refits: "
+          f"median {statistics.median(total_s):.3f} s")
     if baseline:
         ratio = statistics.median(b / a for a, b in zip(batched, baseline))
         print(f"per-box baseline on {len(baseline)} groups: median {statistics.median(baseline):.3f} s vs batched "
@@ -124,7 +112,8 @@ def main() -> None:
     for analyses, wall in walls.items():
         print(f"doodl reduce --force --only {' --only '.join(analyses)}, {cpus} Ray CPUs: {len(groups)} groups in "
               f"{wall:.1f} s wall = {len(groups) / wall:.2f} groups/s")
-    print(f"held-out basin accuracy per group: {np.round(acc, 2).tolist()} (chance {np.round(chance, 2).tolist()})")
+    print(f"held-out outcome accuracy per group: {np.round(acc, 2).tolist()} (chance {np.round(chance, 2).tolist()}; "
+          "NaN below the minimum of runs)")
 
 
 if __name__ == "__main__":

@@ -36,14 +36,25 @@ MORSE_GROUP_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("coordinates", pa.string()),  # the coordinates used (``auto`` resolved)
     ("n_morse_sets", _I32),
+    ("no_verdict", pa.string()),  # why the columns of a verdict on basins are null (too few runs); null: they are not
     ("n_attractors", _I32),  # sinks with a non-trivial Conley index
     ("n_unresolved", _I32),  # Morse sets with a trivial or undefined index
     ("n_nontrivial", _I32),
-    ("basin_accuracy", pa.float64()),  # held out: early state (10%, past the burn-in) in the basin of its end's attractor
-    ("basin_accuracy_start", pa.float64()),  # the same from the first snapshot
-    ("chance", pa.float64()),  # share of runs in the largest basin
+    # validity against outcomes defined without the graph (clusters of the runs' end states)
+    ("n_outcomes", _I32),  # outcome modes of the group's runs
+    ("outcome_sizes", _LI32),  # runs per mode, largest first
+    ("outcome_features", pa.string()),  # what the modes cluster: function (outputs, accuracy, loss) or state
+    ("ari", pa.float64()),  # adjusted Rand index, end basins vs outcome modes
+    ("outcome_accuracy", pa.float64()),  # held out: the early state's basin (fold graph) stands for the right outcome
+    ("outcome_chance", pa.float64()),  # share of runs in the largest outcome mode
+    ("baseline_accuracy", pa.float64()),  # same folds: outcome of the nearest training run's early state
+    ("versus_baseline", pa.string()),  # beats / matches (within one run) / below
+    # secondary: graded against the graph's own attractors (cannot notice a graph that merges outcomes)
+    ("self_basin_accuracy", pa.float64()),
+    ("self_basin_accuracy_start", pa.float64()),  # the same from the first snapshot
+    ("self_basin_chance", pa.float64()),  # share of runs in the largest basin
     ("n_transit", _I32),  # runs whose end lies in no basin of the graph fitted without them
-    ("n_undecided", _I32),  # runs whose early state lies on a separatrix (several basins) or in none
+    ("n_undecided", _I32),  # runs whose early state predicts no outcome (separatrix, no basin, empty basin)
     ("fidelity", pa.float64()),  # in sample (secondary): runs whose final point lies in an attractor
     ("nodes", _LI32),
     ("edges", _LLI32),
@@ -57,10 +68,9 @@ MORSE_GROUP_SCHEMA = pa.schema([
     ("upper", pa.list_(pa.float64())),
     ("explained_variance", pa.list_(pa.float64())),
     ("n_pairs", _I32),
-    ("kernel", pa.string()),
     ("dot", pa.string()),
     ("warnings", pa.list_(pa.string())),
-    # pychomp on the uniform grid of subdiv_min: connection matrix of the same map ...
+    # pychomp on the uniform grid of subdiv_min (at most 64 per axis): connection matrix of the same map ...
     ("cm_grid", _I32),  # cells per axis
     ("cm_conley_ranks", _LLI32),  # per Morse set of the grid's decomposition
     ("cm_order", _LLI32),  # (from, to): Hasse diagram of the sets' order
@@ -68,7 +78,7 @@ MORSE_GROUP_SCHEMA = pa.schema([
     ("cm_n_morse_sets", _I32),  # non-trivial sets
     ("cm_n_attractors", _I32),
     ("cm_s", pa.float64()),
-    # ... and the surrogate-free map of the snapshot pairs
+    # ... and the map of the snapshot pairs alone
     ("data_n_attractors", _I32),
     ("data_agrees", pa.bool_()),  # as many attractors as CMGDB's, each in a basin of its own
     ("run_ids", pa.list_(pa.string())),
@@ -86,10 +96,7 @@ MORSE_GROUP_SCHEMA = pa.schema([
     ("param_subdiv_min", _I32),
     ("param_subdiv_max", _I32),
     ("param_padding", pa.float64()),
-    ("param_far_field", pa.float64()),
-    ("param_max_pairs", _I32),
     ("param_compose", _I32),
-    ("param_uncertainty", pa.float64()),
     ("param_folds", _I32),
 ])
 
@@ -102,9 +109,14 @@ MORSE_RUN_SCHEMA = pa.schema([
     ("end_attractor", _I32),  # the attractor whose basin holds the final point; < 0: in transit
     ("in_attractor", pa.bool_()),
     ("itinerary", _LI32),  # the Morse sets its snapshots pass through, in order
+    ("outcome", _I32),  # its outcome mode (its end state clustered with the group's; not from the graph)
+    ("predicted_outcome", _I32),  # held out: the outcome its early state's basin stands for; < 0: undecided
+    ("outcome_correct", pa.bool_()),
+    ("baseline_outcome", _I32),  # held out: the outcome of the nearest training run's early state
+    ("baseline_correct", pa.bool_()),
     ("predicted_attractor", _I32),  # held out: where its early state leads, in this graph's ids; < 0: undecided
-    ("basin_correct", pa.bool_()),  # held out: early state in the basin of its end's attractor
-    ("basin_correct_start", pa.bool_()),
+    ("self_basin_correct", pa.bool_()),  # held out: early state in the basin of its end's attractor
+    ("self_basin_correct_start", pa.bool_()),
     ("fold", _I32),
 ])
 

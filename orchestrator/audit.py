@@ -158,13 +158,18 @@ def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: Tol
     return setup_change, matched, unmatched
 
 
+TRUSTED_ARI = 0.8  # end basins this close to the runs' outcomes: the attractor count counts outcomes
+
+
 def _basins_trusted(morse_row: dict) -> bool:
-    """A group's basin structure is compared only when its graph predicts held-out runs'
-    ends better than chance (otherwise its attractor count says nothing about training)."""
-    if not morse_row or morse_row.get("error"):
+    """A group's basin structure is compared only when its graph sees the runs' real
+    outcomes: a verdict (enough runs), end basins that match the outcome modes (adjusted
+    Rand index at least ``TRUSTED_ARI``) and held-out outcome predictions no worse than the
+    nearest-neighbour baseline's. Otherwise its attractor count says nothing about training."""
+    if not morse_row or morse_row.get("error") or morse_row.get("no_verdict"):
         return False
-    acc, chance = morse_row.get("basin_accuracy"), morse_row.get("chance")
-    return acc is not None and chance is not None and acc > chance
+    ari = morse_row.get("ari")
+    return ari is not None and ari >= TRUSTED_ARI and morse_row.get("versus_baseline") in ("beats", "matches")
 
 
 def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:

@@ -134,7 +134,11 @@ def _reduce(store, args, settings) -> int:
              for name, c in outcome.counts.items()]
     extra = []
     if "morse" in outcome.counts:
-        extra.append(f"held-out basin accuracy {outcome.basin_accuracy:.2f} (chance {outcome.chance:.2f})")
+        v = outcome.validity
+        extra.append(f"Morse graphs: held-out outcome accuracy {v['outcome_accuracy']:.2f} (chance "
+                     f"{v['outcome_chance']:.2f}, nearest-neighbour baseline {v['baseline_accuracy']:.2f}), "
+                     f"end basins vs outcomes ARI {v['ari']:.2f}" if v and v["outcome_accuracy"] == v["outcome_accuracy"]
+                     else "Morse graphs: no group has enough runs for a verdict")
     if "taxonomy" in outcome.counts:
         extra.append("phases " + (", ".join(f"{p} {n}" for p, n in sorted(outcome.phases.items())) or "none"))
     if "koopman" in outcome.counts:

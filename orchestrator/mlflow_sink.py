@@ -41,9 +41,11 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # per analysis, the tag holding the settings a child's results were logged with
 ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy", "koopman": "doodl.koopman", "ntk": "doodl.ntk"}
 TABLE_COLUMNS = {
-    "morse": ("group_id", "label", "n_runs", "coordinates", "basin_accuracy", "chance", "basin_accuracy_start",
-              "n_transit", "n_undecided", "n_morse_sets", "n_attractors", "n_unresolved", "cm_n_morse_sets", "cm_n_attractors",
-              "cm_boundary", "data_n_attractors", "data_agrees", "fidelity", "n_pairs", "total_s", "warnings", "error"),
+    "morse": ("group_id", "label", "n_runs", "coordinates", "no_verdict", "n_outcomes", "outcome_sizes", "n_attractors",
+              "ari", "outcome_accuracy", "outcome_chance", "baseline_accuracy", "versus_baseline", "self_basin_accuracy",
+              "self_basin_chance", "n_transit", "n_undecided", "n_morse_sets", "n_unresolved", "cm_n_morse_sets",
+              "cm_n_attractors", "cm_boundary", "data_n_attractors", "data_agrees", "fidelity", "n_pairs", "total_s",
+              "warnings", "error"),
     "taxonomy": ("group_id", "label", "phase", "n_seeds", "train_loss", "train_acc", "test_acc", "hessian_top",
                  "hessian_trace", "mc", "line_barrier", "cka", "l2", "total_s", "threshold_train_loss",
                  "threshold_mc_tolerance", "threshold_cka", "error"),
@@ -376,11 +378,15 @@ def _group_results(name: str, row: dict) -> tuple[dict, dict[str, str], list]:
     """What a group run shows of one analysis: metrics, tags, curves (name, step, value).
     Ids that are not stable between reductions (Morse sets, Koopman classes) are tags."""
     if name == "morse":
-        return ({"n_morse_sets": row["n_morse_sets"], "n_attractors": row["n_attractors"],
-                 "n_unresolved_morse_sets": row["n_unresolved"], "basin_accuracy": row["basin_accuracy"],
-                 "basin_chance": row["chance"], "basin_accuracy_start": row["basin_accuracy_start"],
-                 "basin_undecided": row.get("n_undecided"), "fidelity": row["fidelity"]},
-                {"doodl.morse_coordinates": str(row["coordinates"])}, [])
+        # below the minimum of runs the verdict columns are null: no metric, and a tag says why
+        tags = {"doodl.morse_coordinates": str(row["coordinates"]),
+                "doodl.morse_verdict": row.get("no_verdict") or f"{row.get('versus_baseline')} the baseline"}
+        return ({"n_morse_sets": row["n_morse_sets"], "n_attractors": row.get("n_attractors"),
+                 "n_unresolved_morse_sets": row["n_unresolved"], "n_outcomes": row.get("n_outcomes"),
+                 "outcome_ari": row.get("ari"), "outcome_accuracy": row.get("outcome_accuracy"),
+                 "outcome_chance": row.get("outcome_chance"), "outcome_baseline_accuracy": row.get("baseline_accuracy"),
+                 "self_basin_accuracy": row.get("self_basin_accuracy"), "self_basin_chance": row.get("self_basin_chance"),
+                 "outcome_undecided": row.get("n_undecided"), "fidelity": row.get("fidelity")}, tags, [])
     if name == "taxonomy":
         return ({k: row.get(k) for k in TAXONOMY_METRICS},
                 {"doodl.phase": str(row["phase"]), **{f"doodl.{k}": str(row[k]) for k in
@@ -397,9 +403,11 @@ def _group_results(name: str, row: dict) -> tuple[dict, dict[str, str], list]:
 def _seed_results(name: str, run: dict) -> tuple[dict, dict[str, str], list]:
     """What a seed's run shows of one analysis: its own values only."""
     if name == "morse":
-        values = {"final_in_attractor": run.get("in_attractor"), "basin_correct": run.get("basin_correct")}
+        values = {"final_in_attractor": run.get("in_attractor"), "outcome_correct": run.get("outcome_correct"),
+                  "outcome_baseline_correct": run.get("baseline_correct")}
         return (values, {"doodl.itinerary": " > ".join(str(u) for u in run.get("itinerary") or []) or "none",
-                         "doodl.end_attractor": str(run.get("end_attractor"))}, [])
+                         "doodl.end_attractor": str(run.get("end_attractor")), "doodl.outcome": str(run.get("outcome"))},
+                [])
     if name == "taxonomy":
         return {k: run.get(k) for k in ("hessian_top", "hessian_trace")}, {}, []
     if name == "koopman":

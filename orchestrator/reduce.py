@@ -27,7 +27,7 @@ from orchestrator._reduction_store import ReductionStore
 from orchestrator.driver import connect, progress_bar
 from orchestrator.expand import AXES
 from orchestrator.lease import SweepLease
-from orchestrator.spec import ReduceSpec
+from orchestrator.spec import MorseReduceSpec, ReduceSpec
 from orchestrator.store import SweepStore
 from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
 from workers.config import group_label
@@ -54,8 +54,8 @@ class ReduceOutcome:
     n_groups: int
     counts: dict[str, AnalysisCounts] = field(default_factory=dict)
     waiting: int = 0  # groups with units not yet committed
-    basin_accuracy: float = float("nan")  # held out, over the sweep's runs
-    chance: float = float("nan")  # share of runs in their group's largest basin, over the sweep
+    # the Morse graphs' validity over the sweep's runs in groups with a verdict (sweep_validity)
+    validity: dict[str, float] = field(default_factory=dict)
     phases: dict[str, int] = field(default_factory=dict)
     koopman_classes: int = 0  # dynamical equivalence classes among the groups with a spectrum
     logged_runs: int = 0
@@ -69,8 +69,10 @@ class ReduceOutcome:
 
 def recorded_settings(store: SweepStore) -> ReduceSpec:
     """The ``reduce`` settings recorded with the sweep (defaults for older sweeps)."""
-    doc = store.read_sweep()
-    return ReduceSpec.model_validate(doc.get("spec", {}).get("reduce", {}))
+    section = dict(store.read_sweep().get("spec", {}).get("reduce", {}))
+    if "morse" in section:
+        section["morse"] = MorseReduceSpec.from_record(section["morse"])
+    return ReduceSpec.model_validate(section)
 
 
 def _task_settings(settings: ReduceSpec, name: str) -> dict:
@@ -163,7 +165,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
 
     pictures = {}
     if "morse" in tables:
-        outcome.basin_accuracy, outcome.chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
+        outcome.validity = sweep_validity(tables["morse"][0], tables["morse"][1], groups)
     if "taxonomy" in tables:
         tax_rows = [r for r in tables["taxonomy"][0].to_pylist() if r["group_id"] in groups]
         for r in tax_rows:
@@ -358,19 +360,28 @@ def _learning_curves(store: SweepStore, groups, committed: list[str]) -> bytes |
     return plot_learning_curves(by_group, title=store.sweep_id) if by_group else None
 
 
-def sweep_basin_accuracy(morse_groups, morse_runs, groups) -> tuple[float, float]:
-    """Held-out basin accuracy over the sweep's non-diverged runs, and its chance level (each
-    group's chance weighted by its runs)."""
-    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in groups
-          and r.get("basin_correct") is not None]
+def sweep_validity(morse_groups, morse_runs, groups) -> dict[str, float]:
+    """The Morse graphs' validity over the sweep's non-diverged runs in groups with a
+    verdict (enough runs): held-out outcome accuracy, its chance level (each group's chance
+    weighted by its runs), the nearest-neighbour baseline's accuracy in the same folds, and
+    the adjusted Rand index between end basins and outcomes (each group's, weighted by its
+    runs). NaN where no group has a verdict."""
+    per_group = {r["group_id"]: r for r in morse_groups.to_pylist()
+                 if r["error"] is None and not r.get("no_verdict") and r["group_id"] in groups}
+    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in per_group
+          and r.get("outcome_correct") is not None]
+    names = ("outcome_accuracy", "outcome_chance", "baseline_accuracy", "ari")
     if not ok:
-        return float("nan"), float("nan")
-    per_group = {r["group_id"]: r for r in morse_groups.to_pylist() if r["error"] is None}
-    n_ok = {}
-    for r in ok:
-        n_ok[r["group_id"]] = n_ok.get(r["group_id"], 0) + 1
-    chance = sum(per_group[g]["chance"] * n for g, n in n_ok.items() if g in per_group) / len(ok)
-    return float(np.mean([r["basin_correct"] for r in ok])), float(chance)
+        return dict.fromkeys(names, float("nan"))
+    n_ok = {g: sum(1 for r in ok if r["group_id"] == g) for g in per_group}
+
+    def weighted(column: str) -> float:
+        return float(sum(per_group[g][column] * n for g, n in n_ok.items()) / len(ok))
+
+    return {"outcome_accuracy": float(np.mean([r["outcome_correct"] for r in ok])),
+            "outcome_chance": weighted("outcome_chance"),
+            "baseline_accuracy": float(np.mean([r["baseline_correct"] for r in ok])),
+            "ari": weighted("ari")}
 
 
 def sweep_pictures_in_store(stores) -> dict[str, str]:
@@ -408,8 +419,8 @@ def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> Non
                 metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
                            f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
                 if name == "morse":
-                    acc, chance = sweep_basin_accuracy(tables["morse"][0], tables["morse"][1], groups)
-                    metrics.update(morse_basin_accuracy=acc, morse_basin_accuracy_chance=chance)
+                    validity = sweep_validity(tables["morse"][0], tables["morse"][1], groups)
+                    metrics.update({f"morse_{k}": v for k, v in validity.items()})
                 if name == "koopman":
                     metrics["koopman_classes"] = float(len({r["koopman_class"] for r in rows
                                                             if r["koopman_class"] is not None}))

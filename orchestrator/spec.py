@@ -198,28 +198,55 @@ class ResourcesSpec(_Strict):
     max_variants: PositiveInt = 100_000
 
 
+# reduce.morse keys of the Gaussian-process map that issue 21 replaced by the pair map, with
+# the defaults sweeps recorded before it (their sweep.json holds the resolved section)
+RETIRED_MORSE = {"far_field": 0.9, "max_pairs": 600, "uncertainty": 1.0}
+_MORSE_DEFAULTS_BEFORE_21 = {"subdiv_min": 10, "subdiv_max": 16}
+
+
 class MorseReduceSpec(_Strict):
     """How ``doodl reduce`` computes each group's Morse graph (see ``analysis.dynamics``)."""
 
     # auto: function space (model outputs on a probe set) when full parameters are recorded, else late_pca
     coordinates: Literal["auto", "pca", "late_pca", "function", "dmd", "latent"] = "auto"
     dims: Annotated[int, Field(ge=2, le=4, strict=True)] = 2
-    tau: PositiveInt = 1  # in snapshots: the map is x_t -> x_{t + tau * record.every steps}
+    tau: PositiveInt = 1  # in snapshots: the map is x_t -> x_{t + tau * compose * record.every steps}
     late_from: Annotated[float, Field(ge=0, lt=1)] = 0.5  # late_pca/function: PCA of snapshots from here on
-    subdiv_min: Annotated[int, Field(ge=2, le=30, strict=True)] = 10
-    subdiv_max: Annotated[int, Field(ge=2, le=40, strict=True)] = 16
+    subdiv_min: Annotated[int, Field(ge=2, le=30, strict=True)] = 13
+    subdiv_max: Annotated[int, Field(ge=2, le=40, strict=True)] = 17
     padding: Annotated[float, Field(ge=0, le=2)] = 0.1
-    far_field: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    max_pairs: Annotated[int, Field(ge=3, le=20_000, strict=True)] = 600
-    compose: Annotated[int, Field(ge=1, le=64, strict=True)] = 8  # the box map applies the surrogate this often
-    uncertainty: Annotated[float, Field(ge=0, le=10)] = 1.0  # box images widened by this many posterior std
+    compose: Annotated[int, Field(ge=1, le=64, strict=True)] = 8  # pairs tau * compose snapshots apart
     folds: Annotated[int, Field(ge=2, le=100, strict=True)] = 8  # held-out validation: runs split in folds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data):
+        if isinstance(data, dict):
+            for key in RETIRED_MORSE:
+                if key in data:
+                    raise ValueError(f"{key} is no longer a setting: the Morse graph's map now comes from the "
+                                     "snapshot pairs, not a Gaussian process (README, 'Morse graphs'); remove it")
+        return data
 
     @model_validator(mode="after")
     def _depths(self):
         if self.subdiv_max < self.subdiv_min:
             raise ValueError(f"subdiv_max ({self.subdiv_max}) must be at least subdiv_min ({self.subdiv_min})")
         return self
+
+    @classmethod
+    def from_record(cls, section: dict) -> "MorseReduceSpec":
+        """The settings a sweep recorded in its ``sweep.json``. A section written before
+        the pair map (it still holds the retired keys) was resolved from that method's
+        defaults: keys it left at them take today's."""
+        section = dict(section)
+        if any(key in section for key in RETIRED_MORSE):
+            for key in RETIRED_MORSE:
+                section.pop(key, None)
+            for key, old in _MORSE_DEFAULTS_BEFORE_21.items():
+                if section.get(key) == old:
+                    section.pop(key)
+        return cls.model_validate(section)
 
 
 class ThresholdsSpec(_Strict):

@@ -26,7 +26,7 @@ def ray_session():
 # analyses' accuracy: those are tested in tests/analysis and tests/orchestrator/test_reduce.py
 # with the defaults. The same files and rows as the defaults, in a fraction of the time.
 FAST_REDUCE = {
-    "morse": {"subdiv_min": 6, "subdiv_max": 8, "max_pairs": 120, "compose": 2, "folds": 2},
+    "morse": {"subdiv_min": 6, "subdiv_max": 8, "compose": 2, "folds": 2},
     "taxonomy": {"power_iters": 20, "trace_samples": 10, "curve_steps": 30, "mc_pairs": 1, "cka_probe": 64,
                  "hessian_batch": 32},
     "koopman": {"delays": 1, "rank": 2},

@@ -29,36 +29,46 @@ import numpy as np
 
 from analysis.dynamics import RunTrajectory
 
-CENTRES = np.array([[-1.0, 0.0], [1.0, 0.0]])
+# blob centres and their labels; bench/morse_real_training.py also runs the harder sets
+DATASETS = {
+    "two_blobs": (np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([0, 1])),
+    # XOR: a width-2 network has several stuck minima, one region misclassified each
+    "xor": (np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]), np.array([0, 0, 1, 1])),
+    # three blobs on a line, the middle one the other class: one unit can cut off one side only
+    "three_on_a_line": (np.array([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.0]]), np.array([0, 1, 0])),
+}
 SPREAD = 0.15
 STEPS, EVERY, LR = 2000, 20, 0.1
 DEAD_LOSS = math.log(2)  # a dead unit leaves the class prior: balanced classes, ln 2
 
 
-@functools.lru_cache(maxsize=1)
-def two_blobs() -> str:
-    """The data set's path (written once per process into a temporary directory)."""
+@functools.lru_cache(maxsize=None)
+def data_file(name: str = "two_blobs") -> str:
+    """A data set's path (written once per process into a temporary directory): 200 points,
+    cycling over the blobs, spread ``SPREAD`` around their centres."""
+    centres, labels = DATASETS[name]
     rng = np.random.default_rng(0)
-    k = np.arange(200) % 2
-    x = CENTRES[k] + SPREAD * rng.standard_normal((200, 2))
-    path = Path(tempfile.mkdtemp(prefix="doodl-two-blobs-")) / "two_blobs.npz"
-    np.savez(path, x=x, y=k)
+    k = np.arange(200) % len(centres)
+    x = centres[k] + SPREAD * rng.standard_normal((200, 2))
+    path = Path(tempfile.mkdtemp(prefix="doodl-real-training-")) / f"{name}.npz"
+    np.savez(path, x=x, y=labels[k])
     return str(path)
 
 
 @functools.lru_cache(maxsize=None)
-def train_group(width: int, seeds: int, batch: int | None = None) -> tuple[list[RunTrajectory], np.ndarray]:
+def train_group(width: int, seeds: int, batch: int | None = None,
+                data: str = "two_blobs") -> tuple[list[RunTrajectory], np.ndarray]:
     """One group: ``seeds`` runs of a one-hidden-layer ReLU network of ``width`` units on the
-    two blobs (``batch=None``: full-batch gradient descent). Returns the runs (outputs on the
-    probe set, final train loss and accuracy attached) and their final train accuracies.
-    Cached per process: the results are only read."""
+    data set ``data`` (``batch=None``: full-batch gradient descent). Returns the runs (outputs
+    on the probe set, final train loss and accuracy attached) and their final train
+    accuracies. Cached per process: the results are only read."""
     from analysis._function_space import output_features, probe_inputs
     from analysis.morse_task import PROBE_POINTS, PROBE_SEED
     from workers.config import VariantConfig
     from workers.datasets import load_split
     from workers.engine import train_unit
 
-    path = two_blobs()
+    path = data_file(data)
     n_train = len(load_split(path, 0.2, 0).x_train)
     cfgs = [VariantConfig(dataset=path, test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
                           model="mlp", width=width, depth=1, optimizer="sgd", lr=LR, momentum=0.0,

@@ -86,14 +86,15 @@ def test_baseline_last_is_the_previous_audit_never_the_sweep_itself():
         last_baseline_id(_history(("a", "a"), ("a", "a")), "a")
 
 
-def _rows(phase, loss, attractors, accuracy=1.0, chance=0.5, **config):
+def _rows(phase, loss, attractors, ari=1.0, versus="matches", no_verdict=None, **config):
     cfg = {"dataset": "d", "test_fraction": 0.2, "split_seed": 0, "label_noise": 0.0, "train_fraction": 1.0,
            "model": "mlp", "width": 8, "depth": 1, "optimizer": "sgd", "lr": 0.1, "batch_size": 16,
            "weight_decay": 0.0, "steps": 10, "momentum": 0.9, **config}
     tax = {"error": None, "phase": phase, "train_loss": loss, "test_acc": 0.9, "hessian_top": 2.0,
            "hessian_trace": 10.0, "mc": 0.0}
     return {"config": cfg, "taxonomy": tax,
-            "morse": {"error": None, "n_attractors": attractors, "basin_accuracy": accuracy, "chance": chance}}
+            "morse": {"error": None, "n_attractors": attractors, "ari": ari, "versus_baseline": versus,
+                      "no_verdict": no_verdict}}
 
 
 def test_compare_matches_by_grid_position_and_applies_tolerances():
@@ -108,10 +109,12 @@ def test_compare_matches_by_grid_position_and_applies_tolerances():
     assert by_width[16] == []
     assert any(f.startswith("phase IV-A -> I") for f in by_width[8])
     assert any(f.startswith("train_loss") for f in by_width[8]) and "attractors 2 -> 3" in by_width[8]
-    # a graph whose held-out basin accuracy does not beat chance says nothing about attractors
-    blind = {"x": _rows("IV-A", 0.001, 3, accuracy=0.5, chance=0.5, width=8), "y": _rows("IV-A", 0.001, 2, width=16)}
-    _, groups, _ = compare(blind, base, ToleranceSpec())
-    assert all(not g.findings for g in groups)
+    # a graph whose basins are not the runs' outcomes, that predicts less than the baseline, or
+    # that has too few runs for a verdict says nothing about attractors
+    for blind in ({"ari": 0.0}, {"versus": "below"}, {"no_verdict": "too few runs to resolve basins: 3 ..."}):
+        rows = {"x": _rows("IV-A", 0.001, 3, width=8, **blind), "y": _rows("IV-A", 0.001, 2, width=16)}
+        _, groups, _ = compare(rows, base, ToleranceSpec())
+        assert all(not g.findings for g in groups), blind
 
 
 def test_fresh_audit_retrains_and_matches_its_deterministic_baseline(audited):

@@ -48,7 +48,9 @@ BAD_SPECS = [
     ({"reduce": {"morse": {"dims": 5}}}, "reduce.morse.dims: Input should be less than or equal to 4"),
     ({"reduce": {"morse": {"subdiv_min": 12, "subdiv_max": 8}}},
      "reduce.morse: subdiv_max (8) must be at least subdiv_min (12)"),
-    ({"reduce": {"morse": {"far_field": 1.0}}}, "reduce.morse.far_field: Input should be less than 1"),
+    ({"reduce": {"morse": {"far_field": 0.9}}},
+     "reduce.morse: far_field is no longer a setting: the Morse graph's map now comes from the snapshot pairs, "
+     "not a Gaussian process (README, 'Morse graphs'); remove it"),
 ]
 
 
@@ -134,3 +136,16 @@ def test_reduce_defaults_are_the_analysis_defaults():
     assert spec.morse.model_dump() == asdict(MorseSettings())
     taxonomy = spec.taxonomy.model_dump(exclude={"axes"})
     assert taxonomy == asdict(TaxonomySettings())
+
+
+def test_a_morse_section_recorded_before_the_pair_map_takes_the_new_defaults():
+    """A sweep.json written before issue 21 holds the retired Gaussian-process keys and that
+    method's resolved depths: reduced again, it runs today's method with today's defaults,
+    keeping what the user had set away from the old ones."""
+    from orchestrator.spec import MorseReduceSpec
+
+    old = {"coordinates": "auto", "dims": 2, "tau": 1, "late_from": 0.5, "subdiv_min": 10, "subdiv_max": 16,
+           "padding": 0.1, "far_field": 0.9, "max_pairs": 600, "compose": 8, "uncertainty": 1.0, "folds": 8}
+    assert MorseReduceSpec.from_record(old) == MorseReduceSpec()
+    assert MorseReduceSpec.from_record({**old, "subdiv_max": 20, "dims": 3}) == MorseReduceSpec(subdiv_max=20, dims=3)
+    assert MorseReduceSpec.from_record({"subdiv_min": 10, "subdiv_max": 16}).subdiv_min == 10  # a new record: as set

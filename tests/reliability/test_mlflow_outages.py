@@ -46,7 +46,8 @@ def test_unreachable_mlflow_defers_and_sync_catches_up(tmp_path, ray_session, ca
                                           for g in groups)
     # Koopman classes are sweep-wide: sync works them out from the store before logging them
     assert all("doodl.koopman_class" in g.data.tags for g in groups)
-    assert all("ntk_distance_init" in c.data.metrics and "basin_correct" in c.data.metrics for c in children)
+    # 2 seeds a group: no Morse verdict, so the seeds carry their itinerary but no outcome metric
+    assert all("ntk_distance_init" in c.data.metrics and "doodl.itinerary" in c.data.tags for c in children)
     assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
     assert "logged 0 MLflow runs and results" in capsys.readouterr().out  # idempotent
     assert len(_runs(tmp_path / "mlflow.db")) == 13

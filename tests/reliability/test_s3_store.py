@@ -41,7 +41,7 @@ BUCKET = "doodl"
 N_VARIANTS, N_GROUPS, STEPS = 8, 4, 60
 # cheap reduction settings: the analysis is covered elsewhere, here it is what lands in S3
 CHEAP_REDUCE = {
-    "morse": {"subdiv_min": 6, "subdiv_max": 8, "max_pairs": 120, "compose": 2, "folds": 2},
+    "morse": {"subdiv_min": 6, "subdiv_max": 8, "compose": 2, "folds": 2},
     "taxonomy": {"curve_steps": 40, "power_iters": 20, "trace_samples": 10, "cka_probe": 128, "hessian_batch": 64},
     "ntk": {"probe": 16, "max_kernels": 4},
 }
@@ -239,7 +239,8 @@ def test_reduce_on_s3(s3, reduced):
               for name in ("morse", "taxonomy", "koopman", "ntk")}
     for name, rows in tables.items():
         assert {r["group_id"] for r in rows} == groups and all(r["error"] is None for r in rows), name
-    assert all(r["n_morse_sets"] >= 1 and r["n_attractors"] >= 1 for r in tables["morse"])
+    # 2 seeds a group: the graph is drawn, with no verdict on basins
+    assert all(r["n_morse_sets"] >= 1 and r["n_attractors"] is None and r["no_verdict"] for r in tables["morse"])
     assert all(r["phase"] in ("I", "II", "III", "IV-A", "IV-B") for r in tables["taxonomy"])
     assert s3.read_bytes(f"{root}/plots/phase_diagram.png")[:4] == b"\x89PNG"
     assert s3.read_bytes(f"{root}/plots/koopman_classes.png")[:4] == b"\x89PNG"
