@@ -376,3 +376,13 @@ def test_runs_too_short_for_the_burn_in_start_their_pairs_at_half_and_say_so():
     firsts, _ = snapshot_pairs(runs, span=1)
     assert firsts[0].tolist() == [2, 3]
     assert any("too short for the optimiser's memory" in w for w in group_morse(runs, MorseSettings(compose=1, subdiv_min=8, subdiv_max=10)).warnings)
+
+
+def test_runs_recorded_rarely_get_a_shorter_span_and_a_warning():
+    """Ten snapshots a run cannot give pairs 8 apart from 10% of training on: the span is
+    shortened (so the group is still reduced, not refused) and the warning says so."""
+    runs, wells = descend("double_well", 8, steps=90, every=10, seed=3)
+    assert len(runs[0].steps) == 10
+    result = group_morse(runs)
+    assert any("runs are short for pairs 8 snapshots apart" in w and "spans 4" in w for w in result.warnings)
+    assert len(result.graph.attractors) == 2

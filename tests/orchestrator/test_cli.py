@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.store import SweepStore
@@ -77,6 +78,15 @@ def test_quickstart_as_in_the_readme(tmp_path):
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     roles = sorted(r.data.tags.get("doodl.role") for r in runs)
     assert roles == ["child"] * 24 + ["group"] * 8 + ["parent"]  # a run per seed, per group, per sweep
+
+    # 3 seeds a group: the Morse graphs are illustrations, with no count or accuracy anywhere
+    morse = pq.read_table(tmp_path / "doodl-store" / "quickstart" / "reduction" / "morse.parquet").to_pylist()
+    assert len(morse) == 8 and all(g["no_verdict"] and g["n_attractors"] is None and g["outcome_accuracy"] is None
+                                   for g in morse)
+    group_runs = [r for r in runs if r.data.tags.get("doodl.role") == "group"]
+    assert all("n_attractors" not in r.data.metrics and "outcome_accuracy" not in r.data.metrics
+               and r.data.tags["doodl.morse_verdict"].startswith("too few runs") for r in group_runs)
+    assert "Morse graphs: no group has enough runs for a verdict" in done.stdout
 
     assert_report_renders(tmp_path, "quickstart", n_groups=8)
 
