@@ -10,12 +10,18 @@ laid out here in Python and drawn with matplotlib's Agg canvas:
 3. within a layer, nodes are ordered by a few barycentre sweeps plus adjacent swaps, keeping
    the order with the fewest crossings; layers are centred;
 4. weakly connected components are laid out alone and placed side by side.
+
+Node styles (``STYLES``): an attractor has a double border, an unresolved node a dashed
+border over a hatch, any other node a single border. A node keeps the fill colour it is
+given whatever its style, so a Morse set looks the same here as in any other picture. An
+optional key under the graph shows a sample box of each style beside its meaning, and notes.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right, insort
-from collections.abc import Hashable, Iterable
+import textwrap
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 _SWEEPS = 12  # barycentre sweeps (alternating down / up); small graphs settle in two or three
@@ -29,6 +35,13 @@ _GAP = (0.3, 0.55)  # room between boxes of one layer / between layers, inches
 _MARGIN = 0.2  # around the drawing, inches
 _RING = 0.05  # offset of an attractor's outer border, inches
 _EDGE_COLOUR = "#404040"
+_KEY_FONT_SIZE = 8.0  # points: the key is smaller than the node labels
+_KEY_SAMPLE = (0.36, 0.2)  # a style's sample box, inches
+_KEY_ROW_GAP = 0.07  # between key rows, inches
+_KEY_MIN_WIDTH = 5.0  # inches: a key narrower than this is wrapped at this width at most
+
+# how a node may be drawn; the key names them, ``None`` marks a key line without a sample
+STYLES = ("attractor", "nontrivial", "unresolved")
 
 Item = Hashable  # a node (int) or a dummy point (u, v, layer) of a long edge
 
@@ -296,6 +309,8 @@ def _fit_in_order(want: list[float], packed: list[float]) -> list[float]:
 
 # --- drawing --------------------------------------------------------------------------
 
+KeyRow = tuple[str | None, str]  # (a style of STYLES, or None for a note without a sample; its text)
+
 
 def draw_morse_graph(
     nodes: list[int],
@@ -306,16 +321,20 @@ def draw_morse_graph(
     *,
     unresolved: set[int] | frozenset[int] = frozenset(),
     title: str | None = None,
+    key: Sequence[KeyRow] = (),
     ax=None,
 ):
     """Draw a Morse graph with matplotlib and return the Figure (nothing is shown).
 
     Nodes are rounded boxes holding their label (several lines are fine), filled with
-    ``colours[u]``; attractors get a double border, ``unresolved`` nodes a dashed border on a
-    grey hatch. Arrows run from box edge to box edge, bending around boxes when they skip
-    layers. Without ``ax`` a new figure is made whose size follows the widest layer and the
-    number of layers, so the text keeps its size however large the graph; with ``ax`` the
-    drawing is scaled to fit it.
+    ``colours[u]`` whatever their style: attractors get a double border, ``unresolved`` nodes
+    a dashed border over a hatch. Arrows run from box edge to box edge, bending around boxes
+    when they skip layers. ``key`` rows are drawn under the graph: a sample box of the row's
+    style beside its text, or the text alone (long texts are wrapped). Without ``ax`` a new
+    figure is made whose size follows the widest layer and the number of layers, so the
+    text keeps its size however large the graph; with ``ax`` the drawing is scaled to fit it.
+    The patches carry ids (``gid``): ``node-U`` a node's fill, ``ring-U`` an attractor's
+    outer border, ``key-STYLE`` a key's sample.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -323,7 +342,7 @@ def draw_morse_graph(
     layout = _layout(nodes, edges)
     order = list(layout.pos)
     if not order:  # still a picture, so callers need no special case
-        return _draw_node_less(ax, title)
+        return _draw_node_less(ax, title, [text for style, text in key if style is None])
     text = {u: labels.get(u, str(u)) for u in order}
     size = _text_sizes(text, _FONT_SIZE)  # label extents in inches
     box = {u: (w + 2 * _PAD[0], h + 2 * _PAD[1]) for u, (w, h) in size.items()}
@@ -335,6 +354,13 @@ def draw_morse_graph(
     x1 = max(centre[u][0] + box[u][0] / 2 for u in order) + _MARGIN + _RING
     y0 = min(centre[u][1] - box[u][1] / 2 for u in order) - _MARGIN - _RING
     y1 = max(centre[u][1] + box[u][1] / 2 for u in order) + _MARGIN + _RING
+    rows = _key_rows(key, max(x1 - x0 - 2 * _MARGIN, _KEY_MIN_WIDTH))
+    if rows:
+        key_w = max(offset + w for _, offset, w, _, _ in rows) + 2 * _MARGIN
+        extra = max(0.0, key_w - (x1 - x0)) / 2  # the graph stays centred over a wider key
+        x0, x1 = x0 - extra, x1 + extra
+        key_top = y0
+        y0 -= sum(h + _KEY_ROW_GAP for _, _, _, h, _ in rows) + _MARGIN / 2
 
     if ax is None:
         # data units are inches: the axes fills the figure below the title, one inch per unit
@@ -367,21 +393,67 @@ def draw_morse_graph(
         ax.add_patch(_arrow(pts, scale))
     for u in order:
         _draw_node(ax, centre[u], box[u], text[u], colours.get(u, "#d9d9d9"),
-                   attractor=u in attractor_set, unresolved=u in unresolved_set, scale=scale)
+                   attractor=u in attractor_set, unresolved=u in unresolved_set, scale=scale,
+                   fill_id=f"node-{u}", ring_id=f"ring-{u}")
+    if rows:
+        _draw_key(ax, rows, x0 + _MARGIN, key_top, scale)
     return fig
 
 
-def _draw_node_less(ax, title: str | None):
-    """The picture of a graph without nodes: a short note."""
+def _key_rows(key: Sequence[KeyRow], width: float) -> list[tuple[str | None, float, float, float, str]]:
+    """Each key row as (style, text offset, text width, row height, text), lengths in
+    inches, the text wrapped so that the row is at most ``width`` wide."""
+    rows = []
+    for style, line in key:
+        if style is not None and style not in STYLES:
+            raise ValueError(f"key style {style!r} is not one of {STYLES}")
+        offset = _KEY_SAMPLE[0] + 0.12 if style else 0.0
+        line = _wrapped(line, width - offset)
+        w, h = _text_sizes({0: line}, _KEY_FONT_SIZE)[0]
+        rows.append((style, offset, w, max(h, _KEY_SAMPLE[1] if style else 0.0), line))
+    return rows
+
+
+def _wrapped(line: str, width: float) -> str:
+    """``line`` broken at spaces so that it is at most ``width`` inches wide (measured)."""
+    w, _ = _text_sizes({0: line}, _KEY_FONT_SIZE)[0]
+    if w <= width:
+        return line
+    chars = max(20, int(len(line) * width / w))
+    while True:
+        out = textwrap.fill(line, chars)
+        if chars <= 20 or _text_sizes({0: out}, _KEY_FONT_SIZE)[0][0] <= width:
+            return out
+        chars -= 4
+
+
+def _draw_key(ax, rows, left: float, top: float, scale: float) -> None:
+    """The key under the graph: rows from ``top`` down, samples and texts from ``left``."""
+    y = top
+    for style, offset, _, h, line in rows:
+        y -= _KEY_ROW_GAP
+        mid = y - h / 2
+        if style:
+            _draw_node(ax, (left + _KEY_SAMPLE[0] / 2, mid), _KEY_SAMPLE, "", "#f2f2f2",
+                       attractor=style == "attractor", unresolved=style == "unresolved", scale=scale,
+                       fill_id=f"key-{style}", ring_id=f"key-{style}-ring")
+        ax.text(left + offset, mid, line, ha="left", va="center", fontsize=_KEY_FONT_SIZE * scale,
+                color="#202020", parse_math=False, gid="key-text")
+        y -= h
+
+
+def _draw_node_less(ax, title: str | None, notes: Sequence[str] = ()):
+    """The picture of a graph without nodes: a short note (and the key's notes)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    text = "\n".join(["(no Morse sets)", *(textwrap.fill(n, 70) for n in notes)])
     if ax is None:
-        fig = Figure(figsize=(3, 1.2))
+        fig = Figure(figsize=(5 if notes else 3, 1.2 + 0.3 * text.count("\n")))
         FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 0.75 if title else 1))
     ax.set_axis_off()
-    ax.text(0.5, 0.5, "(no Morse sets)", ha="center", va="center", fontsize=_FONT_SIZE, parse_math=False)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=_FONT_SIZE, parse_math=False)
     if title:
         ax.set_title(title, fontsize=_FONT_SIZE + 2, parse_math=False)
     return ax.figure
@@ -429,9 +501,11 @@ def _arrow(pts: list[tuple[float, float]], scale: float):
                            color=_EDGE_COLOUR, linewidth=1.1 * scale, zorder=1)
 
 
-def _draw_node(ax, c, wh, text: str, colour: str, *, attractor: bool, unresolved: bool,
-               scale: float) -> None:
-    """One node: rounded box, label, and the attractor ring or the unresolved hatch."""
+def _draw_node(ax, c, wh, text: str, colour: str, *, attractor: bool, unresolved: bool, scale: float,
+               fill_id: str | None = None, ring_id: str | None = None) -> None:
+    """One node: rounded box filled with ``colour``, label, and the attractor ring or the
+    unresolved hatch and dashed border. ``fill_id`` and ``ring_id`` name the fill's and the
+    ring's patches (matplotlib's ``gid``), so a test can find them."""
     from matplotlib.colors import to_rgb
     from matplotlib.patches import FancyBboxPatch
 
@@ -440,21 +514,23 @@ def _draw_node(ax, c, wh, text: str, colour: str, *, attractor: bool, unresolved
         return FancyBboxPatch((c[0] - w / 2, c[1] - h / 2), w, h,
                               boxstyle=f"round,pad=0,rounding_size={0.08 + grow}", **kw)
 
-    lw = 1.0 * scale
+    # the fill is the node's own colour in every style: a Morse set is recognised by it
+    # across pictures, and the style shows in the border and the hatch
+    ax.add_patch(rounded(0, facecolor=colour, edgecolor="none", zorder=2, gid=fill_id))
+    r, g, b = to_rgb(colour)
+    fg = "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"  # luminance
     if unresolved:
         # the hatch is its own patch: its colour follows its edge colour on every matplotlib
-        ax.add_patch(rounded(0, facecolor="#eeeeee", edgecolor="none", zorder=2))
-        ax.add_patch(rounded(0, facecolor="none", edgecolor="#b0b0b0", hatch="///", linewidth=0, zorder=2))
-        ax.add_patch(rounded(0, facecolor="none", edgecolor="#606060", linestyle="--",
+        ax.add_patch(rounded(0, facecolor="none", edgecolor=(0, 0, 0, 0.3), hatch="///", linewidth=0, zorder=2))
+        ax.add_patch(rounded(0, facecolor="none", edgecolor="#404040", linestyle="--",
                              linewidth=1.3 * scale, zorder=3))
-        fg = "#202020"
     else:
-        ax.add_patch(rounded(0, facecolor=colour, edgecolor="#202020", linewidth=lw, zorder=2))
-        r, g, b = to_rgb(colour)
-        fg = "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"  # luminance
+        ax.add_patch(rounded(0, facecolor="none", edgecolor="#202020", linewidth=1.0 * scale, zorder=3))
     if attractor:  # a double border, as graphviz's peripheries=2
-        ax.add_patch(rounded(_RING, facecolor="none", edgecolor="#202020", linewidth=1.6 * scale, zorder=3))
-    ax.text(c[0], c[1], text, ha="center", va="center", multialignment="center", color=fg,
-            fontsize=_FONT_SIZE * scale, zorder=4, parse_math=False,
-            bbox=dict(boxstyle="round,pad=0.15", facecolor="#eeeeee", edgecolor="none", alpha=0.85)
-            if unresolved else None)  # keep the label readable over the hatch
+        ax.add_patch(rounded(_RING, facecolor="none", edgecolor="#202020", linewidth=1.6 * scale, zorder=3,
+                             gid=ring_id))
+    if text:
+        ax.text(c[0], c[1], text, ha="center", va="center", multialignment="center", color=fg,
+                fontsize=_FONT_SIZE * scale, zorder=4, parse_math=False,
+                bbox=dict(boxstyle="round,pad=0.15", facecolor=colour, edgecolor="none", alpha=0.85)
+                if unresolved else None)  # keep the label readable over the hatch

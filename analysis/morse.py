@@ -175,17 +175,22 @@ class MorseGraph:
             out[a : a + 256][hit] = self.cell_basin[inside.argmax(1)[hit]]
         return out
 
-    def to_dot(self) -> str:
-        """Graphviz DOT text: attractors at the bottom, labels carry the Conley index."""
-        lines = ["digraph morse {", '  node [shape=ellipse, style=filled, fontname="Helvetica"];']
+    def to_dot(self, *, verdict: bool = True) -> str:
+        """Graphviz DOT text: attractors at the bottom, labels carry the Conley index, the
+        graph's label the notation and the styles; ``verdict=False`` (too few runs to resolve
+        basins) marks no node as an attractor, as :func:`render_graph` does."""
+        styles = node_styles(self, verdict=verdict)
+        looks = {"attractor": ", peripheries=2", "unresolved": ', style="filled,dashed"', "nontrivial": ""}
+        key = [f"{text} ({STYLE_LOOKS[s][0]})" if s else text for s, text in picture_key(verdict=verdict)]
+        key_label = "".join(line + "\\l" for line in key)  # \l: a left-justified line
+        lines = ["digraph morse {", '  node [shape=ellipse, style=filled, fontname="Helvetica"];',
+                 f'  graph [labelloc=b, labeljust=l, fontsize=10, fontname="Helvetica", label="{key_label}"];']
         for u in self.nodes:
-            ranks = self.conley_index(u)
-            label = f"{u}: CI {tuple(ranks) if ranks is not None else 'undefined'}\\n{len(self.boxes[u])} boxes"
-            colour = _node_colour(u)
-            style = ", peripheries=2" if u in self.attractors else (", style=dashed" if u in self.unresolved else "")
-            lines.append(f'  {u} [label="{label}", fillcolor="{colour}"{style}];')
-        if self.attractors:
-            lines.append("  { rank=sink; " + " ".join(str(u) for u in self.attractors) + " }")
+            label = f"{_label(self, u)}\\n{len(self.boxes[u])} boxes"
+            lines.append(f'  {u} [label="{label}", fillcolor="{_node_colour(u)}"{looks[styles[u]]}];')
+        sinks = [u for u, s in styles.items() if s == "attractor"]
+        if sinks:
+            lines.append("  { rank=sink; " + " ".join(str(u) for u in sinks) + " }")
         for a, b in self.edges:
             lines.append(f"  {a} -> {b};")
         lines.append("}")
@@ -342,28 +347,81 @@ def _cell_basins(CMGDB, mg, map_graph, nodes: list[int], attractors: list[int]) 
 
 _PALETTE = ["#1f77b4", "#e6550d", "#31a354", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf", "#6a3d9a", "#b15928", "#fb8072", "#80b1d3", "#fdb462", "#b3de69"]
+# share of the palette colour in a node's fill, the rest white: light enough that labels,
+# trajectories and hatches stay readable over it, and opaque, so that a Morse set has one
+# and the same colour in the graph, in the sets picture and in the DOT export
+_TINT = 0.55
+
+# what the pictures (and the report, beside them) say about their notation
+CONLEY_NOTATION = ("CI (a, b, c): ranks of the Conley index in dimensions 0, 1, 2; (1, 0, 0) a stable fixed point, "
+                   "(0, 1, 0) a saddle with one unstable direction, all zero: trivial")
+NODE_STYLES = {  # a node's style (see node_styles) -> what it means
+    "attractor": "attractor: a sink with a non-trivial index",
+    "nontrivial": "saddle or other non-trivial Morse set",
+    "unresolved": "unresolved: trivial or undefined index",
+}
+STYLE_LOOKS = {  # how each picture draws a style: (the graph, the sets picture)
+    "attractor": ("double border", "dark outline"),
+    "nontrivial": ("single border", "no outline"),
+    "unresolved": ("dashed border, hatched", "hatched"),
+}
+NO_VERDICT_NOTE = "too few runs to resolve basins: an illustration, no attractor or basin verdict"
 
 
 def _node_colour(u: int) -> str:
-    return _PALETTE[u % len(_PALETTE)]
+    """The fill of Morse set ``u`` in every picture: its palette colour lightened (``_TINT``)."""
+    hex_colour = _PALETTE[u % len(_PALETTE)]
+    rgb = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return "#" + "".join(f"{round(255 - _TINT * (255 - c)):02x}" for c in rgb)
 
 
-def render_graph(mg: MorseGraph, path: str | Path | None = None, *, title: str | None = None) -> bytes:
-    """Draw the Morse graph with matplotlib (a layered layout, attractors at the bottom,
-    labels with the Conley index; no system program needed). Returns PNG bytes, also
-    written to ``path`` when given."""
-    import io
+def node_styles(mg: MorseGraph, *, verdict: bool = True) -> dict[int, str]:
+    """How each node is drawn: ``attractor``, ``unresolved`` or ``nontrivial`` (any other).
 
+    Without a verdict (too few runs to resolve basins) no node is an attractor: a sink with
+    a non-trivial index is drawn as any other non-trivial Morse set.
+    """
+    attractors, unresolved = set(mg.attractors) if verdict else set(), set(mg.unresolved)
+    return {u: "attractor" if u in attractors else "unresolved" if u in unresolved else "nontrivial"
+            for u in mg.nodes}
+
+
+def picture_key(*, verdict: bool = True) -> list[tuple[str | None, str]]:
+    """The key both pictures carry, as (style or None, text) rows: the styles, the Conley
+    index notation and, without a verdict, why the picture is only an illustration."""
+    rows: list[tuple[str | None, str]] = [] if verdict else [(None, NO_VERDICT_NOTE)]  # read first
+    rows += [(s, text) for s, text in NODE_STYLES.items() if verdict or s != "attractor"]
+    return rows + [(None, CONLEY_NOTATION)]
+
+
+def _label(mg: MorseGraph, u: int) -> str:
+    ranks = mg.conley_index(u)
+    return f"{u}: CI {tuple(ranks) if ranks is not None else 'undefined'}"
+
+
+def graph_figure(mg: MorseGraph, *, title: str | None = None, verdict: bool = True):
+    """The Morse graph as a matplotlib Figure (see :func:`render_graph`)."""
     from analysis._graph_drawing import draw_morse_graph
 
-    labels = {}
-    for u in mg.nodes:
-        ranks = mg.conley_index(u)
-        labels[u] = f"{u}: CI {tuple(ranks) if ranks is not None else 'undefined'}\n{len(mg.boxes[u])} boxes"
-    fig = draw_morse_graph(mg.nodes, mg.edges, labels, {u: _node_colour(u) for u in mg.nodes}, mg.attractors,
-                           unresolved=set(mg.unresolved), title=title)
+    styles = node_styles(mg, verdict=verdict)
+    labels = {u: f"{_label(mg, u)}\n{len(mg.boxes[u])} boxes" for u in mg.nodes}
+    return draw_morse_graph(mg.nodes, mg.edges, labels, {u: _node_colour(u) for u in mg.nodes},
+                            [u for u, s in styles.items() if s == "attractor"],
+                            unresolved={u for u, s in styles.items() if s == "unresolved"}, title=title,
+                            key=picture_key(verdict=verdict))
+
+
+def render_graph(mg: MorseGraph, path: str | Path | None = None, *, title: str | None = None,
+                 verdict: bool = True) -> bytes:
+    """Draw the Morse graph with matplotlib (a layered layout, attractors at the bottom,
+    labels with the Conley index, a key to the styles and the notation under it; no system
+    program needed). ``verdict=False`` (too few runs to resolve basins) draws no node as an
+    attractor and says the picture is an illustration. Returns PNG bytes, also written to
+    ``path`` when given."""
+    import io
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    graph_figure(mg, title=title, verdict=verdict).savefig(buf, format="png", bbox_inches="tight")
     if path is not None:
         Path(path).write_bytes(buf.getvalue())
     return buf.getvalue()
@@ -377,23 +435,29 @@ def plot_morse_sets(
     ax=None,
     title: str | None = None,
     axis_labels: Sequence[str] = ("PC1", "PC2"),
+    verdict: bool = True,
 ):
     """Morse sets as coloured boxes over the trajectories (first two coordinates).
 
     Each trajectory is a (T, d) array; it is drawn as a grey line with its start hollow
-    and its end filled. Returns the matplotlib figure (saved to ``path`` when given).
+    and its end filled. A set has the colour it has in :func:`render_graph`; attractors are
+    outlined dark, unresolved sets hatched. A legend names the sets; a key under the axes
+    gives the styles and the Conley index notation, and with ``verdict=False`` (too few runs
+    to resolve basins) no set is drawn or named as an attractor and the key says why.
+    Patch collections carry the id (``gid``) ``morse-set-U``. Returns the matplotlib figure
+    (saved to ``path`` when given).
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Rectangle
 
     d = mg.dim
     own = ax is None
     fig, ax = (plt.subplots(figsize=(6, 5), dpi=110) if own else (ax.figure, ax))
-    attractors = set(mg.attractors)
+    styles = node_styles(mg, verdict=verdict)
     handles = []
     for u in mg.nodes:
         b = mg.boxes[u]
@@ -401,11 +465,10 @@ def plot_morse_sets(
         w = b[:, d] - b[:, 0]
         h = (b[:, d + 1] - b[:, 1]) if d > 1 else np.full(len(b), (mg.upper[0] - mg.lower[0]) / 50)
         rects = [Rectangle((x0[i], y0[i]), w[i], h[i]) for i in range(len(b))]
-        colour = _node_colour(u)
-        ax.add_collection(PatchCollection(rects, facecolor=colour, edgecolor=colour, alpha=0.55, linewidth=0.3))
-        ranks = mg.conley_index(u)
-        handles.append(Patch(color=colour, alpha=0.55,
-                             label=f"{u}{' (attractor)' if u in attractors else ''}: CI {ranks}"))
+        look = _set_look(_node_colour(u), styles[u])
+        ax.add_collection(PatchCollection(rects, gid=f"morse-set-{u}", **look))
+        name = " attractor" if styles[u] == "attractor" else ""
+        handles.append(_swatch(look, f"{_label(mg, u)}{name}"))
     for traj in trajectories:
         traj = np.atleast_2d(traj)
         ys = traj[:, 1] if d > 1 else np.zeros(len(traj))
@@ -420,9 +483,43 @@ def plot_morse_sets(
     if title:
         ax.set_title(title, fontsize=9)
     if handles:
-        ax.legend(handles=handles[:12], fontsize=7, loc="best", framealpha=0.8)
+        ax.add_artist(ax.legend(handles=handles[:12], fontsize=7, loc="best", framealpha=0.8))
+    _sets_key(ax, verdict)
     if path is not None:
         fig.savefig(path, bbox_inches="tight")
         if own:
             plt.close(fig)
     return fig
+
+
+def _set_look(colour: str, style: str) -> dict:
+    """PatchCollection keywords of a Morse set's boxes in the sets picture."""
+    look = {"facecolor": colour, "edgecolor": colour, "linewidth": 0.3}
+    if style == "attractor":
+        look.update(edgecolor="#202020", linewidth=0.9)
+    elif style == "unresolved":
+        look.update(edgecolor=(0, 0, 0, 0.35), hatch="////")  # the hatch takes the edge colour
+    return look
+
+
+def _swatch(look: dict, label: str):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=look["facecolor"], edgecolor=look["edgecolor"], hatch=look.get("hatch"),
+                 linewidth=max(look["linewidth"], 0.6), label=label)
+
+
+def _sets_key(ax, verdict: bool) -> None:
+    """The key of the sets picture, under the axes: a swatch per style, then the notes."""
+    import textwrap
+
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import offset_copy
+
+    rows = [_swatch(_set_look("#d9d9d9", style), textwrap.fill(text, 95)) if style
+            else Patch(visible=False, label=textwrap.fill(text, 95))  # a note: text, no swatch
+            for style, text in picture_key(verdict=verdict)]
+    # below the tick labels and the axis label, a fixed distance whatever the axes' height
+    under = offset_copy(ax.transAxes, fig=ax.figure, y=-40, units="points")
+    ax.legend(handles=rows, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under,
+              frameon=False, handlelength=1.6, borderaxespad=0.0)

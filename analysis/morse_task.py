@@ -184,7 +184,7 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
         fidelity=result.fidelity,
         explained_variance=result.fitted.coordinates.explained_variance_ratio.tolist(),
         n_pairs=result.n_pairs,
-        dot=g.to_dot(),
+        dot=g.to_dot(verdict=result.enough_runs),
         warnings=warnings,
         **g.to_record(),
         **check,
@@ -236,10 +236,11 @@ def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]
 
     g = result.graph
     verdict = picture_verdict(row)
-    pics = {"morse_graph.dot": g.to_dot().encode(),
-            "morse_graph.png": render_graph(g, title=f"{title}\n{verdict}")}
+    judged = not row.get("no_verdict")  # below the minimum of runs no set is drawn as an attractor
+    pics = {"morse_graph.dot": g.to_dot(verdict=judged).encode(),
+            "morse_graph.png": render_graph(g, title=f"{title}\n{verdict}", verdict=judged)}
     fig = plot_morse_sets(g, list(result.projected.values()), title=f"{title}\n{verdict}; {result.coordinates}",
-                          axis_labels=result.fitted.coordinates.axis_labels)
+                          axis_labels=result.fitted.coordinates.axis_labels, verdict=judged)
     pics["morse_sets.png"] = _png(fig, plt)
     pics["connection_matrix.png"] = _png(_plot_connection_matrix(cm, title), plt)
     return pics
@@ -249,7 +250,7 @@ def picture_verdict(row: dict) -> str:
     """The line a group's pictures carry under their title: what the graph claims, or why
     it claims nothing."""
     if row.get("no_verdict"):
-        return f"too few runs to resolve basins ({row['n_runs']} runs): an illustration, no verdict"
+        return f"{row['n_runs']} runs: too few for a verdict"
     return (f"held-out outcome accuracy {row['outcome_accuracy']:.2f} (chance {row['outcome_chance']:.2f}, "
             f"baseline {row['baseline_accuracy']:.2f}: {row['versus_baseline']}); "
             f"{row['n_attractors']} attractor(s) for {row['n_outcomes']} outcome(s), ARI {row['ari']:.2f}")

@@ -121,6 +121,45 @@ def _fmt(value) -> str:
     return str(value)
 
 
+NO_VALUE = "-"  # a verdict column of a group without a verdict (too few runs)
+# the Morse columns of the groups table: held-out validity against outcomes found without the graph
+MORSE_COLUMNS = ("n_outcomes", "n_attractors", "ari", "outcome_accuracy", "outcome_chance", "baseline_accuracy",
+                 "versus_baseline")
+
+
+def _morse_view(morse: dict) -> dict:
+    """A group's Morse results as the page shows them: the table's columns (a dash each when
+    the group has no verdict), the reason for no verdict, and the secondary figures."""
+    reason = morse.get("no_verdict") or None
+    view = {k: NO_VALUE if reason else _fmt(morse.get(k)) for k in MORSE_COLUMNS}
+    sizes = morse.get("outcome_sizes")
+    view.update(no_verdict=reason, outcome_sizes=", ".join(map(str, sizes)) if sizes and not reason else "",
+                self_basin_accuracy=_fmt(morse.get("self_basin_accuracy")),
+                self_basin_chance=_fmt(morse.get("self_basin_chance")),
+                versus_class={"beats": "ok", "below": "bad"}.get(morse.get("versus_baseline") or "", ""))
+    return view
+
+
+def _morse_legend(verdict: bool) -> list[str]:
+    """The key of the Morse pictures in their own words, each style with how each picture
+    draws it (the pictures show a sample instead)."""
+    from analysis.morse import STYLE_LOOKS, picture_key
+
+    return [f"{text} (graph: {STYLE_LOOKS[style][0]}; sets: {STYLE_LOOKS[style][1]})" if style else text
+            for style, text in picture_key(verdict=verdict)]
+
+
+def _warnings(tables: dict[str, dict], gid: str, skip: str | None) -> dict[str, list[str]]:
+    """Each analysis's warnings for the group (the Morse reason for no verdict, shown on its
+    own, left out)."""
+    out = {}
+    for name, table in tables.items():
+        found = [w for w in (table.get(gid, {}).get("warnings") or []) if w != skip]
+        if found:
+            out[name] = found
+    return out
+
+
 def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracking_uri: str | None = None,
                  ui_url: str | None = None) -> ReportOutcome:
     """Write the sweep's report into ``out_dir`` (default ``SWEEP_ID-report`` in the working
@@ -173,6 +212,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         groups.setdefault(v["group_id"], []).append(v)
     swept = [a for a in AXES if len({v[a] for v in variants}) > 1]
     group_rows = []
+    legends = {verdict: _morse_legend(verdict) for verdict in (False, True)}
     for gid, rows in sorted(groups.items(), key=lambda kv: group_label(kv[1][0])):
         morse, tax = tables["morse"].get(gid, {}), tables["taxonomy"].get(gid, {})
         koop, ntk = tables["koopman"].get(gid, {}), tables["ntk"].get(gid, {})
@@ -188,12 +228,14 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
             "phase": tax.get("phase") or "", "train_loss": _fmt(tax.get("train_loss")),
             "test_acc": _fmt(tax.get("test_acc")), "hessian_top": _fmt(tax.get("hessian_top")),
             "mc": _fmt(tax.get("mc")), "cka": _fmt(tax.get("cka")),
-            "basin_accuracy": _fmt(morse.get("basin_accuracy")), "chance": _fmt(morse.get("chance")),
-            "n_attractors": _fmt(morse.get("n_attractors")), "koopman_class": _fmt(koop.get("koopman_class")),
+            "morse": _morse_view(morse), "koopman_class": _fmt(koop.get("koopman_class")),
             "modulus_1": _fmt(koop.get("modulus_1")), "ntk_transition": _fmt(ntk.get("transition_step")),
             "errors": {name: tables[name][gid]["error"] for name in ANALYSES
                        if gid in tables[name] and tables[name][gid].get("error")},
+            "warnings": _warnings(tables, gid, morse.get("no_verdict")),
             "pictures": pics,
+            "morse_legend": legends[not morse.get("no_verdict")]
+            if any(p["name"].startswith("morse") for p in pics) else [],
         })
 
     runs = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis._graph_drawing import _layout, draw_morse_graph, layered_layout
+from analysis._graph_drawing import _KEY_MIN_WIDTH, _layout, draw_morse_graph, layered_layout
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -171,6 +171,55 @@ def test_draws_single_node_empty_graph_and_into_a_given_axes():
     ax = fig.add_subplot()
     assert draw_morse_graph(*double_well_args(), unresolved={2}, ax=ax) is fig
     assert png_bytes(fig)[:8] == PNG_MAGIC
+
+
+def patches(fig, prefix: str) -> dict[str, object]:
+    """The patches whose id (``gid``) starts with ``prefix``, by id."""
+    return {p.get_gid(): p for p in fig.axes[0].patches if (p.get_gid() or "").startswith(prefix)}
+
+
+def test_every_node_keeps_its_colour_and_the_style_shows_in_the_border():
+    from matplotlib.colors import to_rgba
+
+    nodes, edges, labels, colours, attractors = double_well_args()
+    fig = draw_morse_graph(nodes, edges, labels, colours, attractors, unresolved={2})
+    fills = patches(fig, "node-")
+    assert {g: p.get_facecolor() for g, p in fills.items()} == {f"node-{u}": to_rgba(colours[u]) for u in nodes}
+    assert set(patches(fig, "ring-")) == {"ring-0", "ring-1"}  # attractors only
+    dashed = [p for p in fig.axes[0].patches if p.get_linestyle() == "--"]
+    assert len(dashed) == 1  # the unresolved node's border
+
+
+def key_rows(verdict: bool = True):
+    rows = [(None, "too few runs: an illustration")] if not verdict else [("attractor", "attractor: a sink")]
+    return rows + [("nontrivial", "saddle or other"), ("unresolved", "unresolved: trivial or undefined"),
+                   (None, "CI (a, b, c): ranks of the Conley index in dimensions 0, 1, 2; " * 3)]
+
+
+def test_the_key_shows_a_sample_of_each_style_and_wraps_long_notes():
+    args = double_well_args()
+    fig = draw_morse_graph(*args, unresolved={2}, key=key_rows())
+    assert set(patches(fig, "key-")) == {"key-attractor", "key-attractor-ring", "key-nontrivial", "key-unresolved"}
+    texts = [t for t in fig.axes[0].texts if t.get_gid() == "key-text"]
+    assert [t.get_text().split()[0] for t in texts] == ["attractor:", "saddle", "unresolved:", "CI"]
+    assert "\n" in texts[-1].get_text()  # the long note is wrapped ...
+    assert fig.get_size_inches()[0] < _KEY_MIN_WIDTH + 1  # ... so the figure stays narrow
+    # the key sits below the graph and the figure grew for it
+    plain = draw_morse_graph(*args, unresolved={2})
+    assert fig.get_size_inches()[1] > plain.get_size_inches()[1] + 0.5
+    lowest_node = min(p.get_y() for p in patches(fig, "node-").values())
+    assert all(t.get_position()[1] < lowest_node for t in texts)
+
+    without = draw_morse_graph(*args[:4], set(), unresolved={2}, key=key_rows(verdict=False))
+    assert not patches(without, "ring-") and "key-attractor" not in patches(without, "key-")
+    with pytest.raises(ValueError, match="key style"):
+        draw_morse_graph(*args, key=[("sink", "?")])
+
+
+def test_a_graph_without_nodes_still_shows_the_key_notes():
+    fig = draw_morse_graph([], [], {}, {}, [], key=key_rows(verdict=False))
+    text = " ".join(" ".join(t.get_text() for t in fig.axes[0].texts).split())
+    assert "(no Morse sets)" in text and "too few runs: an illustration" in text
 
 
 def test_drawing_raises_on_a_cycle():

@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 
 from analysis.morse import (
+    CONLEY_NOTATION,
+    NO_VERDICT_NOTE,
+    NODE_STYLES,
     OUTSIDE,
     SEVERAL,
     MorseError,
+    MorseGraph,
+    _node_colour,
     conley_ranks,
+    graph_figure,
     morse_graph,
+    node_styles,
     plot_morse_sets,
     render_graph,
 )
@@ -150,6 +157,81 @@ def test_pictures_and_plain_data(tmp_path):
     rec = mg.to_record()
     assert rec["attractors"] == mg.attractors and sum(rec["n_boxes"]) == sum(len(b) for b in mg.boxes.values())
     assert len(rec["boxes"][0]) == 4 * rec["n_boxes"][0]  # d lower + d upper bounds per box
+    # without a verdict the same graph still draws, as an illustration
+    assert render_graph(mg, title="double well", verdict=False)[:4] == b"\x89PNG"
+    plot_morse_sets(mg, path=tmp_path / "s2.png", verdict=False)
+    assert (tmp_path / "s2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def drawn_well() -> MorseGraph:
+    """A double well as CMGDB reports it on a coarse grid, made by hand (no CMGDB run): two
+    minima (0, 1) below a saddle (2), and an unresolved set (3, undefined index) above it."""
+    box = {u: np.array([[x, -0.2, x + 0.4, 0.2]]) for u, x in zip(range(4), (-1.2, 0.8, -0.2, 1.4))}
+    return MorseGraph(lower=np.array([-2.0, -2.0]), upper=np.array([2.0, 2.0]), nodes=[0, 1, 2, 3],
+                      edges=[(2, 0), (2, 1), (3, 2)], boxes=box, subdiv_min=6, subdiv_max=8,
+                      conley_strings={0: ["x-1", "0", "0"], 1: ["x-1", "0", "0"], 2: ["0", "x-1", "0"], 3: []})
+
+
+def all_text(fig) -> str:
+    """Every text of a figure (legends and keys included), whitespace normalised: wrapped
+    lines read as one."""
+    from matplotlib.text import Text
+
+    return " ".join(" ".join(t.get_text() for t in fig.findobj(Text)).split())
+
+
+def by_gid(fig, prefix: str) -> dict[int, tuple]:
+    """Face colour (RGB) of each artist whose id is ``prefix`` followed by a node."""
+    from matplotlib.colors import to_rgb
+
+    out = {}
+    for artist in fig.findobj(lambda a: (a.get_gid() or "").startswith(prefix)):
+        face = artist.get_facecolor()
+        out[int(artist.get_gid().removeprefix(prefix))] = to_rgb(face[0] if np.ndim(face) == 2 else face)
+    return out
+
+
+def test_node_styles_say_attractor_only_with_a_verdict():
+    mg = drawn_well()
+    assert node_styles(mg) == {0: "attractor", 1: "attractor", 2: "nontrivial", 3: "unresolved"}
+    assert node_styles(mg, verdict=False) == {0: "nontrivial", 1: "nontrivial", 2: "nontrivial", 3: "unresolved"}
+
+
+def test_a_morse_set_has_one_colour_in_both_pictures():
+    """The graph's boxes and the sets' patches take the same colour map, unresolved sets too."""
+    from matplotlib.colors import to_rgb
+
+    mg = drawn_well()
+    graph = by_gid(graph_figure(mg), "node-")
+    sets = by_gid(plot_morse_sets(mg, [np.array([[1.5, 1.5], [1.0, 0.0]])]), "morse-set-")
+    expected = {u: to_rgb(_node_colour(u)) for u in mg.nodes}
+    assert graph == sets == expected
+    assert len(set(expected.values())) == len(mg.nodes)
+
+
+def test_pictures_carry_a_key_to_the_notation_and_the_styles():
+    mg = drawn_well()
+    graph, sets = graph_figure(mg, title="well"), plot_morse_sets(mg)
+    for fig in (graph, sets):
+        text = all_text(fig)
+        assert CONLEY_NOTATION in text and all(s in text for s in NODE_STYLES.values())
+        assert NO_VERDICT_NOTE not in text
+    assert set(by_gid(graph, "ring-")) == {0, 1}  # double borders on the attractors alone
+    assert "0: CI (1, 0, 0) attractor" in all_text(sets)
+
+
+def test_without_a_verdict_no_set_is_an_attractor_and_the_pictures_say_why():
+    mg = drawn_well()
+    graph, sets = graph_figure(mg, verdict=False), plot_morse_sets(mg, verdict=False)
+    assert by_gid(graph, "ring-") == {}  # no double border
+    assert by_gid(graph, "node-") == by_gid(sets, "morse-set-")  # the colours stay
+    for fig in (graph, sets):
+        text = all_text(fig)
+        assert NO_VERDICT_NOTE in text and CONLEY_NOTATION in text
+        assert "attractor" not in text.replace(NO_VERDICT_NOTE, "")  # in no label, legend or key
+    dot = mg.to_dot(verdict=False)
+    assert "peripheries=2" not in dot and "rank=sink" not in dot and NO_VERDICT_NOTE in dot
+    assert mg.to_dot().count("peripheries=2") == 2
 
 
 def test_the_map_runs_once_per_distinct_corner():

@@ -11,6 +11,7 @@ from orchestrator.report import write_report
 from orchestrator.store import SweepStore
 from tests.chromium import needs_chromium, render
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
+from tests.orchestrator.stores import train_in_process
 
 
 class _Elements(HTMLParser):
@@ -48,6 +49,48 @@ def _elements(html: str) -> _Elements:
     return parser
 
 
+class _Cells(HTMLParser):
+    """The cells of one table: per row, (text, attributes) of each header or data cell."""
+
+    def __init__(self, table_id: str):
+        super().__init__()
+        self.table_id, self.rows = table_id, []
+        self._depth, self._cell = 0, None  # tables entered since the wanted one opened; the open cell
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and (self._depth or dict(attrs).get("id") == self.table_id):
+            self._depth += 1
+        elif self._depth == 1 and tag == "tr":
+            self.rows.append([])
+        elif self._depth == 1 and tag in ("td", "th"):
+            self._cell = ["", dict(attrs)]
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[0] += data
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self._depth:
+            self._depth -= 1
+        elif self._depth == 1 and tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append((" ".join(self._cell[0].split()), self._cell[1]))
+            self._cell = None
+
+
+def _table(html: str, table_id: str) -> list[dict[str, tuple[str, dict]]]:
+    """The rows of a table as {header text: (cell text, cell attributes)}."""
+    parser = _Cells(table_id)
+    parser.feed(html)
+    header = [text for text, _ in parser.rows[0]]
+    return [dict(zip(header, row)) for row in parser.rows[1:]]
+
+
+def _section(html: str, gid: str) -> str:
+    """The HTML of a group's collapsed section."""
+    start = html.index(f'<details class="group" id="group-{gid}">')
+    return html[start:html.index("</details>", start)]
+
+
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory, ray_session):
     """A reduced sweep audited against itself (nothing retrained: verdict ok): it has
@@ -77,6 +120,10 @@ def test_the_report_holds_every_group_its_pictures_runs_and_audit(audited):
     assert page.images and all((outcome.index.parent / src).is_file() for src in page.images)
     assert "img/phase_diagram.png" in page.images and "img/koopman_classes.png" in page.images
     assert sum(src.endswith("/ntk.png") for src in page.images) == 4
+    # two seeds a group: the reduction gives no verdict on basins, and the page says so
+    rows = _table(html, "groups-table")
+    assert all(r["vs baseline"][0] == "too few runs" and r["attractors"][0] == "-" for r in rows)
+    assert all(r["vs baseline"][1]["title"].startswith("too few runs to resolve basins") for r in rows)
     # each run links to its MLflow run, which exists
     from mlflow.tracking import MlflowClient
 
@@ -124,6 +171,92 @@ def test_an_unreachable_mlflow_leaves_the_report_without_links_and_says_why(audi
     assert outcome.mlflow_artifact is None and not (tmp_path / "elsewhere").exists()  # no empty database made
     page = _elements(outcome.index.read_text())
     assert not [link for link in page.links if "/runs/" in link] and page.rows["runs-table"] == 1 + 8
+
+
+REASON = "too few runs to resolve basins: 3 non-diverged, at least 8 needed (raise seeds); the graph is an illustration"
+
+
+@pytest.fixture(scope="module")
+def faked(tmp_path_factory):
+    """A sweep trained in this process (no Ray) with a Morse table written by hand, in the
+    columns a reduction writes: a group that beats the baseline, one without a verdict (its
+    reason also among its warnings, as the reduction puts it, and a stale attractor count
+    that must not show), one below the baseline, and one without a Morse row; the first two
+    have Morse pictures."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from orchestrator._reduction_store import MORSE_GROUP_SCHEMA
+
+    tmp = tmp_path_factory.mktemp("faked")
+    store = train_in_process(str(tmp / "store"), tiny_spec_dict("faked", optimizer={"steps": 15}))
+    gids = sorted({v["group_id"] for v in store.read_variants().to_pylist()})
+    verdict = {"n_outcomes": 2, "outcome_sizes": [5, 3], "n_attractors": 2, "ari": 0.8125, "outcome_accuracy": 0.875,
+               "outcome_chance": 0.625, "baseline_accuracy": 0.75, "versus_baseline": "beats",
+               "self_basin_accuracy": 1.0, "self_basin_chance": 0.5}
+    rows = [{"group_id": gids[0], **verdict, "warnings": ["1 outcome mode(s) hold fewer than 4 runs <b>sparse</b>"]},
+            {"group_id": gids[1], "no_verdict": REASON, "n_attractors": 3, "n_morse_sets": 4,
+             "warnings": [REASON, "2 diverged run(s) left out of the coordinates, the map and the box"]},
+            {"group_id": gids[2], **verdict, "outcome_accuracy": 0.5, "baseline_accuracy": 0.75,
+             "versus_baseline": "below", "warnings": []}]
+    reduction = Path(store.root) / "reduction"
+    for gid in gids[:2]:
+        (reduction / "plots" / gid).mkdir(parents=True)
+        for name in ("morse_graph.png", "morse_sets.png"):
+            (reduction / "plots" / gid / name).write_bytes(b"\x89PNG\r\n\x1a\n")  # the page only links them
+    pq.write_table(pa.Table.from_pylist(rows, MORSE_GROUP_SCHEMA), reduction / "morse.parquet")
+    html = write_report(store, tmp / "report").index.read_text()
+    return gids, html
+
+
+MORSE_HEADERS = ["outcome modes", "attractors", "ARI", "outcome acc.", "chance", "baseline acc.", "vs baseline"]
+
+
+def test_the_groups_table_grades_morse_graphs_against_outcomes_and_a_baseline(faked):
+    gids, html = faked
+    rows = {row["group"][0]: row for row in _table(html, "groups-table")}
+    header = list(next(iter(rows.values())))
+    assert header[header.index("CKA") + 1:header.index("Koopman class")] == MORSE_HEADERS
+    assert "basin acc." not in header
+    cells = {g[:8]: [rows[g[:8]][h][0] for h in MORSE_HEADERS] for g in gids}
+    assert cells[gids[0][:8]] == ["2", "2", "0.8125", "0.875", "0.625", "0.75", "beats"]
+    assert cells[gids[2][:8]] == ["2", "2", "0.8125", "0.5", "0.625", "0.75", "below"]
+    assert cells[gids[3][:8]] == [""] * 7  # no Morse row: nothing to say
+    assert [rows[g[:8]]["vs baseline"][1]["class"] for g in gids[::2]] == ["ok", "bad"]
+    assert "graded against outcome modes found without the graph" in " ".join(html.split())
+    assert "nearest-neighbour baseline" in html and "Basin accuracy is held out" not in html
+
+
+def test_a_group_without_a_verdict_shows_dashes_and_the_reason(faked):
+    gids, html = faked
+    row = {r["group"][0]: r for r in _table(html, "groups-table")}[gids[1][:8]]
+    assert [row[h][0] for h in MORSE_HEADERS[:-1]] == ["-"] * 6  # the stale attractor count is not shown
+    marker, attrs = row["vs baseline"]
+    assert marker == "too few runs" and attrs["title"] == REASON
+    section = _section(html, gids[1])
+    assert REASON in section and "no verdict on attractors or basins" in section
+    assert "held-out outcome accuracy" not in section
+    # the pictures' key says they are an illustration and names no attractor
+    from analysis.morse import CONLEY_NOTATION, NO_VERDICT_NOTE, NODE_STYLES
+
+    assert NO_VERDICT_NOTE in section and CONLEY_NOTATION in section
+    assert NODE_STYLES["attractor"] not in section
+
+
+def test_each_group_shows_its_warnings_and_the_key_to_its_morse_pictures(faked):
+    from analysis.morse import CONLEY_NOTATION, NO_VERDICT_NOTE, NODE_STYLES
+
+    gids, html = faked
+    first = _section(html, gids[0])
+    assert "<li>morse: 1 outcome mode(s) hold fewer than 4 runs &lt;b&gt;sparse&lt;/b&gt;</li>" in first  # escaped
+    assert "held-out outcome accuracy <b>0.875</b>" in first and "(5, 3 runs)" in first
+    assert all(text in first for text in NODE_STYLES.values()) and CONLEY_NOTATION in first
+    assert NO_VERDICT_NOTE not in first
+    second = _section(html, gids[1])
+    assert "<li>morse: 2 diverged run(s) left out of the coordinates, the map and the box</li>" in second
+    assert second.count(REASON) == 1  # once, as the reason, not again among the warnings
+    # no Morse pictures: no key; no warnings: no list
+    assert CONLEY_NOTATION not in _section(html, gids[2]) and 'class="warnings"' not in _section(html, gids[2])
 
 
 @needs_chromium
