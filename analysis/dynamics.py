@@ -415,11 +415,10 @@ def group_morse(runs: list[RunTrajectory], settings: MorseSettings = MorseSettin
     verdict. Diverged runs leave the coordinates, the pairs and the box; they get a verdict
     with status ``diverged`` and no basin."""
     import scipy.linalg  # noqa: F401  (loads the BLAS libraries before they are limited)
-    import sklearn.gaussian_process  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    # one BLAS thread: parallelism comes from Ray tasks, and a second thread spinning on a
-    # busy core made small Cholesky factorisations 100x slower here
+    # one BLAS thread (the PCAs): parallelism comes from Ray tasks, and a second thread
+    # spinning on a busy core made small factorisations 100x slower here
     with threadpool_limits(1):
         return _group_morse(runs, settings)
 
