@@ -252,7 +252,7 @@ def morse_graph(
 
     def checked(points: np.ndarray) -> np.ndarray:
         # neighbouring boxes share corners: on a grid about 2**d boxes meet at each, so f
-        # (a GP composed several times, the cost of the graph) runs once per distinct corner
+        # (the cost of the graph when it is a fitted model) runs once per distinct corner
         unique, inverse = np.unique(points, axis=0, return_inverse=True)
         images = np.asarray(f(unique), dtype=float)
         if images.shape != unique.shape:
