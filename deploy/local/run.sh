@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # doodl against real services on one machine:
 #   - a multi-process Ray cluster: `ray start --head` plus a second (worker) node process,
-#     with token authentication;
+#     with token authentication wired as KubeRay wires it: the Secret named by the RayCluster's
+#     authOptions (deploy/kuberay/raycluster.yaml), key auth_token, becomes RAY_AUTH_MODE and
+#     RAY_AUTH_TOKEN of the Ray processes and of the job submitter; a submission without the
+#     token must be refused;
 #   - a PostgreSQL server and `mlflow server` backed by it;
 #   - `ray job submit -- doodl sweep ...` on the cluster, then `doodl reduce` as a driver
 #     joining it, then the results checked through MLflow's REST API.
@@ -10,8 +13,8 @@
 # Needs PostgreSQL's server programs (Debian: apt-get install postgresql; the script
 # installs them when run as root and they are missing) and psycopg2 (pip-installed if
 # missing). Everything lives in a temporary directory (DOODL_LOCAL_DIR to choose it) and
-# every process it starts is stopped on exit. Passwords are generated, passed by
-# environment, and never written to disk.
+# every process it starts is stopped on exit. Passwords are generated and passed by
+# environment; the Ray token sits in the emulated Secret only while the script runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SPEC=${1:-examples/quickstart.yaml}
@@ -31,6 +34,7 @@ cleanup() {
     sleep 2
     for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null; done
     if [ -n "${PG_BIN:-}" ] && [ -d "$WORK/pg" ]; then as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1; fi
+    rm -rf "$WORK/secrets"
 }
 trap cleanup EXIT
 
@@ -73,14 +77,28 @@ for _ in $(seq 120); do curl -fs "$TRACKING/health" >/dev/null && break; kill -0
 curl -fs "$TRACKING/health" >/dev/null || { tail -20 "$WORK/mlflow.log" >&2; exit 1; }
 
 # --- Ray: a head node and a worker node, token authentication --------------------------
+# The Secret KubeRay's authOptions name, in the layout it expects (one key, auth_token), here
+# as a mounted Secret looks: a directory with one file per key, readable by its owner only
+# (removed on exit).
+SECRET=$(python -c '
+import yaml
+auth = yaml.safe_load(open("deploy/kuberay/raycluster.yaml"))["spec"]["authOptions"]
+assert auth["mode"] == "token", auth
+print(auth["secretName"])')
+mkdir -p "$WORK/secrets/$SECRET" && chmod 700 "$WORK/secrets"
+(umask 077; python -c "import secrets; print(secrets.token_hex(32), end='')" >"$WORK/secrets/$SECRET/auth_token")
+# what KubeRay puts in every Ray container and in the job submitter from that Secret
 export RAY_AUTH_MODE=token
-export RAY_AUTH_TOKEN=$(python -c "import secrets; print(secrets.token_hex(32))")
-log "starting Ray head (port $RAY_PORT, dashboard $DASH_PORT) and a worker node"
+RAY_AUTH_TOKEN=$(cat "$WORK/secrets/$SECRET/auth_token")
+export RAY_AUTH_TOKEN
+log "starting Ray head (port $RAY_PORT, dashboard $DASH_PORT) and a worker node, token from Secret $SECRET"
 setsid ray start --head --block --port "$RAY_PORT" --num-cpus 1 --include-dashboard true \
     --dashboard-host 127.0.0.1 --dashboard-port "$DASH_PORT" --dashboard-agent-listen-port "$HEAD_AGENT_PORT" \
     --disable-usage-stats >"$WORK/ray-head.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 120); do curl -fs "http://127.0.0.1:$DASH_PORT/api/version" >/dev/null && break; sleep 1; done
+for _ in $(seq 120); do  # the dashboard answers only with the token (401 without)
+    curl -fs -H "Authorization: Bearer $RAY_AUTH_TOKEN" "http://127.0.0.1:$DASH_PORT/api/version" >/dev/null && break; sleep 1
+done
 setsid ray start --block --address "127.0.0.1:$RAY_PORT" --num-cpus 1 \
     --dashboard-agent-listen-port "$WORKER_AGENT_PORT" --disable-usage-stats >"$WORK/ray-worker.log" 2>&1 &
 PIDS+=($!)
@@ -91,11 +109,30 @@ NODES=$(ray status --address "127.0.0.1:$RAY_PORT" 2>/dev/null | grep -c '^ 1 no
 [ "$NODES" -ge 2 ] || { echo "the Ray cluster has $NODES node(s), expected 2" >&2; tail -20 "$WORK/ray-worker.log" >&2; exit 1; }
 log "Ray cluster up with $NODES nodes"
 
+# --- without the token the cluster refuses: the jobs API and `ray job submit` -----------
+DASH="http://127.0.0.1:$DASH_PORT"
+code=000
+for _ in $(seq 30); do  # the job agent comes up a little after the dashboard
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $RAY_AUTH_TOKEN" "$DASH/api/jobs/" || true)
+    [ "$code" = 200 ] && break; sleep 2
+done
+[ "$code" = 200 ] || { echo "the jobs API answers $code with the token, expected 200" >&2; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' "$DASH/api/jobs/" || true)
+[ "$code" = 401 ] || { echo "the jobs API answers $code without the token, expected 401" >&2; exit 1; }
+mkdir -p "$WORK/no-token-home"  # no ~/.ray/auth_token to fall back on
+if env -u RAY_AUTH_TOKEN -u RAY_AUTH_MODE HOME="$WORK/no-token-home" \
+    ray job submit --address "$DASH" -- echo unauthenticated >"$WORK/unauth.log" 2>&1; then
+    cat "$WORK/unauth.log" >&2; echo "a job submitted without the token was accepted" >&2; exit 1
+fi
+grep -qi "unauthorized" "$WORK/unauth.log" \
+    || { cat "$WORK/unauth.log" >&2; echo "a submission without the token failed, but not for want of it" >&2; exit 1; }
+log "without the token: the jobs API answers 401 and ray job submit is refused ($(grep -oi -m1 'unauthorized[^.]*' "$WORK/unauth.log"))"
+
 # --- the sweep as a Ray job, then the reduction as a driver joining the cluster --------
 log "ray job submit -- doodl sweep $SPEC"
 submitted=0
 for _ in $(seq 30); do  # the job agent comes up a little after the dashboard
-    if ray job submit --address "http://127.0.0.1:$DASH_PORT" -- \
+    if ray job submit --address "$DASH" -- \
         doodl sweep "$PWD/$SPEC" --store "$WORK/store" --tracking-uri "$TRACKING" --no-progress >"$WORK/job.log" 2>&1
     then submitted=1; break; fi
     grep -q "No available agent" "$WORK/job.log" || break
