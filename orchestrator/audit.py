@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec, ToleranceSpec
 from orchestrator.store import StoreError, SweepStore
 from orchestrator.tracking import console, one_line, probe, tracking_errors
@@ -297,7 +298,19 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
     report and log the audit run. Raises StoreError/SpecError on bad input.
 
     ``fresh`` trains the spec anew under the id ``NAME-YYYYMMDDTHHMMSSZ`` (a recurring audit:
-    the spec is the same, what it trains on or with may have changed)."""
+    the spec is the same, what it trains on or with may have changed).
+
+    One audit of a spec at a time: the audit holds the ``auditing`` lease of the spec's name
+    (``STORE/NAME/_leases/auditing.json``) while it runs, so a scheduled audit that starts
+    while the previous one still runs refuses (:class:`orchestrator.lease.LeaseHeld`, exit 2)
+    before it trains anything. KubeRay's RayCronJob has no concurrency policy; this is it."""
+    with SweepLease(SweepStore(store_uri, spec.name), "auditing"):
+        return _audit(spec, baseline_ref, store_uri=store_uri, tracking_uri=tracking_uri, address=address,
+                      show_progress=show_progress, fresh=fresh)
+
+
+def _audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: str, address: str | None,
+           show_progress: bool, fresh: bool) -> AuditReport:
     from orchestrator.driver import run_sweep
     from orchestrator.reduce import run_reduce
 

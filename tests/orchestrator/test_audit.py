@@ -4,12 +4,14 @@ noise drifts, and the report says where; `--baseline last` and `--history` use M
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from orchestrator.audit import compare, last_baseline_id
+from orchestrator.lease import SweepLease
 from orchestrator.spec import ToleranceSpec
-from orchestrator.store import StoreError
+from orchestrator.store import StoreError, SweepStore
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 
 
@@ -115,6 +117,23 @@ def test_compare_matches_by_grid_position_and_applies_tolerances():
         rows = {"x": _rows("IV-A", 0.001, 3, width=8, **blind), "y": _rows("IV-A", 0.001, 2, width=16)}
         _, groups, _ = compare(rows, base, ToleranceSpec())
         assert all(not g.findings for g in groups), blind
+
+
+def test_a_second_audit_of_a_spec_refuses_while_the_first_runs(audited):
+    """Scheduled audits that overlap (RayCronJob has no concurrency policy): the later one
+    refuses in one line, exit 2, before it trains anything; a `--fresh` audit, which trains a
+    sweep of its own, is refused just the same."""
+    tmp, base, _, common = audited
+    first = SweepLease(SweepStore(str(tmp / "store"), "base"), "auditing").acquire()  # an audit at work
+    try:
+        before = sorted(p.name for p in (tmp / "store").iterdir())
+        for extra in ([], ["--fresh"]):
+            code, out, err = run_cli(["audit", str(base), "--baseline", "base", *extra, *common])
+            assert code == 2 and "is already being audited by" in err and f"(pid {os.getpid()})" in err
+            assert len(err.strip().splitlines()) == 1 and out == ""
+        assert sorted(p.name for p in (tmp / "store").iterdir()) == before  # no sweep trained
+    finally:
+        first.release()
 
 
 def test_fresh_audit_retrains_and_matches_its_deterministic_baseline(audited):
