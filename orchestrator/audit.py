@@ -22,17 +22,15 @@ verdict and baseline, with the report as artifacts.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from orchestrator.lease import SweepLease
 from orchestrator.spec import SweepSpec, ToleranceSpec
 from orchestrator.store import StoreError, SweepStore
-from orchestrator.tracking import console, one_line, probe, tracking_errors
+from orchestrator.tracking import audit_history, console, log_audit, one_line, tracking_errors
 from workers.config import axes
 from workers.store_files import write_atomic
 
@@ -40,7 +38,6 @@ from workers.store_files import write_atomic
 MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
                 *axes())
 RELATIVE = ("hessian_top", "hessian_trace")
-TAG_VERDICT, TAG_BASELINE, TAG_SPEC = "doodl.audit_verdict", "doodl.audit_baseline", "doodl.spec_name"
 AUDITS = "audits"  # SWEEP/audits/AUDIT_ID/: one directory per audit of the sweep
 AUDIT_RECORD = "report.json"  # the audit's verdict and findings; its presence means the sweep was audited
 
@@ -65,6 +62,7 @@ class AuditReport:
     verdict: str = "ok"
     created: str = ""
     files: dict[str, str] = field(default_factory=dict)  # report files in the store
+    mlflow_run: str | None = None  # the audit's MLflow run, once logged
 
     @property
     def drifted(self) -> list[GroupDrift]:
@@ -235,22 +233,6 @@ def last_baseline_id(history: list[dict], audited: str) -> str:
                      "name a baseline sweep instead")
 
 
-def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
-    """Past audits of a spec, newest first, from MLflow."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(spec_name)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`doodl.role` = 'audit'",
-                              order_by=["attributes.start_time DESC"], max_results=1000)
-    return [{"run_id": r.info.run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.info.start_time / 1000)),
-             "sweep_id": r.data.tags.get("doodl.sweep_id"), "baseline": r.data.tags.get(TAG_BASELINE),
-             "verdict": r.data.tags.get(TAG_VERDICT), "drifted": int(r.data.metrics.get("groups_drifted", 0))}
-            for r in runs]
-
-
 def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -> dict[str, str]:
     """report.md, report.json and phase_diagrams.png under ``SWEEP/audits/AUDIT_ID``."""
     fs = store.fs
@@ -263,33 +245,6 @@ def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -
         write_atomic(fs, f"{base}/{name}", payload)
         out[name] = f"{base}/{name}"
     return out
-
-
-def log_audit(tracking_uri: str, spec: SweepSpec, report: AuditReport, files: dict[str, str], fs) -> str:
-    """The MLflow audit run (tags: verdict, baseline, sweep), with the report as artifacts."""
-    from mlflow.entities import Metric, RunTag
-
-    from orchestrator.mlflow_sink import MlflowSink
-
-    probe(tracking_uri)
-    sink = MlflowSink(tracking_uri, spec.name, report.sweep_id)
-    run = sink.client.create_run(sink.experiment_id, run_name=f"audit-{report.created}", tags={
-        "doodl.role": "audit", "doodl.sweep_id": report.sweep_id, TAG_BASELINE: report.baseline,
-        TAG_VERDICT: report.verdict, TAG_SPEC: spec.name})
-    now = int(time.time() * 1000)
-    sink.client.log_batch(run.info.run_id, metrics=[
-        Metric("groups_matched", float(len(report.groups)), now, 0),
-        Metric("groups_drifted", float(len(report.drifted)), now, 0),
-        Metric("groups_unmatched", float(len(report.unmatched)), now, 0)],
-        tags=[RunTag("doodl.setup_change", json.dumps({k: list(v) for k, v in report.setup_change.items()}))])
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, path in files.items():
-            local = Path(tmp) / name
-            with fs.open_input_stream(path) as f:
-                local.write_bytes(f.read())
-            sink.client.log_artifact(run.info.run_id, str(local), artifact_path="audit")
-    sink.client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
 
 
 def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: str, address: str | None = None,
@@ -335,7 +290,7 @@ def _audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: 
     files = write_report(store, baseline, report)
     report.files = files
     try:
-        log_audit(tracking_uri, spec, report, files, store.fs)
+        report.mlflow_run = log_audit(tracking_uri, spec.name, report, files, store.fs)
     except tracking_errors() as exc:  # the report is in the store; MLflow can catch up later
         console.print(f"[yellow]warning:[/] the audit run could not be logged to MLflow ({one_line(exc)})")
     report.files = files

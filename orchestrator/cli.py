@@ -11,11 +11,12 @@ import logging
 import os
 import sys
 
-from orchestrator.mlflow_sink import DEFAULT_TRACKING_URI
+from orchestrator.tracking import DEFAULT_TRACKING_URI
 from orchestrator.spec import ReduceSpec
 from orchestrator.store import DEFAULT_STORE
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_VIEW_INCOMPLETE = 3  # the store is complete, the MLflow view is not (`doodl sync` catches up)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +109,22 @@ def _bad_input(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _view_checked(code: int, store, args, *, audit_report=None) -> int:
+    """``code``, or :data:`EXIT_VIEW_INCOMPLETE` when it is OK and MLflow does not show
+    everything the store holds (one line says what, why and the command that catches up)."""
+    from orchestrator.tracking import view_gap
+
+    gap = view_gap(args.tracking_uri, store.read_sweep().get("name", store.sweep_id), store)
+    complete = gap.complete
+    if not complete:
+        print(f"doodl: {gap.line(args.tracking_uri, args.store)}", file=sys.stderr)
+    if audit_report is not None and audit_report.mlflow_run is None:
+        complete = False  # `doodl sync` does not log audits: the report in the store is the record
+        print(f"doodl: MLflow at {args.tracking_uri} lacks this audit's run (its report is in the store: "
+              f"{audit_report.files.get('report.md')})", file=sys.stderr)
+    return EXIT_VIEW_INCOMPLETE if code == EXIT_OK and not complete else code
+
+
 def _reduce(store, args, settings) -> int:
     """Run the reduction and print its summary line; the exit code says if a group failed."""
     from orchestrator.reduce import ANALYSES, recorded_settings, run_reduce
@@ -148,7 +165,7 @@ def _reduce(store, args, settings) -> int:
     print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts))
     if outcome.mlflow_error:
         print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
-    return EXIT_FAILED if outcome.failed else EXIT_OK
+    return _view_checked(EXIT_FAILED if outcome.failed else EXIT_OK, store, args)
 
 
 def _audit(args) -> int:
@@ -177,7 +194,10 @@ def _audit(args) -> int:
         label = ", ".join(f"{k} {v}" for k, v in g.key.items())
         print(f"  {label}: {'; '.join(g.findings)}")
     print(f"report: {report.files.get('report.md')}")
-    return EXIT_FAILED if report.verdict == "drift" else EXIT_OK
+    from orchestrator.store import SweepStore
+
+    return _view_checked(EXIT_FAILED if report.verdict == "drift" else EXIT_OK, SweepStore(args.store, report.sweep_id),
+                         args, audit_report=report)
 
 
 def _sweep(args) -> int:
@@ -203,16 +223,17 @@ def _sweep(args) -> int:
     )
     if outcome.mlflow_error:
         print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
+    store = SweepStore(args.store, outcome.sweep_id)
     if outcome.failed_units:
         return EXIT_FAILED
     if args.reduce:
-        return _reduce(SweepStore(args.store, outcome.sweep_id), args, spec.reduce)
-    return EXIT_OK
+        return _reduce(store, args, spec.reduce)  # which checks the MLflow view at its end
+    return _view_checked(EXIT_OK, store, args)
 
 
 def _sync(args) -> int:
     from orchestrator.store import SweepStore
-    from orchestrator.sync import sync_sweep
+    from orchestrator.tracking import sync_sweep
 
     outcome = sync_sweep(SweepStore(args.store, args.sweep), args.tracking_uri)
     if outcome.mlflow_error:

@@ -15,13 +15,9 @@ classes, which need every group's spectra: Koopman results reach MLflow once the
 from __future__ import annotations
 
 import json
-from collections import Counter
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import ray
 
 from orchestrator._reduction_store import ReductionStore
@@ -30,14 +26,11 @@ from orchestrator.expand import AXES
 from orchestrator.lease import SweepLease
 from orchestrator.spec import MorseReduceSpec, ReduceSpec
 from orchestrator.store import SweepStore
-from orchestrator.tracking import console, defer, log_units, one_line, open_sink, tracking_errors
+from orchestrator.results import ANALYSES, KOOPMAN_PICTURE, koopman_classes, sweep_pictures_in_store, sweep_validity
+from orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
+                                   open_sink)
 from workers.config import group_label
 
-ANALYSES = tuple(ReduceSpec.model_fields)  # morse, taxonomy, koopman, ntk: one settings section each
-# per analysis, the pictures a group's task draws (in reduction/plots/GROUP_ID/)
-GROUP_PICTURES = {"morse": ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png"),
-                  "ntk": ("ntk.png",)}
-KOOPMAN_PICTURE = "koopman_classes.png"  # sweep-wide, in reduction/plots/
 
 
 @dataclass
@@ -195,12 +188,6 @@ def _tasks():
              ("ntk", ntk_for_group))}
 
 
-def koopman_classes(groups_table) -> dict[str, int]:
-    """Group id -> Koopman equivalence class, from a consolidated koopman table."""
-    return {g: c for g, c in zip(groups_table.column("group_id").to_pylist(),
-                                 groups_table.column("koopman_class").to_pylist()) if c is not None}
-
-
 def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: str = ""):
     """Rebuild an analysis's all-groups tables. For Koopman, also the sweep-wide results:
     each group's equivalence class (a column of ``koopman.parquet``), the verdict of every
@@ -277,49 +264,6 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
         raise
 
 
-def open_group_runs(sink, groups: dict[str, list[dict]], outcome) -> None:
-    """Make sure every group has its MLflow run (where group results go) before logging."""
-    if outcome.mlflow_error:
-        return
-    try:
-        sink.ensure_group_runs(groups, {gid: group_label(rows[0]) for gid, rows in groups.items()})
-    except tracking_errors() as exc:
-        defer(outcome, exc)
-
-
-def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
-    """Log one group's results of one analysis; runs and pictures are read back from the
-    store when not given. After a tracking failure nothing more is tried (``doodl sync``)."""
-    import pyarrow.parquet as pq
-
-    if outcome.mlflow_error:
-        return
-
-    try:
-        gid = row["group_id"]
-        if not sink.analysis_pending(rstore.name, row, key):
-            return
-        if runs is None:
-            with rstore.fs.open_input_file(rstore.run_part(gid)) as f:
-                runs = pq.read_table(f).to_pylist()
-        if pictures is None:
-            pictures = {}
-            for name in GROUP_PICTURES.get(rstore.name, ()):
-                try:
-                    with rstore.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
-                        pictures[name] = f.read()
-                except FileNotFoundError:
-                    pass
-        with tempfile.TemporaryDirectory() as tmp:
-            local = {}
-            for name, payload in pictures.items():
-                local[name] = str(Path(tmp) / name)
-                Path(local[name]).write_bytes(payload)
-            outcome.logged_runs += sink.log_group_results(rstore.name, row, runs, local, key)
-    except tracking_errors() as exc:
-        defer(outcome, exc)
-
-
 def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str, str, list[str]]:
     """The phase diagram's two axes (the spec's, or the first two swept) and the rest."""
     swept = [a for a in AXES if len({rows[0][a] for rows in groups.values()}) > 1]
@@ -359,72 +303,3 @@ def _learning_curves(store: SweepStore, groups, committed: list[str]) -> bytes |
                 for rows in groups.values()}
     by_group = {k: v for k, v in by_group.items() if v}
     return plot_learning_curves(by_group, title=store.sweep_id) if by_group else None
-
-
-def sweep_validity(morse_groups, morse_runs, groups) -> dict[str, float]:
-    """The Morse graphs' validity over the sweep's non-diverged runs in groups with a
-    verdict (enough runs): held-out outcome accuracy, its chance level (each group's chance
-    weighted by its runs), the nearest-neighbour baseline's accuracy in the same folds, and
-    the adjusted Rand index between end basins and outcomes (each group's, weighted by its
-    runs). NaN where no group has a verdict."""
-    per_group = {r["group_id"]: r for r in morse_groups.to_pylist()
-                 if r["error"] is None and not r.get("no_verdict") and r["group_id"] in groups}
-    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in per_group
-          and r.get("outcome_correct") is not None]
-    names = ("outcome_accuracy", "outcome_chance", "baseline_accuracy", "ari")
-    if not ok:
-        return dict.fromkeys(names, float("nan"))
-    n_ok = Counter(r["group_id"] for r in ok)  # one pass: sweeps have thousands of runs
-
-    def weighted(column: str) -> float:
-        return float(sum(per_group[g][column] * n for g, n in n_ok.items()) / len(ok))
-
-    return {"outcome_accuracy": float(np.mean([r["outcome_correct"] for r in ok])),
-            "outcome_chance": weighted("outcome_chance"),
-            "baseline_accuracy": float(np.mean([r["baseline_correct"] for r in ok])),
-            "ari": weighted("ari")}
-
-
-def sweep_pictures_in_store(stores) -> dict[str, str]:
-    """The sweep-wide pictures already in the store (name -> path)."""
-    import pyarrow.fs as pafs
-
-    rstore = next(iter(stores.values()), None)
-    if rstore is None:
-        return {}
-    infos = rstore.fs.get_file_info(pafs.FileSelector(f"{rstore.root}/plots", allow_not_found=True))
-    return {i.base_name: i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png")}
-
-
-def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
-    """Log each analysis's all-groups table, files and sweep-level metrics on the parent run."""
-    if outcome.mlflow_error:
-        return
-    labels = {gid: group_label(rows[0]) for gid, rows in groups.items()}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            def local_copy(path):
-                dest = Path(tmp) / path.rsplit("/", 1)[1]
-                with store.fs.open_input_stream(path) as f:
-                    dest.write_bytes(f.read())
-                return str(dest)
-
-            for name, (groups_table, _) in tables.items():
-                rows = [{**r, "label": labels.get(r["group_id"], "")} for r in groups_table.to_pylist()]
-                files = [local_copy(p) for p in stores[name].table_paths()]
-                # each sweep-wide picture goes with its analysis: Koopman's classes, the rest the taxonomy's
-                files += [local_copy(p) for n, p in pictures.items()
-                          if ("koopman" if n == KOOPMAN_PICTURE else "taxonomy") == name]
-                if name == "koopman":
-                    files.append(local_copy(f"{stores[name].root}/koopman_pairs.parquet"))
-                metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
-                           f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
-                if name == "morse":
-                    validity = sweep_validity(tables["morse"][0], tables["morse"][1], groups)
-                    metrics.update({f"morse_{k}": v for k, v in validity.items()})
-                if name == "koopman":
-                    metrics["koopman_classes"] = float(len({r["koopman_class"] for r in rows
-                                                            if r["koopman_class"] is not None}))
-                sink.log_reduction_summary(name, rows, files, metrics)
-    except tracking_errors() as exc:
-        defer(outcome, exc)

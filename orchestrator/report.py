@@ -12,7 +12,6 @@ sweep with a thousand variants stays small and opens fast.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from orchestrator.expand import AXES
-from orchestrator.reduce import ANALYSES, GROUP_PICTURES
+from orchestrator.results import ANALYSES
 from orchestrator.status import sweep_status
 from orchestrator.store import SweepStore
 from workers.config import group_label
@@ -87,30 +86,6 @@ def _audits(store: SweepStore) -> list[dict]:
                     "findings": findings,
                     "setup_change": ", ".join(f"{k} {a} -> {b}" for k, (a, b) in doc.get("setup_change", {}).items())})
     return sorted(out, key=lambda a: a["created"], reverse=True)
-
-
-def _mlflow_runs(tracking_uri: str, experiment: str, sweep_id: str) -> tuple[str | None, dict[str, str], str | None]:
-    """(experiment id, doodl run id -> MLflow run id, parent run id) of the sweep."""
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.mlflow_sink import TAG_ROLE, TAG_RUN, TAG_SWEEP
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None, {}, None
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_id}'",
-                                  max_results=1000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    children = {r.data.tags[TAG_RUN]: r.info.run_id for r in runs
-                if r.data.tags.get(TAG_ROLE) == "child" and TAG_RUN in r.data.tags}
-    parent = next((r.info.run_id for r in runs if r.data.tags.get(TAG_ROLE) == "parent"), None)
-    return exp.experiment_id, children, parent
 
 
 def _fmt(value) -> str:
@@ -191,10 +166,9 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     experiment = doc.get("name", store.sweep_id)
     exp_id, mlflow_ids, parent, mlflow_error = None, {}, None, None
     if tracking_uri:
-        from orchestrator.tracking import HTTP_DEFAULTS, one_line, probe, tracking_errors
+        from orchestrator.tracking import one_line, probe, sweep_run_ids, tracking_errors, use_short_http_timeouts
 
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)  # a server that is down answers in seconds, not minutes
+        use_short_http_timeouts()
         database = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
         if database is not None and not Path(database).is_file():
             # MLflow's client would create an empty database there: a report only reads
@@ -202,7 +176,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         else:
             try:
                 probe(tracking_uri)
-                exp_id, mlflow_ids, parent = _mlflow_runs(tracking_uri, experiment, store.sweep_id)
+                exp_id, mlflow_ids, parent = sweep_run_ids(tracking_uri, experiment, store.sweep_id)
             except tracking_errors() as exc:
                 mlflow_error = one_line(exc)
     base_url = (ui_url or (tracking_uri if tracking_uri and tracking_uri.startswith("http") else DEFAULT_UI)).rstrip("/")
@@ -265,10 +239,10 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     index.write_text(html, encoding="utf-8")
     outcome = ReportOutcome(index, len(group_rows), len(runs), pictures, mlflow_error=mlflow_error)
     if tracking_uri and parent:
-        from mlflow.tracking import MlflowClient
+        from orchestrator.tracking import log_report
 
         try:
-            MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent, str(out), artifact_path="report")
+            log_report(tracking_uri, parent, out)
             outcome.mlflow_artifact = parent
         except tracking_errors() as exc:
             outcome.mlflow_error = one_line(exc)

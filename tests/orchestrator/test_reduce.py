@@ -108,7 +108,9 @@ def test_pictures_and_summaries_are_in_mlflow(reduced):
     assert len(groups) == 4
     for run in groups.values():
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.params["n_seeds"] == "3"
-        assert "seed" not in run.data.params and run.info.run_name.startswith("group width 8")
+        # named by the axes that vary in the sweep (label noise and lr), nothing else
+        params = run.data.params
+        assert "seed" not in params and run.info.run_name == f"group noise {params['label_noise']}, lr {params['lr']}"
     ok = {g: r for g, r in groups.items() if "n_morse_sets" in r.data.metrics}
     assert len(ok) == 2
     for run in ok.values():  # no verdict: no count or accuracy as a number, and a tag saying why
@@ -218,7 +220,7 @@ def test_taxonomy_is_on_every_group_run_and_the_parent(reduced):
     with_phase = [r for r in _group_runs(reduced[2]).values() if "doodl.phase" in r.data.tags]
     assert len(with_phase) == 2
     for r in with_phase:
-        assert {"hessian_top", "mc", "cka", "train_loss"} <= set(r.data.metrics)
+        assert {"hessian_top", "mc", "cka", "final_train_loss"} <= set(r.data.metrics)
         assert r.data.tags["doodl.threshold_cka"] == "0.68"
     own = [c for c in children if "hessian_top" in c.data.metrics]
     assert len(own) == 6 and not any("mc" in c.data.metrics or "doodl.phase" in c.data.tags for c in own)
@@ -316,3 +318,23 @@ def test_only_ntk_on_projected_snapshots_fails_each_group_with_the_reason(tmp_pa
     assert "ntk: reduced 0, already done 0, failed 1" in out and "morse" not in out
     (row,) = pq.read_table(f"{store}/proj/reduction/ntk.parquet").to_pylist()
     assert "projected snapshots" in row["error"] and "full parameters" in row["error"]
+
+
+def test_one_text_form_per_param_and_one_meaning_per_metric(reduced):
+    """The README's search example works, and final_* means end-of-training full-split
+    figures on every run type (a group's are its seeds' mean): curves keep curve names."""
+    client, children, _ = _runs_by_role(reduced[2])
+    exp = client.get_experiment_by_name("red").experiment_id
+    clean = client.search_runs([exp], filter_string="params.label_noise = '0' and tags.`doodl.role` = 'child'")
+    assert len(clean) == 6 and all(r.info.run_name.startswith("noise0-lr") for r in clean)
+    assert client.search_runs([exp], filter_string="params.label_noise = '0.0'") == []
+    assert {r.data.params["lr"] for r in children} == {"0.05", "10000"}
+    groups = _group_runs(reduced[2])
+    taxonomy = {r["group_id"]: r for r in pq.read_table(f"{reduced[1]}/red/reduction/taxonomy.parquet").to_pylist()}
+    for gid, run in groups.items():
+        if taxonomy[gid]["error"] is None:
+            assert run.data.metrics["final_test_acc"] == pytest.approx(taxonomy[gid]["test_acc"])
+            assert "test_acc" not in run.data.metrics and "train_loss" not in run.data.metrics
+    for run in children:  # a seed's curve and its own final figure, under different names
+        history = client.get_metric_history(run.info.run_id, "test_acc")
+        assert len(history) > 1 and "final_test_acc" in run.data.metrics

@@ -12,72 +12,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from workers.config import axes, later_labels
+from orchestrator.tracking._queries import search_all
+from orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, TABLE_COLUMNS, group_results,
+                                          group_run_name, metrics_of, param_text, run_name, seed_results,
+                                          subsample_steps)
+from orchestrator.tracking.tags import (ANALYSIS_TAGS, EXPERIMENT_KIND, TAG_GROUP, TAG_LOGGED, TAG_ROLE, TAG_RUN,
+                                        TAG_SWEEP)
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 # Seconds to wait before each retry of a call that found the SQLite database locked (by
 # another writer). Each attempt itself waits up to 20 s for the lock (MLflow's busy_timeout).
 LOCK_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 log = logging.getLogger("doodl.mlflow")
-# per curve: enough to compare runs in the UI (every step is in the store); MLflow writes a
-# row per point and logging time grows with them (about 0.1 ms a point with SQLite here)
-CURVE_POINTS = 50
-CURVES = ("train_loss", "train_acc", "grad_norm", "lr")
-HELD_OUT_CURVES = ("test_loss", "test_acc")  # measured at recorded steps only
-TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
-    "doodl.sweep_id",
-    "doodl.run_id",
-    "doodl.group_id",
-    "doodl.role",
-    "doodl.logged",
-)
-# MLflow 3's UI opens an experiment without a kind on its GenAI overview (empty trace charts);
-# this kind makes it open on the runs
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# per analysis, the tag holding the settings a child's results were logged with
-ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy", "koopman": "doodl.koopman", "ntk": "doodl.ntk"}
-TABLE_COLUMNS = {
-    "morse": ("group_id", "label", "n_runs", "coordinates", "no_verdict", "n_outcomes", "outcome_sizes", "n_attractors",
-              "ari", "outcome_accuracy", "outcome_chance", "baseline_accuracy", "versus_baseline", "self_basin_accuracy",
-              "self_basin_chance", "n_transit", "n_undecided", "n_morse_sets", "n_unresolved", "cm_n_morse_sets",
-              "cm_n_attractors", "cm_boundary", "data_n_attractors", "data_agrees", "fidelity", "n_pairs", "total_s",
-              "warnings", "error"),
-    "taxonomy": ("group_id", "label", "phase", "n_seeds", "train_loss", "train_acc", "test_acc", "hessian_top",
-                 "hessian_trace", "mc", "line_barrier", "cka", "l2", "total_s", "threshold_train_loss",
-                 "threshold_mc_tolerance", "threshold_cka", "error"),
-    "koopman": ("group_id", "label", "koopman_class", "n_runs", "n_spectra", "n_pairs", "modulus_1", "modulus_2",
-                "modulus_3", "spread", "seconds", "warnings", "error"),
-    "ntk": ("group_id", "label", "n_runs", "n_probe", "transition_step", "transition_steps", "final_distance_init",
-            "seconds", "error"),
-}
-TAXONOMY_METRICS = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "mc", "line_mc", "line_barrier", "cka",
-                    "l2")
-# config fields shown as MLflow params (the rest are in variants.parquet): every grid axis
-PARAM_FIELDS = (
-    "dataset", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum", "record_every",
-    "projection_dim", "seed", *axes(),
-)
-
-
-def subsample_steps(n_steps: int, points: int = CURVE_POINTS) -> np.ndarray:
-    """Indices ``0..n_steps-1`` thinned to at most ``points``, always keeping the last."""
-    if n_steps <= points:
-        return np.arange(n_steps)
-    return np.unique(np.linspace(0, n_steps - 1, points).round().astype(np.int64))
-
-
-def run_name(cfg: dict) -> str:
-    """A readable child-run name; the id keeps names of equal configs apart."""
-    later = "".join(f"-{label}{value:g}" if isinstance(value, float) else f"-{label}{value}"
-                    for label, value in later_labels(cfg))
-    return (
-        f"w{cfg['width']}-d{cfg['depth']}-noise{cfg['label_noise']:g}-frac{cfg['train_fraction']:g}"
-        f"-lr{cfg['lr']:g}-bs{cfg['batch_size']}{later}-s{cfg['seed']}-{cfg['run_id'][:6]}"
-    )
 
 
 def _locked(exc: BaseException) -> bool:
@@ -111,6 +62,43 @@ class _RetryOnLock:
         return call
 
 
+@dataclass
+class SweepView:
+    """What MLflow holds of one sweep, read back by its tags."""
+
+    parent: str | None = None
+    children: dict[str, str] = field(default_factory=dict)  # variant run id -> its MLflow run
+    groups: dict[str, str] = field(default_factory=dict)  # group id -> its group run
+    logged: set[str] = field(default_factory=set)  # variants whose run is fully logged
+    # analysis -> MLflow run id (a seed's or a group's) -> settings key of the results it holds
+    reduction_logged: dict[str, dict[str, str]] = field(default_factory=lambda: {n: {} for n in ANALYSIS_TAGS})
+
+
+def read_view(client, experiment_id: str, sweep_id: str) -> SweepView:
+    """The sweep's runs in the experiment, every page of them."""
+    view = SweepView()
+    runs = list(search_all(client, [experiment_id], f"tags.`{TAG_SWEEP}` = '{sweep_id}'"))
+    # of duplicates (two drivers at once, before leases), the one merge_duplicates keeps wins
+    for run in sorted(runs, key=_keep_order, reverse=True):
+        role = run.data.tags.get(TAG_ROLE)
+        if role == "child":
+            rid = run.data.tags.get(TAG_RUN)
+            view.children[rid] = run.info.run_id
+            if run.data.tags.get(TAG_LOGGED) == "1":
+                view.logged.add(rid)
+        elif role == "group":
+            view.groups[run.data.tags.get(TAG_GROUP)] = run.info.run_id
+        elif role == "parent":
+            view.parent = run.info.run_id
+    mine = set(view.children.values()) | set(view.groups.values())
+    for run in runs:
+        if run.info.run_id in mine:
+            for name, tag in ANALYSIS_TAGS.items():
+                if tag in run.data.tags:
+                    view.reduction_logged[name][run.info.run_id] = run.data.tags[tag]
+    return view
+
+
 class MlflowSink:
     """Parent and child runs of one sweep in one experiment; idempotent by tags."""
 
@@ -132,28 +120,9 @@ class MlflowSink:
         self._read_children()
 
     def _read_children(self) -> None:
-        self.children: dict[str, str] = {}
-        self.groups: dict[str, str] = {}  # group id -> its group run
-        self.logged: set[str] = set()
-        # analysis -> MLflow run id (a seed's or a group's) -> settings key of the results it holds
-        self.reduction_logged: dict[str, dict[str, str]] = {name: {} for name in ANALYSIS_TAGS}
-        runs = list(self._search(f"tags.`{TAG_SWEEP}` = '{self.sweep_id}'"))
-        # of duplicates (two drivers at once, before leases), the one merge_duplicates keeps wins
-        for run in sorted(runs, key=_keep_order, reverse=True):
-            role = run.data.tags.get(TAG_ROLE)
-            if role == "child":
-                rid = run.data.tags.get(TAG_RUN)
-                self.children[rid] = run.info.run_id
-                if run.data.tags.get(TAG_LOGGED) == "1":
-                    self.logged.add(rid)
-            elif role == "group":
-                self.groups[run.data.tags.get(TAG_GROUP)] = run.info.run_id
-        mine = set(self.children.values()) | set(self.groups.values())
-        for run in runs:
-            if run.info.run_id in mine:
-                for name, tag in ANALYSIS_TAGS.items():
-                    if tag in run.data.tags:
-                        self.reduction_logged[name][run.info.run_id] = run.data.tags[tag]
+        view = read_view(self.client, self.experiment_id, self.sweep_id)
+        self.children, self.groups, self.logged = view.children, view.groups, view.logged
+        self.reduction_logged = view.reduction_logged
 
     def _role_filter(self, role: str) -> str:
         return f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_ROLE}` = '{role}'"
@@ -183,15 +152,7 @@ class MlflowSink:
         return deleted
 
     def _search(self, filter_string: str):
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id], filter_string=filter_string, max_results=1000, page_token=token
-            )
-            yield from page
-            token = page.token
-            if not token:
-                return
+        return search_all(self.client, [self.experiment_id], filter_string)
 
     def _find_or_create_parent(self) -> str:
         found = sorted(self._search(self._role_filter("parent")), key=_keep_order)
@@ -207,7 +168,7 @@ class MlflowSink:
         from mlflow.entities import Metric, Param
 
         existing = self.client.get_run(self.parent_id).data.params
-        new = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        new = [Param(k, param_text(v)) for k, v in params.items() if k not in existing]
         now = int(time.time() * 1000)
         mets = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
         if new or mets:
@@ -216,11 +177,11 @@ class MlflowSink:
             self.client.set_terminated(self.parent_id, "FINISHED")
 
     def log_variants(self, variants: Iterable[dict], trajectories: pa.Table, finals: pa.Table,
-                     snapshots: pa.Table | None = None) -> int:
+                     snapshots: pa.Table | None = None, varying: list[str] = ()) -> int:
         """Log every not-yet-logged variant among ``variants`` (rows of variants.parquet).
 
         ``trajectories``, ``finals`` and ``snapshots`` (without ``theta``: the held-out
-        curves) hold their committed rows.
+        curves) hold their committed rows; ``varying``: the sweep's axes that vary (run names).
         Returns how many child runs were logged now.
         """
         from mlflow.entities import Metric, Param, RunTag
@@ -256,7 +217,7 @@ class MlflowSink:
             if child is None:
                 child = self.client.create_run(
                     self.experiment_id,
-                    run_name=run_name(cfg),
+                    run_name=run_name(cfg, list(varying)),
                     tags={
                         "mlflow.parentRunId": self.parent_id,
                         TAG_SWEEP: self.sweep_id,
@@ -266,7 +227,7 @@ class MlflowSink:
                     },
                 ).info.run_id
                 self.children[rid] = child
-            params = [Param(k, str(cfg[k])) for k in PARAM_FIELDS] + [Param("unit_id", cfg["unit_id"])]
+            params = [Param(k, param_text(cfg[k])) for k in PARAM_FIELDS] + [Param("unit_id", cfg["unit_id"])]
             tags = [RunTag("doodl.status", final["status"]), RunTag(TAG_LOGGED, "1")]
             self.client.log_batch(child, metrics=metrics, params=params, tags=tags)
             self.client.set_terminated(child, "FINISHED" if final["status"] == "ok" else "FAILED")
@@ -274,7 +235,7 @@ class MlflowSink:
         return len(todo)
 
 
-    def ensure_group_runs(self, groups: dict[str, list[dict]], labels: dict[str, str]) -> None:
+    def ensure_group_runs(self, groups: dict[str, list[dict]], varying: list[str]) -> None:
         """A run per group (tag ``doodl.role = group``, a child of the parent, the group's
         config as params), created once: it carries the group's results of every analysis,
         so they are logged once and compare group against group in MLflow's runs table."""
@@ -285,10 +246,11 @@ class MlflowSink:
                 continue
             cfg = rows[0]
             run = self.client.create_run(
-                self.experiment_id, run_name=f"group {labels.get(gid, gid)}",
+                self.experiment_id, run_name=group_run_name(cfg, varying),
                 tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep_id, TAG_GROUP: gid,
                       TAG_ROLE: "group"})
-            params = [Param(k, str(cfg[k])) for k in PARAM_FIELDS if k != "seed"] + [Param("n_seeds", str(len(rows)))]
+            params = [Param(k, param_text(cfg[k])) for k in PARAM_FIELDS if k != "seed"] + [
+                Param("n_seeds", str(len(rows)))]
             self.client.log_batch(run.info.run_id, params=params)
             self.client.set_terminated(run.info.run_id, "FINISHED")
             self.groups[gid] = run.info.run_id
@@ -312,7 +274,7 @@ class MlflowSink:
         yet (training not logged) are left for a later run. Returns how many runs were
         logged now.
         """
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import RunTag
 
         now = int(time.time() * 1000)
         logged = self.reduction_logged[name]
@@ -321,10 +283,10 @@ class MlflowSink:
         group = self.groups.get(row["group_id"])
         if group is not None and logged.get(group) != settings_key:
             if row.get("error") is None:
-                values, tags, curves = _group_results(name, row)
+                values, tags, curves = group_results(name, row)
             else:
                 values, tags, curves = {}, {f"doodl.{name}_error": row["error"][:500]}, []
-            self.client.log_batch(group, metrics=_metrics(values, curves, now),
+            self.client.log_batch(group, metrics=metrics_of(values, curves, now),
                                   tags=[key_tag, *(RunTag(k, v) for k, v in tags.items())])
             for path in pictures.values():
                 self.client.log_artifact(group, path, artifact_path=name)
@@ -334,8 +296,8 @@ class MlflowSink:
             child = self.children.get(run["run_id"])
             if child is None or logged.get(child) == settings_key:
                 continue
-            values, tags, curves = _seed_results(name, run) if row.get("error") is None else ({}, {}, [])
-            self.client.log_batch(child, metrics=_metrics(values, curves, now),
+            values, tags, curves = seed_results(name, run) if row.get("error") is None else ({}, {}, [])
+            self.client.log_batch(child, metrics=metrics_of(values, curves, now),
                                   tags=[key_tag, *(RunTag(k, v) for k, v in tags.items())])
             logged[child] = settings_key
             done += 1
@@ -361,60 +323,6 @@ class MlflowSink:
         mets = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and np.isfinite(v)]
         if mets:
             self.client.log_batch(self.parent_id, metrics=mets)
-
-
-def _metrics(values: dict, curves: list[tuple[str, int, float]], now: int) -> list:
-    from mlflow.entities import Metric
-
-    out = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and np.isfinite(float(v))]
-    return out + [Metric(k, float(v), now, int(step)) for k, step, v in curves if v is not None and np.isfinite(v)]
-
-
-def _curves(name: str, steps, values) -> list[tuple[str, int, float]]:
-    return [(name, step, v) for step, v in zip(steps or [], values or [])]
-
-
-def _group_results(name: str, row: dict) -> tuple[dict, dict[str, str], list]:
-    """What a group run shows of one analysis: metrics, tags, curves (name, step, value).
-    Ids that are not stable between reductions (Morse sets, Koopman classes) are tags."""
-    if name == "morse":
-        # below the minimum of runs the verdict columns are null: no metric, and a tag says why
-        tags = {"doodl.morse_coordinates": str(row["coordinates"]),
-                "doodl.morse_verdict": row.get("no_verdict") or f"{row.get('versus_baseline')} the baseline"}
-        return ({"n_morse_sets": row["n_morse_sets"], "n_attractors": row.get("n_attractors"),
-                 "n_unresolved_morse_sets": row["n_unresolved"], "n_outcomes": row.get("n_outcomes"),
-                 "outcome_ari": row.get("ari"), "outcome_accuracy": row.get("outcome_accuracy"),
-                 "outcome_chance": row.get("outcome_chance"), "outcome_baseline_accuracy": row.get("baseline_accuracy"),
-                 "self_basin_accuracy": row.get("self_basin_accuracy"), "self_basin_chance": row.get("self_basin_chance"),
-                 "outcome_undecided": row.get("n_undecided"), "fidelity": row.get("fidelity")}, tags, [])
-    if name == "taxonomy":
-        return ({k: row.get(k) for k in TAXONOMY_METRICS},
-                {"doodl.phase": str(row["phase"]), **{f"doodl.{k}": str(row[k]) for k in
-                 ("threshold_train_loss", "threshold_mc_tolerance", "threshold_cka")}}, [])
-    if name == "koopman":
-        tags = {"doodl.koopman_class": str(row["koopman_class"])} if row.get("koopman_class") is not None else {}
-        return ({**{f"koopman_modulus_{k}": row.get(f"modulus_{k}") for k in (1, 2, 3)},
-                 "koopman_spread": row.get("spread")}, tags, [])
-    return ({"ntk_transition_step": row.get("transition_step")}, {},
-            _curves("ntk_distance_init", row.get("steps"), row.get("distance_init"))
-            + _curves("ntk_velocity", row.get("steps"), row.get("velocity")))
-
-
-def _seed_results(name: str, run: dict) -> tuple[dict, dict[str, str], list]:
-    """What a seed's run shows of one analysis: its own values only."""
-    if name == "morse":
-        values = {"final_in_attractor": run.get("in_attractor"), "outcome_correct": run.get("outcome_correct"),
-                  "outcome_baseline_correct": run.get("baseline_correct")}
-        return (values, {"doodl.itinerary": " > ".join(str(u) for u in run.get("itinerary") or []) or "none",
-                         "doodl.end_attractor": str(run.get("end_attractor")), "doodl.outcome": str(run.get("outcome"))},
-                [])
-    if name == "taxonomy":
-        return {k: run.get(k) for k in ("hessian_top", "hessian_trace")}, {}, []
-    if name == "koopman":
-        return {"koopman_run_modulus_1": run.get("modulus_1")}, {}, []
-    return ({"ntk_transition_step": run.get("transition_step")}, {},
-            _curves("ntk_distance_init", run.get("steps"), run.get("distance_init"))
-            + _curves("ntk_velocity", run.get("steps"), run.get("velocity")))
 
 
 def _keep_order(run) -> tuple:

@@ -11,58 +11,17 @@ import os
 import queue
 import sys
 import threading
-import urllib.error
-import urllib.request
 
 from rich.console import Console
 
-from orchestrator.mlflow_sink import CURVES, HELD_OUT_CURVES, MlflowSink
 from orchestrator.store import SweepStore
+from orchestrator.tracking._probe import TrackingUnavailable, is_server, one_line, probe, tracking_errors, \
+    use_short_http_timeouts
+from orchestrator.tracking._sink import MlflowSink
+from orchestrator.tracking._views import CURVES, HELD_OUT_CURVES, varying_axes
 
 console = Console(stderr=True)
-PROBE_TIMEOUT_S = 3.0  # a tracking server that does not answer this fast is treated as down
-# for doodl's own client: MLflow's defaults retry a dead server for minutes per call
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-
-
-class TrackingUnavailable(ConnectionError):
-    """The tracking server did not answer its health check."""
-
-
-def tracking_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean "tracking is unavailable": MLflow's, the HTTP client's,
-    the SQL store's and the operating system's (a server that is down, a locked database)."""
-    import requests
-    import sqlalchemy.exc
-    from mlflow.exceptions import MlflowException
-
-    return MlflowException, requests.exceptions.RequestException, sqlalchemy.exc.SQLAlchemyError, OSError
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line for a warning."""
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
-
-
-def is_server(tracking_uri: str) -> bool:
-    """True for a tracking server (http/https), which can be probed; False for a local store."""
-    return tracking_uri.startswith(("http://", "https://"))
-
-
-def probe(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise :class:`TrackingUnavailable` when an http(s) tracking server does not answer
-    ``/health`` within ``timeout`` seconds; other stores (SQLite) need no probe."""
-    if not is_server(tracking_uri):
-        return
-    try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            if resp.status >= 500:
-                raise TrackingUnavailable(f"{tracking_uri} answered its health check with {resp.status}")
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingUnavailable(f"no answer from {tracking_uri} within {timeout:g} s ({reason})") from None
+_STATE = {"down": "is unreachable", "refused": "refuses the API", "broken": "is broken"}  # by TrackingUnavailable.kind
 
 
 def defer(outcome, exc: BaseException, what: str = "MLflow logging failed") -> None:
@@ -76,11 +35,13 @@ def defer(outcome, exc: BaseException, what: str = "MLflow logging failed") -> N
 def open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> MlflowSink | None:
     """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``) when
     the tracking store cannot be reached within :data:`PROBE_TIMEOUT_S`."""
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)  # a user's own setting wins
+    use_short_http_timeouts()
     try:
         probe(tracking_uri)
         return MlflowSink(tracking_uri, experiment, sweep_id)
+    except TrackingUnavailable as exc:
+        defer(outcome, exc, f"MLflow at {tracking_uri} {_STATE[exc.kind]}")
+        return None
     except tracking_errors() as exc:
         defer(outcome, exc, f"MLflow at {tracking_uri} is unreachable")
         return None
@@ -102,7 +63,8 @@ def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str
             "finals", unit_ids,
             ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],
         )
-        outcome.logged_runs += sink.log_variants(wanted, traj, fin, snaps)
+        varying = varying_axes(v for rows in rows_by_unit.values() for v in rows)
+        outcome.logged_runs += sink.log_variants(wanted, traj, fin, snaps, varying)
     except tracking_errors() as exc:
         defer(outcome, exc)
 

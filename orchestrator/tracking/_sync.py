@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 
 from orchestrator._reduction_store import ReductionStore
-from orchestrator.reduce import (ANALYSES, consolidate, koopman_classes, log_group, log_summaries, open_group_runs,
-                                 sweep_pictures_in_store)
+from orchestrator.results import ANALYSES, koopman_classes, stored_tables, sweep_pictures_in_store
 from orchestrator.store import SweepStore
-from orchestrator.tracking import defer, log_sweep_done, log_units, open_sink, tracking_errors
+from orchestrator.tracking._probe import tracking_errors
+from orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
+from orchestrator.tracking._sweep_log import defer, log_sweep_done, log_units, open_sink
 
 
 @dataclass
@@ -68,7 +69,7 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
         rows = rstore.reduced_groups()
         if not rows:
             continue
-        tables[name] = consolidate(rstore, groups, store.sweep_id)
+        tables[name] = stored_tables(rstore)
         classes = koopman_classes(tables[name][0]) if name == "koopman" else {}
         for row in rows.values():
             if row["group_id"] in groups:

@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-import orchestrator.tracking as tracking
+import orchestrator.tracking._sweep_log as tracking
 from orchestrator.store import SweepStore
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 

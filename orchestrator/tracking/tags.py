@@ -1,0 +1,17 @@
+"""The tags doodl sets on MLflow runs and experiments: one place for every name."""
+
+TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
+    "doodl.sweep_id",
+    "doodl.run_id",
+    "doodl.group_id",
+    "doodl.role",
+    "doodl.logged",
+)
+
+# MLflow 3's UI opens an experiment without a kind on its GenAI overview (empty trace charts);
+# this kind makes it open on the runs
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# per analysis, the tag holding the settings a child's results were logged with
+ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy", "koopman": "doodl.koopman", "ntk": "doodl.ntk"}
+# an audit run: its verdict, its baseline sweep and the spec it audited
+TAG_VERDICT, TAG_BASELINE, TAG_SPEC = "doodl.audit_verdict", "doodl.audit_baseline", "doodl.spec_name"
