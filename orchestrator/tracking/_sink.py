@@ -19,10 +19,10 @@ import pyarrow as pa
 
 from orchestrator.tracking._queries import search_all
 from orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, TABLE_COLUMNS, group_results,
-                                          group_run_name, metrics_of, param_text, run_name, seed_results,
+                                          group_name, group_run_name, metrics_of, param_text, run_name, seed_results,
                                           subsample_steps)
-from orchestrator.tracking.tags import (ANALYSIS_TAGS, EXPERIMENT_KIND, TAG_GROUP, TAG_LOGGED, TAG_ROLE, TAG_RUN,
-                                        TAG_SWEEP)
+from orchestrator.tracking.tags import (ANALYSIS_TAGS, EXPERIMENT_KIND, TAG_GROUP, TAG_GROUP_LABEL, TAG_LOGGED,
+                                        TAG_ROLE, TAG_RUN, TAG_SWEEP)
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 # Seconds to wait before each retry of a call that found the SQLite database locked (by
@@ -265,7 +265,8 @@ class MlflowSink:
                 child = self.client.create_run(
                     self.experiment_id, run_name=run_name(cfg, varying),
                     tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep_id, TAG_RUN: rid,
-                          TAG_GROUP: cfg["group_id"], TAG_ROLE: "child"}).info.run_id
+                          TAG_GROUP: cfg["group_id"], TAG_GROUP_LABEL: group_name(cfg, varying),
+                          TAG_ROLE: "child"}).info.run_id
                 self.children[rid] = child  # one key per thread: dict assignment is atomic
             params = [Param(k, param_text(cfg[k])) for k in PARAM_FIELDS] + [Param("unit_id", cfg["unit_id"])]
             tags = [RunTag("doodl.status", final["status"]), RunTag(TAG_LOGGED, "1")]
@@ -292,7 +293,7 @@ class MlflowSink:
             run = self.client.create_run(
                 self.experiment_id, run_name=group_run_name(cfg, varying),
                 tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep_id, TAG_GROUP: gid,
-                      TAG_ROLE: "group"})
+                      TAG_GROUP_LABEL: group_name(cfg, varying), TAG_ROLE: "group"})
             params = [Param(k, param_text(cfg[k])) for k in PARAM_FIELDS if k != "seed"] + [
                 Param("n_seeds", str(len(rows)))]
             self.client.log_batch(run.info.run_id, params=params)

@@ -78,9 +78,14 @@ def run_name(cfg: Mapping, varying: list[str]) -> str:
     return "-".join([*_labelled(cfg, varying, ""), f"s{cfg['seed']}", cfg["run_id"][:6]])
 
 
+def group_name(cfg: Mapping, varying: list[str]) -> str:
+    """A group's readable name: the values of the axes that vary in the sweep."""
+    return ", ".join(_labelled(cfg, varying, " ")) or "the sweep's only group"
+
+
 def group_run_name(cfg: Mapping, varying: list[str]) -> str:
-    """A group's run name: ``group`` and the values of the axes that vary in the sweep."""
-    return "group " + (", ".join(_labelled(cfg, varying, " ")) or "(the sweep's only group)")
+    """A group's run name: ``group`` and its :func:`group_name`."""
+    return f"group {group_name(cfg, varying)}"
 
 
 def metrics_of(values: dict, curves: list[tuple[str, int, float]], now: int) -> list:

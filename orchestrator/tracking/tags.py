@@ -7,6 +7,9 @@ TAG_SWEEP, TAG_RUN, TAG_GROUP, TAG_ROLE, TAG_LOGGED = (
     "doodl.role",
     "doodl.logged",
 )
+# a group's readable name (the values of the axes that vary), on its group run and its seeds'
+# runs: "Group by" this tag in MLflow's runs table puts each group's seeds together
+TAG_GROUP_LABEL = "doodl.group"
 
 # MLflow 3's UI opens an experiment without a kind on its GenAI overview (empty trace charts);
 # this kind makes it open on the runs

@@ -335,6 +335,11 @@ def test_one_text_form_per_param_and_one_meaning_per_metric(reduced):
         if taxonomy[gid]["error"] is None:
             assert run.data.metrics["final_test_acc"] == pytest.approx(taxonomy[gid]["test_acc"])
             assert "test_acc" not in run.data.metrics and "train_loss" not in run.data.metrics
+    # seeds sit beside their group run (MLflow's UI keeps a tree only under its default sort),
+    # and both carry the group's readable name for the runs table's "Group by"
+    for run in children:
+        group = groups[run.data.tags["doodl.group_id"]]
+        assert run.data.tags["doodl.group"] == group.data.tags["doodl.group"] == group.info.run_name.removeprefix("group ")
     for run in children:  # a seed's curve and its own final figure, under different names
         history = client.get_metric_history(run.info.run_id, "test_acc")
         assert len(history) > 1 and "final_test_acc" in run.data.metrics
