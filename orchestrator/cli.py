@@ -161,7 +161,8 @@ def _reduce(store, args, settings) -> int:
     if "koopman" in outcome.counts:
         extra.append(f"Koopman equivalence classes {outcome.koopman_classes}")
     parts += [f"waiting for training {outcome.waiting}", *extra,
-              f"logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s"]
+              f"logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s "
+              f"(MLflow {outcome.mlflow_seconds:.1f}s)"]
     print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts))
     if outcome.mlflow_error:
         print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)
@@ -219,7 +220,8 @@ def _sweep(args) -> int:
         f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
         f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
         f"failed {len(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
-        f"in {outcome.seconds:.1f}s" + (f" (training {outcome.train_seconds:.1f}s)" if outcome.trained_units else "")
+        f"in {outcome.seconds:.1f}s" + (f" (training {outcome.train_seconds:.1f}s, MLflow {outcome.mlflow_seconds:.1f}s)"
+                                        if outcome.trained_units else "")
     )
     if outcome.mlflow_error:
         print(f"MLflow logging deferred: {outcome.mlflow_error}", file=sys.stderr)

@@ -49,6 +49,7 @@ class SweepOutcome:
     failed_units: dict[str, str] = field(default_factory=dict)
     logged_runs: int = 0
     mlflow_error: str | None = None
+    mlflow_seconds: float = 0.0  # the logging thread's busy time (it overlaps training)
     seconds: float = 0.0
     train_seconds: float = 0.0  # from starting the actors to the last unit committed
     n_actors: int = 0  # the most actors training at once

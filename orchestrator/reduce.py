@@ -54,6 +54,7 @@ class ReduceOutcome:
     koopman_classes: int = 0  # dynamical equivalence classes among the groups with a spectrum
     logged_runs: int = 0
     mlflow_error: str | None = None
+    mlflow_seconds: float = 0.0  # of ``seconds``, spent logging to MLflow
     seconds: float = 0.0
 
     @property

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from orchestrator.results import GROUP_PICTURES, KOOPMAN_PICTURE, sweep_validity
 from orchestrator.tracking._probe import tracking_errors
-from orchestrator.tracking._sweep_log import defer
+from orchestrator.tracking._sweep_log import defer, timed
 from orchestrator.tracking._views import varying_axes
 from workers.config import group_label
 
 
+@timed
 def open_group_runs(sink, groups: dict[str, list[dict]], outcome) -> None:
     """Make sure every group has its MLflow run (where group results go) before logging."""
     if outcome.mlflow_error:
@@ -25,6 +26,7 @@ def open_group_runs(sink, groups: dict[str, list[dict]], outcome) -> None:
         defer(outcome, exc)
 
 
+@timed
 def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None:
     """Log one group's results of one analysis; runs and pictures are read back from the
     store when not given. After a tracking failure nothing more is tried (``doodl sync``)."""
@@ -58,6 +60,7 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
         defer(outcome, exc)
 
 
+@timed
 def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> None:
     """Log each analysis's all-groups table, files and sweep-level metrics on the parent run."""
     if outcome.mlflow_error:

@@ -24,6 +24,28 @@ console = Console(stderr=True)
 _STATE = {"down": "is unreachable", "refused": "refuses the API", "broken": "is broken"}  # by TrackingUnavailable.kind
 
 
+def timed(fn):
+    """Add the seconds ``fn`` takes to its ``outcome`` argument's ``mlflow_seconds`` (the
+    time a command spends in MLflow, reported beside its wall time)."""
+    import functools
+    import inspect
+    import time
+
+    position = list(inspect.signature(fn).parameters).index("outcome")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            outcome = kwargs.get("outcome", args[position] if len(args) > position else None)
+            if outcome is not None and hasattr(outcome, "mlflow_seconds"):
+                outcome.mlflow_seconds += time.perf_counter() - start
+
+    return wrapper
+
+
 def defer(outcome, exc: BaseException, what: str = "MLflow logging failed") -> None:
     """Record a tracking failure on ``outcome`` and say once how to catch up."""
     outcome.mlflow_error = one_line(exc)
@@ -32,6 +54,7 @@ def defer(outcome, exc: BaseException, what: str = "MLflow logging failed") -> N
                   f"deferred: run `doodl sync {sweep}` later to log it.")
 
 
+@timed
 def open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> MlflowSink | None:
     """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``) when
     the tracking store cannot be reached within :data:`PROBE_TIMEOUT_S`."""
@@ -47,6 +70,7 @@ def open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> Mlf
         return None
 
 
+@timed
 def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str, list[dict]],
               unit_ids: list[str], outcome) -> None:
     """Log the not-yet-logged variants of committed units. After a failure nothing more is
@@ -69,6 +93,7 @@ def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str
         defer(outcome, exc)
 
 
+@timed
 def log_sweep_done(sink: MlflowSink, store: SweepStore, unit_ids: list[str], outcome) -> None:
     """Mark the parent run finished, with the counts of done and diverged variants."""
     if outcome.mlflow_error:

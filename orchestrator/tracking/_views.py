@@ -11,7 +11,7 @@ from workers.config import axes
 
 # per curve: enough to compare runs in the UI (every step is in the store); MLflow writes a
 # row per point and logging time grows with them (about 0.1 ms a point with SQLite here)
-CURVE_POINTS = 50
+CURVE_POINTS = 25
 CURVES = ("train_loss", "train_acc", "grad_norm", "lr")
 HELD_OUT_CURVES = ("test_loss", "test_acc")  # measured at recorded steps only
 TABLE_COLUMNS = {
