@@ -18,7 +18,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # started once for the probe and the view-check tests
 def host_refusing_server(tmp_path_factory):
     """A real `mlflow server` that allows only another host name: what a default server
     behind a Kubernetes Service is to a client that calls it by the Service's name."""
