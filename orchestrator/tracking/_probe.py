@@ -23,7 +23,9 @@ PROBE_TIMEOUT_S = 10.0
 PROBE_PATH = "/api/2.0/mlflow/experiments/search"
 # for doodl's own client: MLflow's defaults retry a dead server for minutes per call
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 # else every finished run costs one more request (to print its URL) and two lines
+                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class TrackingUnavailable(ConnectionError):
@@ -58,7 +60,8 @@ def is_server(tracking_uri: str) -> bool:
 
 
 def use_short_http_timeouts() -> None:
-    """Make doodl's MLflow client give up on a dead server in seconds, not minutes (a
+    """Make doodl's MLflow client give up on a dead server in seconds, not minutes, and print
+    no URL per run (a
     user's own settings of these variables win)."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)

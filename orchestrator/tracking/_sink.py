@@ -2,9 +2,11 @@
 
 One experiment per sweep name, one parent run per sweep (tag ``doodl.sweep_id``), one
 child run per variant (tag ``doodl.run_id``). A child's params, metrics and its
-``doodl.logged`` tag go in a single ``log_batch`` call, which the SQL stores apply in one
-transaction: a child is either fully logged or will be logged again, and re-running a
-sweep finds the existing runs by tag instead of creating new ones.
+``doodl.logged`` tag go in one ``log_batch`` call; MLflow 3's SQL store commits params,
+metrics and tags one after another, the tag last, so a child carrying ``doodl.logged`` is
+fully logged and one without it is logged again (after a crash between those commits its
+curve points can then appear twice in its history). Re-running a sweep finds the existing
+runs by tag instead of creating new ones.
 """
 
 from __future__ import annotations
@@ -270,8 +272,8 @@ class MlflowSink:
                 self.children[rid] = child  # one key per thread: dict assignment is atomic
             params = [Param(k, param_text(cfg[k])) for k in PARAM_FIELDS] + [Param("unit_id", cfg["unit_id"])]
             tags = [RunTag("doodl.status", final["status"]), RunTag(TAG_LOGGED, "1")]
-            # params, metrics and the logged tag in one call: the SQL stores apply it in one
-            # transaction, so a run is fully logged or logged again
+            # params, metrics and the logged tag in one call; the tag is committed last, so a run
+            # without it is logged again
             self.client.log_batch(child, metrics=metrics, params=params, tags=tags)
             self.client.set_terminated(child, "FINISHED" if final["status"] == "ok" else "FAILED")
             self.logged.add(rid)
