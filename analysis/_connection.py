@@ -122,7 +122,7 @@ def grid_images(
 
     ``f`` is called once, on all ``(n+1)^d`` grid vertices (each cell's ``2^d`` corners are
     among them). A cell's image is the bounding box of its corners' images (or, for a map
-    with ``box_images(rects)``, such as :class:`analysis._pair_map.PairMap`, the box it
+    with ``box_images(rects)``, such as :class:`doodl.analysis._pair_map.PairMap`, the box it
     gives), widened by ``widen(centres)`` (a nonnegative radius per cell, shape ``(m,)`` or
     ``(m, d)``), and the closed cells meeting that box (a box ending exactly on a grid line
     meets the cells on both sides, as an outer enclosure must).

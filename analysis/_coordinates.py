@@ -114,7 +114,7 @@ def fit_coordinates(kind: str, states: list[np.ndarray], x: np.ndarray, y: np.nd
     if kind == "dmd":
         return dmd_coordinates(x, y, dims)
     if kind == "latent":
-        from analysis._latent import LatentDynamics
+        from doodl.analysis._latent import LatentDynamics
 
         model = LatentDynamics(dims=dims, seed=seed).fit(x, y)
         return Coordinates("latent", model.encode, np.full(dims, np.nan))

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from workers.config import VariantConfig
-from workers.datasets import SplitData, dataset_split
-from workers.models import build_model, param_count
+from doodl.workers.config import VariantConfig
+from doodl.workers.datasets import SplitData, dataset_split
+from doodl.workers.models import build_model, param_count
 
 # Spawn key that separates the probe stream from every other use of the same seed.
 _PROBE_STREAM = 0x9B0E
@@ -47,7 +47,7 @@ def probe_inputs(variant: dict, n_probe: int = 200, seed: int = 0) -> np.ndarray
 
 
 def _shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
-    """Parameter shapes in module order, the order of ``workers.models.flatten_params``."""
+    """Parameter shapes in module order, the order of ``doodl.workers.models.flatten_params``."""
     return {name: p.shape for name, p in model.named_parameters()}
 
 

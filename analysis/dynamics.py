@@ -4,12 +4,12 @@ For one group (all seeds of one config) :func:`group_morse`:
 
 1. defines each run's *outcome* without the graph: its end state (final function on the
    probe set, final train accuracy and loss) clustered into outcome modes
-   (:mod:`analysis._outcomes`);
+   (:mod:`doodl.analysis._outcomes`);
 2. fits ``dims`` coordinates to the states of its non-diverged runs (``coordinates``: by
    default function space when the runs carry the model's outputs on a probe set, else
-   PCA of the late snapshots; see :mod:`analysis._coordinates`);
+   PCA of the late snapshots; see :mod:`doodl.analysis._coordinates`);
 3. builds the training map over ``tau x compose`` snapshots from the runs' snapshot pairs,
-   from each run's early state on (:mod:`analysis._pair_map`: a box maps to the images of
+   from each run's early state on (:mod:`doodl.analysis._pair_map`: a box maps to the images of
    the pairs in it and of the pairs nearest its corners) and computes its Morse graph with
    CMGDB on the runs' bounding box padded by ``padding`` of its extent per side;
 4. judges it out of sample, against the outcomes. The runs are split into ``folds``; for
@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis._coordinates import KINDS, Coordinates, fit_coordinates
-from analysis._outcomes import Outcomes, end_features, outcome_modes
-from analysis._pair_map import PairMap
-from analysis.morse import NO_ATTRACTOR, MorseGraph, morse_graph
+from doodl.analysis._coordinates import KINDS, Coordinates, fit_coordinates
+from doodl.analysis._outcomes import Outcomes, end_features, outcome_modes
+from doodl.analysis._pair_map import PairMap
+from doodl.analysis.morse import NO_ATTRACTOR, MorseGraph, morse_graph
 
 METHOD_VERSION = 4  # bump when a change alters results: stored results of older versions are redone
 COORDINATES = ("auto", *KINDS)
@@ -157,7 +157,7 @@ class RunVerdict:
     predicted_start: int | None = None
     predicted_early: int | None = None
     fold: int = -1
-    outcome: int = -1  # the run's outcome mode (analysis._outcomes: its end state, without the graph)
+    outcome: int = -1  # the run's outcome mode (doodl.analysis._outcomes: its end state, without the graph)
     # out of sample, from the early state: the outcome the fold graph's basin stands for (the
     # outcome of the fold's training runs that ended in that basin; < 0: none or ambiguous),
     # and the baseline's (the outcome of the nearest training run's early state)
@@ -476,7 +476,7 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
 
 
 def run_outcomes(ok: list[RunTrajectory]) -> Outcomes:
-    """The outcome modes of non-diverged runs (:mod:`analysis._outcomes`): their final
+    """The outcome modes of non-diverged runs (:mod:`doodl.analysis._outcomes`): their final
     function on the probe set when every run has outputs, else their final state; beside
     the final train accuracy and loss when every run has them."""
     function = all(r.outputs is not None for r in ok)

@@ -4,7 +4,7 @@ equivalence classes (on the driver, from every group's seed spectra).
 Per group, from the committed snapshots (full or projected parameters) of its runs that
 did not diverge: the spectrum of the group (snapshot pairs of all its runs stacked) and,
 where a run has at least ``2 * rank`` snapshot pairs, the spectrum of each run alone.
-Across the sweep, :func:`analysis.koopman.conjugacy` compares seeds with seeds: two groups
+Across the sweep, :func:`doodl.analysis.koopman.conjugacy` compares seeds with seeds: two groups
 are conjugate when their seeds are no further apart across the groups than within the
 more spread of the two; classes are the average-linkage clusters of that ratio cut at 1.
 """
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from analysis.koopman import conjugacy, koopman_eigenvalues, spectral_distance
+from doodl.analysis.koopman import conjugacy, koopman_eigenvalues, spectral_distance
 
 LEADING = 3  # eigenvalue moduli reported as columns and metrics
 
@@ -40,7 +40,7 @@ def koopman_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], v
     section (``delays``, ``rank``, ``snapshots``, ``early_fraction``, ``seed``). Returns
     plain data (a Ray task result): ``row`` for the group table, ``runs`` (one row per
     seed: its own spectrum, when its data suffice); errors go in ``row["error"]``."""
-    from analysis.morse_task import read_group_runs
+    from doodl.analysis.morse_task import read_group_runs
 
     started = time.perf_counter()
     run_ids = [v["run_id"] for v in variants]
@@ -118,7 +118,7 @@ def plot_conjugacy(group_rows: list[dict], classes: dict[str, int], pairs: list[
                    title: str = "") -> bytes | None:
     """The seed-level distance matrix ordered by class (spreads on the diagonal, class
     boundaries drawn) beside each class's group spectra in the unit disc."""
-    from analysis.figures import png, pyplot
+    from doodl.analysis.figures import png, pyplot
 
     order = sorted(classes, key=lambda g: (classes[g], g))
     if not order:

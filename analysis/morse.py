@@ -229,7 +229,7 @@ def morse_graph(
     corners of many boxes at once (``chunk`` boxes per call), never once per box, and a
     box's image is the bounding box of its corners' images. A map that knows its box images
     itself (an object with ``box_images(rects) -> (n, 2d)``, such as
-    :class:`analysis._pair_map.PairMap`) gives them directly. Images outside the box are
+    :class:`doodl.analysis._pair_map.PairMap`) gives them directly. Images outside the box are
     allowed (those boxes map out of the domain). A non-finite or wrongly shaped image
     raises :class:`MorseError` instead of silently giving a wrong graph.
 
@@ -401,7 +401,7 @@ def _label(mg: MorseGraph, u: int) -> str:
 
 def graph_figure(mg: MorseGraph, *, title: str | None = None, verdict: bool = True):
     """The Morse graph as a matplotlib Figure (see :func:`render_graph`)."""
-    from analysis._graph_drawing import draw_morse_graph
+    from doodl.analysis._graph_drawing import draw_morse_graph
 
     styles = node_styles(mg, verdict=verdict)
     labels = {u: f"{_label(mg, u)}\n{len(mg.boxes[u])} boxes" for u in mg.nodes}

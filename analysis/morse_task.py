@@ -2,10 +2,10 @@
 
 :func:`morse_for_group` reads the group's committed snapshots and finals, adds the models'
 outputs on a fixed probe set when the snapshots hold full parameters (function-space
-coordinates, and the runs' outcomes), runs :func:`analysis.dynamics.group_morse`,
+coordinates, and the runs' outcomes), runs :func:`doodl.analysis.dynamics.group_morse`,
 cross-checks the graph with pychomp (the connection matrix of the same map on the uniform
 grid of ``subdiv_min``, and the Morse decomposition of the snapshot pairs alone), and draws
-the pictures. A group below :data:`analysis.dynamics.MIN_RUNS` non-diverged runs gets its
+the pictures. A group below :data:`doodl.analysis.dynamics.MIN_RUNS` non-diverged runs gets its
 graph drawn and stored, but no attractor count, basin or accuracy: those columns are null
 and ``no_verdict`` says why (``docs/methods.md``, "How many runs").
 """
@@ -18,8 +18,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from analysis._connection import connection_matrix, data_images, grid_images, set_of_points
-from analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse
+from doodl.analysis._connection import connection_matrix, data_images, grid_images, set_of_points
+from doodl.analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse
 
 PROBE_POINTS = 200  # held-out points the function-space coordinates are the outputs on
 PROBE_SEED = 0
@@ -37,8 +37,8 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     """
     import pyarrow.compute as pc
 
-    from workers import shards
-    from workers.config import VariantConfig
+    from doodl.workers import shards
+    from doodl.workers.config import VariantConfig
 
     run_ids = [v["run_id"] for v in variants]
     fs, root = shards.resolve_filesystem(sweep_root_uri)
@@ -56,7 +56,7 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     theta_np = flat.reshape(n, len(flat) // n) if n else np.empty((0, 0), dtype=np.float32)
     probe = None
     if function_space and variants:
-        from analysis._function_space import probe_inputs
+        from doodl.analysis._function_space import probe_inputs
 
         probe = probe_inputs(variants[0], PROBE_POINTS, PROBE_SEED)
     out = []
@@ -69,7 +69,7 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
         run_status = "diverged" if f.get("status") == "diverged" or not finite.all() else "ok"
         outputs = None
         if probe is not None and run_status == "ok":
-            from analysis._function_space import output_features
+            from doodl.analysis._function_space import output_features
 
             outputs = output_features(v, th.astype(np.float64), probe)
         out.append(RunTrajectory(rid, steps[idx][finite], th[finite], run_status, outputs,
@@ -232,7 +232,7 @@ def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from analysis.morse import plot_morse_sets, render_graph
+    from doodl.analysis.morse import plot_morse_sets, render_graph
 
     g = result.graph
     verdict = picture_verdict(row)

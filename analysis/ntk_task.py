@@ -3,7 +3,7 @@
 Per run that did not diverge, from its full parameter snapshots: the kernel on a fixed
 probe set of the sweep's training split at each recorded step (thinned to at most
 ``max_kernels``, evenly in log time, the first and last kept), its distance to the initial and the final
-kernel, its velocity and the transition step (:mod:`analysis.ntk`). Per group: the mean
+kernel, its velocity and the transition step (:mod:`doodl.analysis.ntk`). Per group: the mean
 curves over seeds at their common steps, and the median transition step.
 """
 
@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from analysis.ntk import kernel_path
+from doodl.analysis.ntk import kernel_path
 
 _PROBE_STREAM = 0x7E6C  # spawn key of the probe's permutation, apart from every other use of the seed
 
@@ -22,8 +22,8 @@ _PROBE_STREAM = 0x7E6C  # spawn key of the probe's permutation, apart from every
 def probe_training_inputs(variant: dict, n_probe: int, seed: int) -> np.ndarray:
     """``n_probe`` points of the sweep's training split (every run of a sweep, whatever its
     seed, gets the same ones: the permutation depends only on ``seed``), in split order."""
-    from workers.config import VariantConfig
-    from workers.datasets import dataset_split
+    from doodl.workers.config import VariantConfig
+    from doodl.workers.datasets import dataset_split
 
     x_train = dataset_split(VariantConfig.from_dict(variant)).x_train
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _PROBE_STREAM]))
@@ -49,10 +49,10 @@ def ntk_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], varia
     """One group's kernel paths. ``settings``: the ``reduce.ntk`` section (``probe``,
     ``max_kernels``, ``seed``). Returns ``row``, ``runs`` and ``pictures`` (``ntk.png``);
     errors (e.g. projected snapshots) go in ``row["error"]``."""
-    from analysis.morse_task import read_group_runs
-    from workers.config import VariantConfig
-    from workers.datasets import dataset_split
-    from workers.models import build_model
+    from doodl.analysis.morse_task import read_group_runs
+    from doodl.workers.config import VariantConfig
+    from doodl.workers.datasets import dataset_split
+    from doodl.workers.models import build_model
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -117,7 +117,7 @@ def _group_curves(paths: list) -> dict:
 def plot_kernel_paths(paths: dict, row: dict, title: str) -> bytes:
     """Distance to the initial kernel and kernel velocity over training, seeds overlaid,
     the group's transition step marked."""
-    from analysis.figures import png, pyplot
+    from doodl.analysis.figures import png, pyplot
 
     plt = pyplot()
     fig, (ax_d, ax_v) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)

@@ -34,17 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from analysis._connectivity import (
+from doodl.analysis._connectivity import (
     CurveFitter,
     linear_barrier,
     linear_cka,
     mc_from_errors,
 )
-from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
-from workers.config import VariantConfig
-from workers.datasets import dataset_split, variant_data
-from workers.models import build_model, init_params
-from workers.seeds import seed_stream
+from doodl.analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
+from doodl.workers.config import VariantConfig
+from doodl.workers.datasets import dataset_split, variant_data
+from doodl.workers.models import build_model, init_params
+from doodl.workers.seeds import seed_stream
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
@@ -244,7 +244,7 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
     """
     import pyarrow.compute as pc
 
-    from workers import shards
+    from doodl.workers import shards
 
     torch.set_num_threads(1)
     started = time.perf_counter()

@@ -18,7 +18,7 @@ def ensure_sweep(store: str | None, sweep: str, spec: str) -> tuple[str, tempfil
     store = store or os.path.join(tmp.name, "store")
     if not (Path(store) / sweep / "sweep.json").exists():
         print(f"training {spec} into {store} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", spec, "--store", store,
+        subprocess.run([sys.executable, "-m", "doodl.orchestrator.cli", "sweep", spec, "--store", store,
                         "--tracking-uri", f"sqlite:///{tmp.name}/m.db", "--no-progress"], check=True, cwd=ROOT)
     return f"{os.path.abspath(store)}/{sweep}", tmp
 

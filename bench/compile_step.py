@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from workers._architectures import MLP
-from workers._batched_mlp import BatchedMLP
+from doodl.workers._architectures import MLP
+from doodl.workers._batched_mlp import BatchedMLP
 
 
 def per_call_ms(fn, n: int = 50) -> float:

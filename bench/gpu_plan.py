@@ -1,11 +1,11 @@
 """The GPU path on paper: what a packed GPU would do with doodl's batched engine.
 
 No GPU is used. For each model family and width below this counts, on the CPU, what one
-variant costs the batched engine (``workers.engine.train_unit``: V variants train as one
+variant costs the batched engine (``doodl.workers.engine.train_unit``: V variants train as one
 model under ``torch.func.vmap``, float32, stacked parameters, SGD momentum or Adam state
 per variant, one forward+backward of a ``(V, B, *input)`` batch per step):
 
-* parameters per variant: ``workers.models.param_count`` (built on the meta device);
+* parameters per variant: ``doodl.workers.models.param_count`` (built on the meta device);
 * training FLOPs per sample: ``torch.utils.flop_counter.FlopCounterMode`` around one real
   forward and one real backward of a batch of ``--probe-batch`` samples, divided by the
   batch. It counts matmul and convolution FLOPs only (2 per multiply-add; elementwise ops,
@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from workers.config import VariantConfig
-from workers.families import DataShape
-from workers.models import build_model, param_count
+from doodl.workers.config import VariantConfig
+from doodl.workers.families import DataShape
+from doodl.workers.models import build_model, param_count
 
 F32 = 4  # bytes of a float32
 
@@ -70,7 +70,7 @@ class GPU:
     bw: float  # bytes/s
 
     @classmethod
-    def parse(cls, text: str) -> "GPU":
+    def parse(cls, text: str) -> GPU:
         try:
             name, mem, bf16, fp32, bw = text.split(":")
             return cls(name, float(mem) * 1e9, float(bf16) * 1e12, float(fp32) * 1e12, float(bw) * 1e12)

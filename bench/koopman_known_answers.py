@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.koopman import koopman_eigenvalues, spectral_distance  # noqa: E402
+from doodl.analysis.koopman import koopman_eigenvalues, spectral_distance  # noqa: E402
 from tests.analysis.known_optimisers import bisection, gradient_descent_log, mirror_descent  # noqa: E402
 
 

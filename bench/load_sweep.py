@@ -1,6 +1,6 @@
 """Load: a sweep of many tiny variants, with the driver's memory measured while it runs.
 
-Runs ``orchestrator.driver.run_sweep`` in this process (this process is the driver) on a
+Runs ``doodl.orchestrator.driver.run_sweep`` in this process (this process is the driver) on a
 generated spec of ``--variants`` tiny MLPs (blobs data, a few steps each), local Ray,
 local store, SQLite MLflow. A thread samples the driver's resident set size
 (``/proc/self/statm``) every 0.1 s. Reported: wall time, variants/s, MLflow runs logged,
@@ -44,8 +44,8 @@ def load_spec_dict(n_variants: int) -> dict:
 
 def run_load(n_variants: int, workdir: str) -> dict:
     """Run the load sweep in ``workdir``; returns the figures."""
-    from orchestrator.driver import connect, run_sweep
-    from orchestrator.spec import parse_spec
+    from doodl.orchestrator.driver import connect, run_sweep
+    from doodl.orchestrator.spec import parse_spec
 
     spec = parse_spec(load_spec_dict(n_variants))
     connect(None)

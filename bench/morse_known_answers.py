@@ -25,7 +25,7 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.dynamics import MorseSettings, group_morse  # noqa: E402
+from doodl.analysis.dynamics import MorseSettings, group_morse  # noqa: E402
 from tests.analysis.known_dynamics import descend  # noqa: E402
 from tests.analysis.test_dynamics import CASES as SUITE  # noqa: E402
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.dynamics import MorseSettings, group_morse  # noqa: E402
+from doodl.analysis.dynamics import MorseSettings, group_morse  # noqa: E402
 from tests.analysis.real_training import train_group  # noqa: E402
 
 # (data set, hidden units, seeds, batch or None for full-batch GD, in the test suite)

@@ -32,14 +32,14 @@ def main() -> None:
     import pyarrow.parquet as pq
     from threadpoolctl import threadpool_limits
 
-    from analysis.dynamics import group_morse
-    from analysis.morse_task import read_group_runs
+    from doodl.analysis.dynamics import group_morse
+    from doodl.analysis.morse_task import read_group_runs
     from tests.analysis.known_dynamics import descend
     from tests.analysis.test_dynamics import CASES
 
     groups: dict[str, list] = {"known answers, 16 runs": [], "known answers, 32 runs": []}
     for n in (16, 32):
-        for case, kw in CASES.items():
+        for kw in CASES.values():
             kw = dict(kw)
             groups[f"known answers, {n} runs"].append(descend(kw.pop("landscape"), n, seed=n, **kw)[0])
     for sweep in args.sweeps.split(","):

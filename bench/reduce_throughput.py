@@ -57,8 +57,8 @@ def main() -> None:
     root, _tmp = ensure_sweep(args.store, args.sweep, args.spec)
     groups = groups_of(root)
 
-    from analysis.dynamics import MorseSettings, group_morse
-    from analysis.morse_task import read_group_runs
+    from doodl.analysis.dynamics import MorseSettings, group_morse
+    from doodl.analysis.morse_task import read_group_runs
 
     settings = MorseSettings(dims=args.dims)
     morse_s, total_s, batched, baseline, same_nodes, acc, chance = [], [], [], [], [], [], []
@@ -83,9 +83,9 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.driver import connect
-    from orchestrator.reduce import run_reduce
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.driver import connect
+    from doodl.orchestrator.reduce import run_reduce
+    from doodl.orchestrator.store import SweepStore
 
     connect(None)  # Ray start-up is not the reduction's cost
     walls = {}

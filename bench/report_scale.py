@@ -2,7 +2,7 @@
 
 Trains and reduces ``bench/specs/sweep1000.yaml`` (1,000 variants, 25 groups, every
 analysis) into ``--store`` unless it is there already, then times
-:func:`orchestrator.report.write_report` (the store read, every group's pictures copied,
+:func:`doodl.orchestrator.report.write_report` (the store read, every group's pictures copied,
 the page rendered) and reports the index's size beside the issue's limits (30 s, 5 MB).
 
     python bench/report_scale.py --store /tmp/s1000    # about 10 minutes the first time
@@ -27,14 +27,14 @@ def main() -> None:
     ap.add_argument("--sweep", default="sweep1000")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from orchestrator.report import write_report
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.report import write_report
+    from doodl.orchestrator.store import SweepStore
 
     db = f"sqlite:///{Path(args.store).resolve()}-mlflow.db"
     if not (Path(args.store) / args.sweep / "reduction" / "ntk.parquet").exists():
         spec = ROOT / "bench" / "specs" / f"{args.sweep}.yaml"
         for cmd in (["sweep", str(spec)], ["reduce", args.sweep]):
-            subprocess.run([sys.executable, "-m", "orchestrator.cli", *cmd, "--store", args.store,
+            subprocess.run([sys.executable, "-m", "doodl.orchestrator.cli", *cmd, "--store", args.store,
                             "--tracking-uri", db, "--no-progress"], check=True, cwd=ROOT)
     store = SweepStore(args.store, args.sweep)
     with tempfile.TemporaryDirectory() as out:

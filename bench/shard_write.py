@@ -1,4 +1,4 @@
-"""Shard writing: ``workers.shards.write_unit`` against a plain pyarrow peer, as MB/s.
+"""Shard writing: ``doodl.workers.shards.write_unit`` against a plain pyarrow peer, as MB/s.
 
 One unit of ``--variants`` MLPs on digits (64-W-W-10, ``--steps`` SGD steps, a snapshot
 every ``--record-every`` steps) is trained once; then, best of ``--repeats``, alternating:
@@ -26,9 +26,9 @@ import time
 import pyarrow.parquet as pq
 import torch
 
-from workers import shards
-from workers.config import VariantConfig
-from workers.engine import train_unit
+from doodl.workers import shards
+from doodl.workers.config import VariantConfig
+from doodl.workers.engine import train_unit
 
 
 def main(argv=None) -> None:

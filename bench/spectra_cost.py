@@ -2,8 +2,8 @@
 the taxonomy's, on example sweeps (trained into a temporary store first).
 
 For each group, in this process, one thread, one after another: the three per-group
-tasks ``doodl reduce`` runs as Ray tasks (:func:`analysis.taxonomy.taxonomy_for_group`,
-:func:`analysis.koopman_task.koopman_for_group`, :func:`analysis.ntk_task.ntk_for_group`)
+tasks ``doodl reduce`` runs as Ray tasks (:func:`doodl.analysis.taxonomy.taxonomy_for_group`,
+:func:`doodl.analysis.koopman_task.koopman_for_group`, :func:`doodl.analysis.ntk_task.ntk_for_group`)
 with the spec's settings, reading the group from the store as they do. The ratio
 (Koopman + NTK) / taxonomy is the issue's budget: at most 1.
 
@@ -31,10 +31,10 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="store holding the sweeps (default: train into a temp store)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from analysis.koopman_task import koopman_for_group
-    from analysis.ntk_task import ntk_for_group
-    from analysis.taxonomy import taxonomy_for_group
-    from orchestrator.spec import ReduceSpec
+    from doodl.analysis.koopman_task import koopman_for_group
+    from doodl.analysis.ntk_task import ntk_for_group
+    from doodl.analysis.taxonomy import taxonomy_for_group
+    from doodl.orchestrator.spec import ReduceSpec
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; torch threads 1")
     for name in args.example or ["quickstart", "taxonomy"]:

@@ -11,7 +11,7 @@ classes, batch 128, SGD momentum 0.9, ``--steps`` steps), in the same run:
 * **tune**: one Ray Tune trial per variant (the same loop inside a function trainable, one
   CPU each, the result reported once at the end) over ``--tune-trials`` trials; its rate is
   extrapolated per trial (the trial count is small: say so when quoting it);
-* **doodl**: ``orchestrator.driver.run_sweep`` on a spec of ``--variants`` variants (seeds x
+* **doodl**: ``doodl.orchestrator.driver.run_sweep`` on a spec of ``--variants`` variants (seeds x
   learning rates), 2 actors, snapshots every 10 steps, held-out curves, Parquet shards and
   SQLite MLflow, timed from the call to its return (Ray is started before the timer, as on
   a cluster: its start-up is printed separately).
@@ -45,7 +45,7 @@ BATCH = 128
 
 
 def _configs(width: int, n: int, steps: int, seed0: int = 0):
-    from workers.config import VariantConfig
+    from doodl.workers.config import VariantConfig
 
     lrs = np.geomspace(0.005, 0.05, n)
     return [VariantConfig(dataset="digits", test_fraction=0.25, split_seed=0, label_noise=0.0, train_fraction=1.0,
@@ -56,8 +56,8 @@ def _configs(width: int, n: int, steps: int, seed0: int = 0):
 
 def _loop(width: int, n: int, steps: int, seed0: int = 0) -> float:
     """Seconds for the per-model loop over ``n`` models (batches drawn before the timer)."""
-    from workers.datasets import BatchStream, dataset_split, variant_data
-    from workers.models import build_model, init_params
+    from doodl.workers.datasets import BatchStream, dataset_split, variant_data
+    from doodl.workers.models import build_model, init_params
 
     torch.set_num_threads(1)
     jobs = []
@@ -120,8 +120,8 @@ def tune_trials(width: int, n: int, steps: int) -> float:
 def doodl_sweep(width: int, n: int, steps: int, workdir: str, tracking: str) -> tuple[float, float]:
     """Seconds of ``run_sweep`` of ``n`` variants (16 learning rates x seeds), 2 actors:
     the whole call, and its training (first unit handed out to last one committed)."""
-    from orchestrator.driver import run_sweep
-    from orchestrator.spec import parse_spec
+    from doodl.orchestrator.driver import run_sweep
+    from doodl.orchestrator.spec import parse_spec
 
     seeds = max(1, n // 16)
     spec = parse_spec({
@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     widths = [int(w) for w in args.widths.split(",")]
     import ray
 
-    from orchestrator.driver import connect
+    from doodl.orchestrator.driver import connect
 
     t0 = time.perf_counter()
     connect(None)

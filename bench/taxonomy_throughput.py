@@ -3,7 +3,7 @@
 On a stored sweep (default: the example ``examples/taxonomy.yaml``, trained into a temp
 store first), for each group, in this process, one thread:
 
-* batched, what ``doodl reduce`` runs: :func:`analysis.taxonomy.group_taxonomy`, i.e. the
+* batched, what ``doodl reduce`` runs: :func:`doodl.analysis.taxonomy.group_taxonomy`, i.e. the
   Hessian-vector products vmapped over seeds (and over Hutchinson's probe vectors), the
   Bezier curves of all seed pairs trained as one vmapped step;
 * peer baseline, the same estimators called seed by seed and pair by pair (what
@@ -35,12 +35,12 @@ def per_seed_baseline(configs, thetas, settings) -> dict[str, float]:
     import torch.nn.functional as F
     from torch.func import functional_call
 
-    from analysis._connectivity import CurveFitter
-    from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
-    from analysis.taxonomy import _shared_data, _stack
-    from workers.datasets import dataset_split, variant_data
-    from workers.models import build_model, init_params
-    from workers.seeds import seed_stream
+    from doodl.analysis._connectivity import CurveFitter
+    from doodl.analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
+    from doodl.analysis.taxonomy import _shared_data, _stack
+    from doodl.workers.datasets import dataset_split, variant_data
+    from doodl.workers.models import build_model, init_params
+    from doodl.workers.seeds import seed_stream
 
     cfg = configs[0]
     split = dataset_split(cfg)
@@ -91,8 +91,8 @@ def main() -> None:
     groups = groups_of(root)
     import pyarrow.parquet as pq
 
-    from analysis.taxonomy import TaxonomySettings, group_taxonomy
-    from workers.config import VariantConfig
+    from doodl.analysis.taxonomy import TaxonomySettings, group_taxonomy
+    from doodl.workers.config import VariantConfig
 
     finals = {r["run_id"]: r for r in pq.ParquetDataset(f"{root}/finals").read().to_pylist()}
     chosen = list(groups)[:: max(1, len(groups) // args.groups)][: args.groups]

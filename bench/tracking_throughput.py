@@ -2,7 +2,7 @@
 
 Simulated committed variants (real variant rows of a 10,000-variant grid; trajectories of
 ``--steps`` steps, held-out curves every 10 steps, finals, as a unit commits them) are logged
-through :class:`orchestrator.tracking.MlflowSink`, unit by unit as ``doodl sweep`` logs
+through :class:`doodl.orchestrator.tracking.MlflowSink`, unit by unit as ``doodl sweep`` logs
 them, to:
 
 * ``sqlite``: a SQLite database, directly, as doodl opens it (WAL journal,
@@ -45,9 +45,9 @@ BACKENDS = ("sqlite", "sqlite-default", "server-sqlite", "server-postgres")
 
 
 def _variant_rows(n: int) -> list[dict]:
-    from orchestrator.expand import expand, plan_units
-    from orchestrator.spec import parse_spec
-    from orchestrator.store import variants_table
+    from doodl.orchestrator.expand import expand, plan_units
+    from doodl.orchestrator.spec import parse_spec
+    from doodl.orchestrator.store import variants_table
 
     spec = parse_spec({"name": "bench", "dataset": {"name": "digits"}, "data": {"label_noise": [0.0, 0.1, 0.2, 0.3]},
                        "model": {"family": "mlp", "width": [8, 16, 32, 64, 128], "depth": 2},
@@ -101,11 +101,11 @@ def measure(backend: str, uri: str, n: int, steps: int, workers: int, groups: in
     """In this process: log ``n`` variants, then the results of ``groups`` groups."""
     import numpy as np
 
-    from orchestrator.tracking import MlflowSink
-    from orchestrator.tracking._views import varying_axes
+    from doodl.orchestrator.tracking import MlflowSink
+    from doodl.orchestrator.tracking._views import varying_axes
 
     if backend == "sqlite-default":
-        import orchestrator.tracking._sink as sink_module
+        import doodl.orchestrator.tracking._sink as sink_module
 
         sink_module._SQLITE_TUNED = True  # the peer: MLflow's own SQLite settings
     rng = np.random.default_rng(0)

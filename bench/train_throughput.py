@@ -6,7 +6,7 @@ images, ``transformer`` on modular addition mod 97 with 4 heads) with SGD moment
 batch size ``--batch``, on one thread, in the same process. Throughput is reported as model-steps per second: one
 model-step is one optimiser update of one model.
 
-* batched: ``workers.engine.train_unit`` timed end to end, i.e. including parameter
+* batched: ``doodl.workers.engine.train_unit`` timed end to end, i.e. including parameter
   initialisation, per-variant training sets and minibatch sampling, recording of loss /
   accuracy / gradient norm every step and of parameter snapshots every ``record_every``
   steps, and the final full-set evaluation. Only the ``steps`` updates are counted (the
@@ -48,10 +48,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workers.config import VariantConfig
-from workers.datasets import BatchStream, dataset_split, variant_data
-from workers.engine import train_unit
-from workers.models import build_model, init_params
+from doodl.workers.config import VariantConfig
+from doodl.workers.datasets import BatchStream, dataset_split, variant_data
+from doodl.workers.engine import train_unit
+from doodl.workers.models import build_model, init_params
 
 
 # where both sides run: the GPU when there is one (the bench runs unchanged on a GPU machine)

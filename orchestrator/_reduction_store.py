@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from workers.store_files import write_atomic
+from doodl.workers.store_files import write_atomic
 
 REDUCTION = "reduction"
 

@@ -14,8 +14,8 @@ import time
 
 import ray
 
-from orchestrator.errors import PlacementError
-from orchestrator.spec import ResourcesSpec
+from doodl.orchestrator.errors import PlacementError
+from doodl.orchestrator.spec import ResourcesSpec
 
 GROW_EVERY_S = 5.0  # how often the pool looks for new capacity
 

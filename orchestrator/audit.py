@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow.parquet as pq
 
-from orchestrator.lease import SweepLease
-from orchestrator.spec import SweepSpec, ToleranceSpec
-from orchestrator.store import StoreError, SweepStore
-from orchestrator.tracking import audit_history, console, log_audit, one_line, tracking_errors
-from workers.config import axes
-from workers.store_files import write_atomic
+from doodl.orchestrator.lease import SweepLease
+from doodl.orchestrator.spec import SweepSpec, ToleranceSpec
+from doodl.orchestrator.store import StoreError, SweepStore
+from doodl.orchestrator.tracking import audit_history, console, log_audit, one_line, tracking_errors
+from doodl.workers.config import axes
+from doodl.workers.store_files import write_atomic
 
 # what makes two groups the same setup: the data, the family, every grid axis, the training length
 MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
@@ -257,7 +257,7 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
 
     One audit of a spec at a time: the audit holds the ``auditing`` lease of the spec's name
     (``STORE/NAME/_leases/auditing.json``) while it runs, so a scheduled audit that starts
-    while the previous one still runs refuses (:class:`orchestrator.lease.LeaseHeld`, exit 2)
+    while the previous one still runs refuses (:class:`doodl.orchestrator.lease.LeaseHeld`, exit 2)
     before it trains anything. KubeRay's RayCronJob has no concurrency policy; this is it."""
     with SweepLease(SweepStore(store_uri, spec.name), "auditing"):
         return _audit(spec, baseline_ref, store_uri=store_uri, tracking_uri=tracking_uri, address=address,
@@ -266,8 +266,8 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
 
 def _audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: str, address: str | None,
            show_progress: bool, fresh: bool) -> AuditReport:
-    from orchestrator.driver import run_sweep
-    from orchestrator.reduce import run_reduce
+    from doodl.orchestrator.driver import run_sweep
+    from doodl.orchestrator.reduce import run_reduce
 
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"[:100] if fresh else None
     baseline = resolve_baseline(baseline_ref, spec, store_uri, tracking_uri, audited=sweep_id or spec.name)

@@ -11,9 +11,9 @@ import logging
 import os
 import sys
 
-from orchestrator.tracking import DEFAULT_TRACKING_URI
-from orchestrator.spec import ReduceSpec
-from orchestrator.store import DEFAULT_STORE
+from doodl.orchestrator.tracking import DEFAULT_TRACKING_URI
+from doodl.orchestrator.spec import ReduceSpec
+from doodl.orchestrator.store import DEFAULT_STORE
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_VIEW_INCOMPLETE = 3  # the store is complete, the MLflow view is not (`doodl sync` catches up)
@@ -112,7 +112,7 @@ def _bad_input(message: str) -> int:
 def _view_checked(code: int, store, args, *, audit_report=None) -> int:
     """``code``, or :data:`EXIT_VIEW_INCOMPLETE` when it is OK and MLflow does not show
     everything the store holds (one line says what, why and the command that catches up)."""
-    from orchestrator.tracking import view_gap
+    from doodl.orchestrator.tracking import view_gap
 
     gap = view_gap(args.tracking_uri, store.read_sweep().get("name", store.sweep_id), store)
     complete = gap.complete
@@ -127,8 +127,8 @@ def _view_checked(code: int, store, args, *, audit_report=None) -> int:
 
 def _reduce(store, args, settings) -> int:
     """Run the reduction and print its summary line; the exit code says if a group failed."""
-    from orchestrator.reduce import ANALYSES, recorded_settings, run_reduce
-    from orchestrator.spec import MorseReduceSpec, SpecError
+    from doodl.orchestrator.reduce import ANALYSES, recorded_settings, run_reduce
+    from doodl.orchestrator.spec import MorseReduceSpec, SpecError
 
     settings = settings or recorded_settings(store)
     overrides = {k: getattr(args, k) for k in ("dims", "tau", "subdiv_min", "subdiv_max", "coordinates")
@@ -170,8 +170,8 @@ def _reduce(store, args, settings) -> int:
 
 
 def _audit(args) -> int:
-    from orchestrator.audit import audit_history, run_audit
-    from orchestrator.spec import load_spec
+    from doodl.orchestrator.audit import audit_history, run_audit
+    from doodl.orchestrator.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.history:
@@ -195,23 +195,23 @@ def _audit(args) -> int:
         label = ", ".join(f"{k} {v}" for k, v in g.key.items())
         print(f"  {label}: {'; '.join(g.findings)}")
     print(f"report: {report.files.get('report.md')}")
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.store import SweepStore
 
     return _view_checked(EXIT_FAILED if report.verdict == "drift" else EXIT_OK, SweepStore(args.store, report.sweep_id),
                          args, audit_report=report)
 
 
 def _sweep(args) -> int:
-    from orchestrator.spec import load_spec
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.spec import load_spec
+    from doodl.orchestrator.store import SweepStore
 
     spec = load_spec(args.spec)
     if args.dry_run:
-        from orchestrator.dry_run import format_plan, plan_sweep
+        from doodl.orchestrator.dry_run import format_plan, plan_sweep
 
         print("\n".join(format_plan(plan_sweep(spec, store_uri=args.store, new_sweep=args.new_sweep), spec)))
         return EXIT_OK
-    from orchestrator.driver import run_sweep
+    from doodl.orchestrator.driver import run_sweep
 
     outcome = run_sweep(spec, store_uri=args.store, tracking_uri=args.tracking_uri,
                         address=args.address, show_progress=not args.no_progress,
@@ -234,8 +234,8 @@ def _sweep(args) -> int:
 
 
 def _sync(args) -> int:
-    from orchestrator.store import SweepStore
-    from orchestrator.tracking import sync_sweep
+    from doodl.orchestrator.store import SweepStore
+    from doodl.orchestrator.tracking import sync_sweep
 
     outcome = sync_sweep(SweepStore(args.store, args.sweep), args.tracking_uri)
     if outcome.mlflow_error:
@@ -248,15 +248,15 @@ def _sync(args) -> int:
 
 
 def _status(args) -> int:
-    from orchestrator.status import print_status
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.status import print_status
+    from doodl.orchestrator.store import SweepStore
 
     print_status(SweepStore(args.store, args.sweep), verify="full" if args.verify else "size", show_all=args.all)
     return EXIT_OK
 
 
 def _ls(args) -> int:
-    from orchestrator.listing import format_listing, list_store
+    from doodl.orchestrator.listing import format_listing, list_store
 
     rows = list_store(args.store)
     print("\n".join(format_listing(rows)) if rows else f"no sweeps in store {args.store}")
@@ -264,8 +264,8 @@ def _ls(args) -> int:
 
 
 def _report(args) -> int:
-    from orchestrator.report import write_report
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.report import write_report
+    from doodl.orchestrator.store import SweepStore
 
     outcome = write_report(SweepStore(args.store, args.sweep), args.out, tracking_uri=args.tracking_uri,
                            ui_url=args.mlflow_ui)
@@ -278,7 +278,7 @@ def _report(args) -> int:
 
 
 def _reduce_command(args) -> int:
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.store import SweepStore
 
     return _reduce(SweepStore(args.store, args.sweep), args, None)
 
@@ -292,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``doodl`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from orchestrator.errors import ClusterError, PlacementError
-    from orchestrator.spec import SpecError
-    from orchestrator.store import StoreError
+    from doodl.orchestrator.errors import ClusterError, PlacementError
+    from doodl.orchestrator.spec import SpecError
+    from doodl.orchestrator.store import StoreError
 
     try:
         return COMMANDS[args.command](args)

@@ -2,11 +2,11 @@
 
 Units already committed in the store are skipped (resume). Each actor holds up to
 ``UNITS_IN_FLIGHT`` units (one training while the last is written), and only once it has
-been placed and started (:mod:`orchestrator.actor_pool`); ``ray.wait`` hands the next unit
+been placed and started (:mod:`doodl.orchestrator.actor_pool`); ``ray.wait`` hands the next unit
 to whichever actor finishes one first. A unit whose actor dies is retried on a fresh
 actor up to ``resources.max_retries`` times. After every committed unit the driver (the
 only MLflow writer) logs that unit's variants. One driver per sweep at a time
-(:mod:`orchestrator.lease`).
+(:mod:`doodl.orchestrator.lease`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from orchestrator.actor_pool import ActorPool
-from orchestrator.errors import ClusterError
-from orchestrator.expand import WorkUnit, expand, plan_units
-from orchestrator.lease import SweepLease
-from orchestrator.spec import SweepSpec
-from orchestrator.store import SweepStore, sweep_store_for
-from orchestrator.tracking import SweepLog, console, one_line
-from workers.actor import UNITS_IN_FLIGHT, UnitTrainer
+from doodl.orchestrator.actor_pool import ActorPool
+from doodl.orchestrator.errors import ClusterError
+from doodl.orchestrator.expand import WorkUnit, expand, plan_units
+from doodl.orchestrator.lease import SweepLease
+from doodl.orchestrator.spec import SweepSpec
+from doodl.orchestrator.store import SweepStore, sweep_store_for
+from doodl.orchestrator.tracking import SweepLog, console, one_line
+from doodl.workers.actor import UNITS_IN_FLIGHT, UnitTrainer
 
 POLL_S = 1.0  # how long the driver waits on results before looking at the pool again
 
@@ -115,7 +115,7 @@ def run_sweep(
     """Train every variant of ``spec`` not yet in the store, then log it to MLflow.
 
     A sweep of the same name but a different spec is refused, unless ``new_sweep``: then
-    the spec gets its own sweep id (:func:`orchestrator.store.derived_sweep_id`). An explicit
+    the spec gets its own sweep id (:func:`doodl.orchestrator.store.derived_sweep_id`). An explicit
     ``sweep_id`` (a fresh audit) stores the sweep under that id instead of the spec's name.
     Committed units are trusted when their shards have the sizes their markers record
     (``verify="full"``: when their checksums match).

@@ -5,9 +5,9 @@ Nothing is written: no store directory, no MLflow database, no Ray. The store is
 to refuse what ``doodl sweep`` refuses (the same name recorded with another spec) and to
 leave out units it already holds. The figures:
 
-- variants, groups and units as ``doodl sweep`` packs them (:func:`orchestrator.expand.plan_units`,
+- variants, groups and units as ``doodl sweep`` packs them (:func:`doodl.orchestrator.expand.plan_units`,
   or the units the store records), and the parameters of each distinct model;
-- the store's size, estimated from the shard format (:mod:`workers.shards`): per run, its
+- the store's size, estimated from the shard format (:mod:`doodl.workers.shards`): per run, its
   snapshots x recorded values (parameters, or the projection) x the record dtype's bytes, one
   trajectory row per step, and the final parameters. The values alone: Parquet adds a few kB
   a file (schema, statistics, run ids; 3 files a unit), which is most of a tiny model's
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from orchestrator.expand import WorkUnit, expand, plan_units
-from orchestrator.spec import SweepSpec
-from orchestrator.store import sweep_store_for
-from workers import shards
-from workers.config import VariantConfig
-from workers.families import family
+from doodl.orchestrator.expand import WorkUnit, expand, plan_units
+from doodl.orchestrator.spec import SweepSpec
+from doodl.orchestrator.store import sweep_store_for
+from doodl.workers import shards
+from doodl.workers.config import VariantConfig
+from doodl.workers.families import family
 
 CALIBRATION_S = 4.0  # time budget of the calibration (the command answers in about this plus imports)
 WARM_STEPS, FIRST_STEPS = 1, 3  # a first call pays one-time costs (data, kernels); then two timed calls
@@ -131,8 +131,8 @@ def format_plan(plan: SweepPlan, spec: SweepSpec) -> list[str]:
 
 def _models(variants: list[VariantConfig]) -> list[Model]:
     """Distinct architectures: the family, width, depth and the family's own model axes."""
-    from workers.datasets import dataset_split
-    from workers.models import param_count
+    from doodl.workers.datasets import dataset_split
+    from doodl.workers.models import param_count
 
     by_arch: dict[tuple, list[VariantConfig]] = {}
     for v in variants:
@@ -162,9 +162,9 @@ def _fixed_bytes(schema: pa.Schema) -> int:
 
 def _store_bytes(variants: list[VariantConfig]) -> tuple[int, str]:
     """Estimated bytes of the sweep's shards, and how one run of the largest model counts."""
-    from workers.datasets import dataset_split
-    from workers.engine import snapshot_steps
-    from workers.models import param_count
+    from doodl.workers.datasets import dataset_split
+    from doodl.workers.engine import snapshot_steps
+    from doodl.workers.models import param_count
 
     total, largest = 0, (-1, "")
     for v in variants:
@@ -186,7 +186,7 @@ def _store_bytes(variants: list[VariantConfig]) -> tuple[int, str]:
 
 def _actors(spec: SweepSpec, n_units: int) -> int:
     """Actors a local run of the sweep would train on: as the pool sizes itself."""
-    from orchestrator.actor_pool import placeable, wanted
+    from doodl.orchestrator.actor_pool import placeable, wanted
 
     res = spec.resources
     return min(wanted(res, max(n_units, 1)), placeable(res, {"CPU": float(os.cpu_count() or 1)}))
@@ -195,8 +195,8 @@ def _actors(spec: SweepSpec, n_units: int) -> int:
 def _training_time(todo: list[WorkUnit], n_actors: int, budget_s: float) -> tuple[list[Calibration], float]:
     """Calibrate the shape classes (costliest first) within ``budget_s``; the sweep's wall time
     over ``n_actors``: its units' total time shared out, or its longest unit if longer."""
-    from workers.datasets import dataset_split
-    from workers.models import param_count
+    from doodl.workers.datasets import dataset_split
+    from doodl.workers.models import param_count
 
     classes: dict[tuple, list[WorkUnit]] = {}
     for u in todo:
@@ -236,7 +236,7 @@ def calibrate(unit: WorkUnit, budget_s: float, clock: Callable[[], float] = time
     bound of a step's cost, the unit's fixed cost in it."""
     import torch
 
-    from workers.engine import train_unit
+    from doodl.workers.engine import train_unit
 
     steps = unit.variants[0].steps
 
@@ -247,7 +247,7 @@ def calibrate(unit: WorkUnit, budget_s: float, clock: Callable[[], float] = time
         return clock() - start
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as an actor trains (workers.actor.UnitTrainer)
+    torch.set_num_threads(1)  # as an actor trains (doodl.workers.actor.UnitTrainer)
     try:
         warm = timed(min(WARM_STEPS, steps))
         if warm > budget_s / 2:  # a heavy model: no time for more

@@ -13,10 +13,10 @@ import math
 import os
 from dataclasses import dataclass
 
-from orchestrator.spec import SpecError, SweepSpec
-from workers.config import VariantConfig, axes
+from doodl.orchestrator.spec import SpecError, SweepSpec
+from doodl.workers.config import VariantConfig, axes
 
-# The axes in grid order (declared in ``workers.config``); the first two are the default
+# The axes in grid order (declared in ``doodl.workers.config``); the first two are the default
 # phase-diagram axes later on.
 AXES: tuple[str, ...] = tuple(axes())
 
@@ -98,8 +98,8 @@ AUTO_UNIT_RANGE = (8, 128)
 def auto_unit_size(cfg: VariantConfig) -> int:
     """Variants per unit for ``cfg``'s shape class: the power of two that keeps the unit's
     working set near :data:`UNIT_WORKING_SET`, within :data:`AUTO_UNIT_RANGE`."""
-    from workers.datasets import dataset_split
-    from workers.models import activation_count, param_count
+    from doodl.workers.datasets import dataset_split
+    from doodl.workers.models import activation_count, param_count
 
     shape = dataset_split(cfg).shape
     per_variant = param_count(cfg, shape) + cfg.batch_size * activation_count(cfg, shape)

@@ -23,8 +23,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from orchestrator.store import StoreError, SweepStore
-from workers.store_files import create_only, is_object_store, read_bytes, write_atomic
+from doodl.orchestrator.store import StoreError, SweepStore
+from doodl.workers.store_files import create_only, is_object_store, read_bytes, write_atomic
 
 LEASES = "_leases"
 TTL_S = 60.0  # a lease not renewed for this long is stale

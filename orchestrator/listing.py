@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from orchestrator._reduction_store import ReductionStore
-from orchestrator.audit import AUDIT_RECORD, AUDITS
-from orchestrator.lease import live_holder
-from orchestrator.spec import ReduceSpec
-from orchestrator.store import StoreError, SweepStore, sweep_ids
+from doodl.orchestrator._reduction_store import ReductionStore
+from doodl.orchestrator.audit import AUDIT_RECORD, AUDITS
+from doodl.orchestrator.lease import live_holder
+from doodl.orchestrator.spec import ReduceSpec
+from doodl.orchestrator.store import StoreError, SweepStore, sweep_ids
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC, as sweep.json's ``created``
 

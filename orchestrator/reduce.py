@@ -1,13 +1,13 @@
 """``doodl reduce``: Ray tasks per group turn the stored sweep into Morse graphs, the
 connectivity taxonomy, Koopman spectra and NTK evolution.
 
-For each analysis (``morse``: :func:`analysis.morse_task.morse_for_group`; ``taxonomy``:
-:func:`analysis.taxonomy.taxonomy_for_group`; ``koopman``:
-:func:`analysis.koopman_task.koopman_for_group`; ``ntk``: :func:`analysis.ntk_task.ntk_for_group`)
+For each analysis (``morse``: :func:`doodl.analysis.morse_task.morse_for_group`; ``taxonomy``:
+:func:`doodl.analysis.taxonomy.taxonomy_for_group`; ``koopman``:
+:func:`doodl.analysis.koopman_task.koopman_for_group`; ``ntk``: :func:`doodl.analysis.ntk_task.ntk_for_group`)
 and each group whose units are all committed (and sound), one task. A group already reduced with the same settings is skipped unless
 ``force``; a group whose reduction fails records its error in its row and the others go
 on. The driver writes each result to ``SWEEP/reduction/`` as it arrives (see
-:mod:`orchestrator._reduction_store`) and logs it to MLflow, then rebuilds the all-groups
+:mod:`doodl.orchestrator._reduction_store`) and logs it to MLflow, then rebuilds the all-groups
 tables and the sweep-wide results (phase diagram, metric heatmaps; Koopman's equivalence
 classes, which need every group's spectra: Koopman results reach MLflow once they are known).
 """
@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 
 import ray
 
-from orchestrator._reduction_store import ReductionStore
-from orchestrator.driver import connect, progress_bar
-from orchestrator.expand import AXES
-from orchestrator.lease import SweepLease
-from orchestrator.spec import MorseReduceSpec, ReduceSpec
-from orchestrator.store import SweepStore
-from orchestrator.results import ANALYSES, KOOPMAN_PICTURE, koopman_classes, sweep_pictures_in_store, sweep_validity
-from orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
+from doodl.orchestrator._reduction_store import ReductionStore
+from doodl.orchestrator.driver import connect, progress_bar
+from doodl.orchestrator.expand import AXES
+from doodl.orchestrator.lease import SweepLease
+from doodl.orchestrator.spec import MorseReduceSpec, ReduceSpec
+from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.results import ANALYSES, KOOPMAN_PICTURE, koopman_classes, sweep_pictures_in_store, sweep_validity
+from doodl.orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
                                    open_sink)
-from workers.config import group_label
+from doodl.workers.config import group_label
 
 
 
@@ -80,8 +80,8 @@ def _key(name: str, params: dict) -> str:
     """What a stored result was computed with: the settings and the method's version."""
     import importlib
 
-    module = {"morse": "analysis.dynamics", "taxonomy": "analysis.taxonomy", "koopman": "analysis.koopman",
-              "ntk": "analysis.ntk"}[name]
+    module = {"morse": "doodl.analysis.dynamics", "taxonomy": "doodl.analysis.taxonomy", "koopman": "doodl.analysis.koopman",
+              "ntk": "doodl.analysis.ntk"}[name]
     version = importlib.import_module(module).METHOD_VERSION
     return json.dumps({"method_version": version, **params}, sort_keys=True)
 
@@ -98,7 +98,7 @@ def run_reduce(
 ) -> ReduceOutcome:
     """Reduce every ready group of a sweep not yet reduced with ``settings``
     (``tracking_uri=None``: no MLflow logging). A second reduction of the same sweep at
-    once is refused (:class:`orchestrator.lease.LeaseHeld`); training may go on meanwhile."""
+    once is refused (:class:`doodl.orchestrator.lease.LeaseHeld`); training may go on meanwhile."""
     start = time.perf_counter()
     settings = settings or recorded_settings(store)
     store.read_sweep()  # an unknown sweep is refused before a lease is written for it
@@ -179,10 +179,10 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
 
 
 def _tasks():
-    from analysis.koopman_task import koopman_for_group
-    from analysis.morse_task import morse_for_group
-    from analysis.ntk_task import ntk_for_group
-    from analysis.taxonomy import taxonomy_for_group
+    from doodl.analysis.koopman_task import koopman_for_group
+    from doodl.analysis.morse_task import morse_for_group
+    from doodl.analysis.ntk_task import ntk_for_group
+    from doodl.analysis.taxonomy import taxonomy_for_group
 
     return {name: ray.remote(fn).options(num_cpus=1, max_retries=2) for name, fn in
             (("morse", morse_for_group), ("taxonomy", taxonomy_for_group), ("koopman", koopman_for_group),
@@ -195,8 +195,8 @@ def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: st
     pair of groups with its numbers (``koopman_pairs.parquet``) and ``koopman_classes.png``."""
     if rstore.name != "koopman":
         return rstore.consolidate()
-    from analysis.koopman_task import plot_conjugacy, sweep_conjugacy
-    from orchestrator._reduction_store import KOOPMAN_PAIRS_SCHEMA
+    from doodl.analysis.koopman_task import plot_conjugacy, sweep_conjugacy
+    from doodl.orchestrator._reduction_store import KOOPMAN_PAIRS_SCHEMA
 
     group_rows, run_rows = (t.to_pylist() for t in rstore.consolidate())
     group_rows = [r for r in group_rows if r["group_id"] in groups]
@@ -274,7 +274,7 @@ def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str,
 
 def _sweep_pictures(rstore, tax_rows, groups, settings, store, committed: list[str]) -> dict[str, str]:
     """Phase diagram and metric heatmaps into ``reduction/plots``; returns name -> store path."""
-    from analysis.phase_diagram import METRICS, plot_metric_heatmap, plot_phase_diagram
+    from doodl.analysis.phase_diagram import METRICS, plot_metric_heatmap, plot_phase_diagram
 
     if not tax_rows:
         return {}
@@ -294,7 +294,7 @@ def _sweep_pictures(rstore, tax_rows, groups, settings, store, committed: list[s
 def _learning_curves(store: SweepStore, groups, committed: list[str]) -> bytes | None:
     """Train against held-out accuracy per group (seeds overlaid), from the committed units
     (their states as this reduction found them: no second listing of the store)."""
-    from analysis.learning_curves import plot_learning_curves, run_curves
+    from doodl.analysis.learning_curves import plot_learning_curves, run_curves
 
     if not committed:
         return None

@@ -21,11 +21,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
-from orchestrator.expand import AXES
-from orchestrator.results import ANALYSES
-from orchestrator.status import sweep_status
-from orchestrator.store import SweepStore
-from workers.config import group_label
+from doodl.orchestrator.expand import AXES
+from doodl.orchestrator.results import ANALYSES
+from doodl.orchestrator.status import sweep_status
+from doodl.orchestrator.store import SweepStore
+from doodl.workers.config import group_label
 
 SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png")  # shown first, in this order
 GROUP_SHOWN = ("morse_graph.png", "morse_sets.png", "ntk.png")  # per-group pictures on the page
@@ -118,7 +118,7 @@ def _morse_view(morse: dict) -> dict:
 def _morse_legend(verdict: bool) -> list[str]:
     """The key of the Morse pictures in their own words, each style with how each picture
     draws it (the pictures show a sample instead)."""
-    from analysis.morse import STYLE_LOOKS, picture_key
+    from doodl.analysis.morse import STYLE_LOOKS, picture_key
 
     return [f"{text} (graph: {STYLE_LOOKS[style][0]}; sets: {STYLE_LOOKS[style][1]})" if style else text
             for style, text in picture_key(verdict=verdict)]
@@ -166,7 +166,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     experiment = doc.get("name", store.sweep_id)
     exp_id, mlflow_ids, parent, mlflow_error = None, {}, None, None
     if tracking_uri:
-        from orchestrator.tracking import one_line, probe, sweep_run_ids, tracking_errors, use_short_http_timeouts
+        from doodl.orchestrator.tracking import one_line, probe, sweep_run_ids, tracking_errors, use_short_http_timeouts
 
         use_short_http_timeouts()
         database = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
@@ -224,7 +224,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("orchestrator", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("doodl.orchestrator", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html.j2").render(
         sweep_id=store.sweep_id, experiment=experiment, created=doc.get("created", ""),
@@ -239,7 +239,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     index.write_text(html, encoding="utf-8")
     outcome = ReportOutcome(index, len(group_rows), len(runs), pictures, mlflow_error=mlflow_error)
     if tracking_uri and parent:
-        from orchestrator.tracking import log_report
+        from doodl.orchestrator.tracking import log_report
 
         try:
             log_report(tracking_uri, parent, out)

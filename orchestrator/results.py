@@ -1,6 +1,6 @@
 """What a reduction leaves in the store, read back without Ray or torch: the analyses, the
 pictures each draws, Koopman's sweep-wide classes and the Morse graphs' sweep-wide validity.
-``doodl reduce`` writes these (:mod:`orchestrator.reduce`); ``doodl sync``, ``report`` and
+``doodl reduce`` writes these (:mod:`doodl.orchestrator.reduce`); ``doodl sync``, ``report`` and
 the MLflow view read them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from orchestrator.spec import ReduceSpec
+from doodl.orchestrator.spec import ReduceSpec
 
 ANALYSES = tuple(ReduceSpec.model_fields)  # morse, taxonomy, koopman, ntk: one settings section each
 # per analysis, the pictures a group's task draws (in reduction/plots/GROUP_ID/)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -32,9 +32,9 @@ from pydantic import (
     model_validator,
 )
 
-from workers.config import VariantConfig, axes
-from workers.datasets import BUILTIN_DATASETS, FILE_DATASETS, load_split
-from workers.families import FAMILIES
+from doodl.workers.config import VariantConfig, axes
+from doodl.workers.datasets import BUILTIN_DATASETS, FILE_DATASETS, load_split
+from doodl.workers.families import FAMILIES
 
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -82,7 +82,7 @@ class DatasetSpec(_Strict):
     path: str = ""
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     split_seed: int = 0
-    options: dict[str, Union[int, float, str]] = Field(default_factory=dict)
+    options: dict[str, int | float | str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -111,7 +111,7 @@ class DatasetSpec(_Strict):
 
 def _axis_fields(section: str) -> dict:
     """The pydantic fields of a spec section's grid axes, from the registry in
-    ``workers.config``: each takes a value or a non-empty list of values."""
+    ``doodl.workers.config``: each takes a value or a non-empty list of values."""
     out = {}
     for name, f in axes().items():
         if f.metadata["section"] == section:
@@ -125,7 +125,7 @@ class _DataBase(_AxisModel):
 
 
 class _ModelBase(_AxisModel):
-    """The model family and its size axes (see ``workers.models.FAMILIES``)."""
+    """The model family and its size axes (see ``doodl.workers.models.FAMILIES``)."""
 
     family: Literal[tuple(FAMILIES)] = "mlp"
 
@@ -186,7 +186,7 @@ class RecordSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    # auto: sized from each model's parameters and activations (orchestrator.expand.auto_unit_size)
+    # auto: sized from each model's parameters and activations (doodl.orchestrator.expand.auto_unit_size)
     variants_per_unit: PositiveInt | Literal["auto"] = "auto"
     num_actors: PositiveInt | None = None  # default: as many as the cluster has CPUs for
     cpus_per_actor: PositiveFloat = 1.0
@@ -205,7 +205,7 @@ _MORSE_DEFAULTS_BEFORE_21 = {"subdiv_min": 10, "subdiv_max": 16}
 
 
 class MorseReduceSpec(_Strict):
-    """How ``doodl reduce`` computes each group's Morse graph (see ``analysis.dynamics``)."""
+    """How ``doodl reduce`` computes each group's Morse graph (see ``doodl.analysis.dynamics``)."""
 
     # auto: function space (model outputs on a probe set) when full parameters are recorded, else late_pca
     coordinates: Literal["auto", "pca", "late_pca", "function", "dmd", "latent"] = "auto"
@@ -235,7 +235,7 @@ class MorseReduceSpec(_Strict):
         return self
 
     @classmethod
-    def from_record(cls, section: dict) -> "MorseReduceSpec":
+    def from_record(cls, section: dict) -> MorseReduceSpec:
         """The settings a sweep recorded in its ``sweep.json``. A section written before
         the pair map (it still holds the retired keys) was resolved from that method's
         defaults: keys it left at them take today's."""
@@ -250,7 +250,7 @@ class MorseReduceSpec(_Strict):
 
 
 class ThresholdsSpec(_Strict):
-    """Phase boundaries (see ``analysis.taxonomy.classify_phase``)."""
+    """Phase boundaries (see ``doodl.analysis.taxonomy.classify_phase``)."""
 
     train_loss: PositiveFloat = 0.01  # above: "high loss" (phases I, II)
     mc_tolerance: NonNegFloat = 2.0  # percentage points: |mc| within it is "mc about 0"
@@ -285,7 +285,7 @@ class TaxonomyReduceSpec(_Strict):
 
 
 class KoopmanReduceSpec(_Strict):
-    """How ``doodl reduce`` estimates each group's Koopman spectrum (``analysis.koopman``)."""
+    """How ``doodl reduce`` estimates each group's Koopman spectrum (``doodl.analysis.koopman``)."""
 
     delays: Annotated[int, Field(ge=0, le=50, strict=True)] = 4  # time delays of the observables
     rank: Annotated[int, Field(ge=1, le=200, strict=True)] = 8  # eigenvalues per spectrum (truncated DMD)
@@ -295,7 +295,7 @@ class KoopmanReduceSpec(_Strict):
 
 
 class NtkReduceSpec(_Strict):
-    """How ``doodl reduce`` follows each run's neural tangent kernel (``analysis.ntk``)."""
+    """How ``doodl reduce`` follows each run's neural tangent kernel (``doodl.analysis.ntk``)."""
 
     probe: Annotated[int, Field(ge=10, le=2000, strict=True)] = 100  # points of the training split
     # recorded steps per run with a kernel: thinned evenly in log time (dense early)
@@ -341,7 +341,7 @@ class SweepSpec(_Strict):
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
-    seeds: Union[PositiveInt, Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] = 1
+    seeds: PositiveInt | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = 1
     record: RecordSpec = RecordSpec()
     resources: ResourcesSpec = ResourcesSpec()
     reduce: ReduceSpec = ReduceSpec()

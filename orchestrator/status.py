@@ -15,9 +15,9 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.lease import Holder, live_holder
-from orchestrator.store import SweepStore
-from workers.config import group_label, shown_axes
+from doodl.orchestrator.lease import Holder, live_holder
+from doodl.orchestrator.store import SweepStore
+from doodl.workers.config import group_label, shown_axes
 
 STATES = ("ok", "diverged", "training", "torn", "pending")  # the summary's columns, in this order
 

@@ -1,6 +1,6 @@
 """The sweep-level store layout: ``STORE/SWEEP_ID/{sweep.json, variants.parquet}``.
 
-The per-unit shards and commit markers below it belong to :mod:`workers.shards`; this
+The per-unit shards and commit markers below it belong to :mod:`doodl.workers.shards`; this
 module owns the sweep directory itself and answers "which units are done?".
 """
 
@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.expand import WorkUnit
-from orchestrator.spec import SWEEP_NAME, SweepSpec
-from workers import shards
-from workers.config import VariantConfig
-from workers.store_files import write_atomic
+from doodl.orchestrator.expand import WorkUnit
+from doodl.orchestrator.spec import SWEEP_NAME, SweepSpec
+from doodl.workers import shards
+from doodl.workers.config import VariantConfig
+from doodl.workers.store_files import write_atomic
 
 DEFAULT_STORE = "./doodl-store"
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")  # run, group and unit ids: hashes, never user text
@@ -206,7 +206,7 @@ class SweepStore:
         """The state of each unit: sound commits count, torn ones are reported and redone.
 
         ``verify`` ``"size"`` (the default: no shard is downloaded) or ``"full"`` (checksums
-        and row counts): see :func:`workers.shards.verify_unit`."""
+        and row counts): see :func:`doodl.workers.shards.verify_unit`."""
         found = shards.committed_units(self.fs, self.root, verify=verify)
         out = {}
         for u in unit_ids:

@@ -60,7 +60,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from orchestrator.cli import main
+    from doodl.orchestrator.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -1,4 +1,4 @@
-"""A hand-batched MLP: the engine's fast path for ``model: mlp`` (``workers._architectures.MLP``).
+"""A hand-batched MLP: the engine's fast path for ``model: mlp`` (``doodl.workers._architectures.MLP``).
 
 ``vmap(grad_and_value(...))`` over ``functional_call`` spends two thirds of an MLP's step
 outside the matrix products (per-op dispatch, batching rules, a ``log_softmax`` over an
@@ -32,7 +32,7 @@ class BatchedMLP:
     """``V`` MLPs with stacked parameters: forward, loss and exact gradients in one pass.
 
     Args:
-        params: the stacked parameters ``{name: (V, ...)}`` of ``workers._architectures.MLP``
+        params: the stacked parameters ``{name: (V, ...)}`` of ``doodl.workers._architectures.MLP``
             in module order (weights ``(V, out, in)``, biases ``(V, out)``).
     """
 

@@ -3,7 +3,7 @@
 They derive a variant's training labels/positions from its seed (through ``seed_stream``
 with streams of their own, so adding one of these axes never changes the draws of the
 existing subset/noise/batch streams). Input noise and augmentation act on drawn batches:
-``workers._batch_transforms``.
+``doodl.workers._batch_transforms``.
 
 Every transform has a neutral setting (``ratio=1``, ``fraction=0``, ``std=0``, ``pad=0`` and
 no flips) that reproduces the untransformed data exactly, so a sweep containing the neutral
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.seeds import STREAM_IMBALANCE, STREAM_PAIR_NOISE, seed_stream
+from doodl.workers.seeds import STREAM_IMBALANCE, STREAM_PAIR_NOISE, seed_stream
 
 
 def _check_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:

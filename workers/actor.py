@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from workers import shards
-from workers.config import VariantConfig
-from workers.engine import train_unit
+from doodl.workers import shards
+from doodl.workers.config import VariantConfig
+from doodl.workers.engine import train_unit
 
 # units an actor holds at once: one training, one being written (the actor's max_concurrency)
 UNITS_IN_FLIGHT = 2

@@ -9,7 +9,7 @@ A field declared with :func:`axis` is a grid axis: the spec section named in it 
 value or a list of values for it, and expansion, the store's columns, MLflow params, run
 names, ``doodl status``, audits and the reduction's group labels all read the axes from
 here (:func:`axes`). Adding an axis is adding one field below; adding a model family is
-one entry in ``workers.models.FAMILIES``.
+one entry in ``doodl.workers.models.FAMILIES``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class VariantConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VariantConfig":
+    def from_dict(cls, d: dict) -> VariantConfig:
         """From :meth:`to_dict`'s form or a row of variants.parquet (which stores the
         dataset options as JSON text); unknown keys (ids, unit) are ignored, fields a
         older store lacks take their defaults."""

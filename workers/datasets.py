@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from workers._data_quality import class_conditional_noise, imbalanced_indices
-from workers.config import VariantConfig
-from workers.families import DataShape
-from workers.seeds import STREAM_BATCHES, STREAM_NOISE, STREAM_SUBSET, seed_stream
+from doodl.workers._data_quality import class_conditional_noise, imbalanced_indices
+from doodl.workers.config import VariantConfig
+from doodl.workers.families import DataShape
+from doodl.workers.seeds import STREAM_BATCHES, STREAM_NOISE, STREAM_SUBSET, seed_stream
 
 TABULAR_DATASETS = ("digits", "breast_cancer", "iris", "wine", "blobs", "moons")
 FILE_DATASETS = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}  # name -> classes
@@ -112,7 +112,7 @@ def _load_raw(name: str, options: tuple[tuple[str, object], ...], path: str) -> 
     if name == "modular":
         return _modular(int(opts.get("p", 97)), str(opts.get("op", "add")))
     if name in FILE_DATASETS:
-        from workers.image_files import load_cifar_dir, load_mnist_dir
+        from doodl.workers.image_files import load_cifar_dir, load_mnist_dir
 
         if not path:
             raise ValueError(f"data set {name} needs dataset.path: the directory holding its files")

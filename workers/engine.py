@@ -1,7 +1,7 @@
 """The batched training engine: every variant of a unit trains as one stacked model.
 
 Parameters of ``V`` variants are stacked along a leading dimension. MLPs train through
-the hand-batched MLP of ``workers._batched_mlp``; every other family is called through
+the hand-batched MLP of ``doodl.workers._batched_mlp``; every other family is called through
 ``torch.func.functional_call`` under ``vmap`` (the fastest exact path of each, measured in
 bench/compile_step.py and bench/train_throughput.py); per-variant learning rates
 and their schedules, weight decays and the data-quality axes are just per-variant tensors,
@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from workers._batch_transforms import augment_per_variant, input_noise
-from workers._batched_mlp import BatchedMLP
-from workers.config import VariantConfig
-from workers.datasets import BatchStream, SplitData, dataset_split, variant_data
-from workers.models import build_model, flatten_params, init_params
-from workers.schedules import is_constant, lr_table
-from workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
+from doodl.workers._batch_transforms import augment_per_variant, input_noise
+from doodl.workers._batched_mlp import BatchedMLP
+from doodl.workers.config import VariantConfig
+from doodl.workers.datasets import BatchStream, SplitData, dataset_split, variant_data
+from doodl.workers.models import build_model, flatten_params, init_params
+from doodl.workers.schedules import is_constant, lr_table
+from doodl.workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
 
 # Batches are sampled this many steps at a time (bounded memory for long runs).
 _SAMPLE_BLOCK = 256

@@ -3,7 +3,7 @@
 Adding a family is one entry in ``FAMILIES``: how it is built from a variant's config and
 the data's shape, which inputs it takes, which depths it allows and which model axes it
 reads. The spec validates against this registry without loading torch; the modules
-themselves live in ``workers._architectures`` and are imported when a model is built.
+themselves live in ``doodl.workers._architectures`` and are imported when a model is built.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import nn
 
-    from workers.config import VariantConfig
+    from doodl.workers.config import VariantConfig
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class DataShape:
 
 
 def _arch():
-    import workers._architectures as arch  # torch only when a model is really built
+    import doodl.workers._architectures as arch  # torch only when a model is really built
 
     return arch
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import gzip as gzip_lib
 import os
-import re
 import zlib
 from dataclasses import dataclass
 

@@ -1,4 +1,4 @@
-"""Building and initialising models of the families in ``workers.families``.
+"""Building and initialising models of the families in ``doodl.workers.families``.
 
 A model is an ``nn.Module``; doodl trains it functionally. The module defines the
 architecture and PyTorch's default initialisation; the batched engine keeps one stacked
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from workers.config import VariantConfig
-from workers.families import DataShape, family
+from doodl.workers.config import VariantConfig
+from doodl.workers.families import DataShape, family
 
 
 def build_model(cfg: VariantConfig, shape: DataShape) -> nn.Module:

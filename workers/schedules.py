@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.optim import lr_scheduler
 
-from workers.config import VariantConfig, axes
+from doodl.workers.config import VariantConfig, axes
 
 SCHEDULES: tuple[str, ...] = get_args(axes()["schedule"].metadata["kind"])
 

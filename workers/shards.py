@@ -35,10 +35,10 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from workers.store_files import write_atomic
+from doodl.workers.store_files import write_atomic
 
 if TYPE_CHECKING:  # the shard format reads a result's arrays; it needs no torch to do so
-    from workers.engine import UnitResult
+    from doodl.workers.engine import UnitResult
 
 TRAJECTORIES = "trajectories"
 SNAPSHOTS = "snapshots"
@@ -78,9 +78,10 @@ def trajectory_schema() -> pa.Schema:
     )
 
 
-def snapshot_schema(theta_dim: int, dtype: pa.DataType = pa.float32()) -> pa.Schema:
+def snapshot_schema(theta_dim: int, dtype: pa.DataType | None = None) -> pa.Schema:
     """Schema of snapshot rows: one per variant and recorded step (``theta`` stored in
-    ``dtype``: float32, or float16 with ``record.dtype``; read back as float32)."""
+    ``dtype``: float32 by default, or float16 with ``record.dtype``; read back as float32)."""
+    dtype = pa.float32() if dtype is None else dtype
     return pa.schema(
         [
             ("run_id", pa.string()),

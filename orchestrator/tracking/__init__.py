@@ -11,15 +11,15 @@ observer), ``_reduction_log``, ``_audit_log``, ``_queries`` (reading the view ba
 ``_sync`` (``doodl sync``), ``_reconcile`` (does the view show what the store holds).
 """
 
-from orchestrator.tracking._audit_log import log_audit
-from orchestrator.tracking._probe import (PROBE_TIMEOUT_S, TrackingUnavailable, is_server, one_line, probe,
+from doodl.orchestrator.tracking._audit_log import log_audit
+from doodl.orchestrator.tracking._probe import (PROBE_TIMEOUT_S, TrackingUnavailable, is_server, one_line, probe,
                                           tracking_errors, use_short_http_timeouts)
-from orchestrator.tracking._queries import audit_history, log_report, sweep_run_ids
-from orchestrator.tracking._reconcile import ViewGap, view_gap
-from orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
-from orchestrator.tracking._sink import DEFAULT_TRACKING_URI, MlflowSink
-from orchestrator.tracking._sweep_log import SweepLog, console, defer, log_sweep_done, log_units, open_sink
-from orchestrator.tracking._sync import SyncOutcome, sync_sweep
+from doodl.orchestrator.tracking._queries import audit_history, log_report, sweep_run_ids
+from doodl.orchestrator.tracking._reconcile import ViewGap, view_gap
+from doodl.orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
+from doodl.orchestrator.tracking._sink import DEFAULT_TRACKING_URI, MlflowSink
+from doodl.orchestrator.tracking._sweep_log import SweepLog, console, defer, log_sweep_done, log_units, open_sink
+from doodl.orchestrator.tracking._sync import SyncOutcome, sync_sweep
 
 __all__ = ["DEFAULT_TRACKING_URI", "PROBE_TIMEOUT_S", "MlflowSink", "SweepLog", "SyncOutcome", "TrackingUnavailable",
            "audit_history", "console", "defer", "is_server", "log_audit", "log_group", "log_report", "log_summaries",

@@ -8,13 +8,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.tracking._probe import probe
-from orchestrator.tracking._sink import MlflowSink
-from orchestrator.tracking.tags import TAG_BASELINE, TAG_ROLE, TAG_SPEC, TAG_SWEEP, TAG_VERDICT
+from doodl.orchestrator.tracking._probe import probe
+from doodl.orchestrator.tracking._sink import MlflowSink
+from doodl.orchestrator.tracking.tags import TAG_BASELINE, TAG_ROLE, TAG_SPEC, TAG_SWEEP, TAG_VERDICT
 
 
 def log_audit(tracking_uri: str, spec_name: str, report, files: dict[str, str], fs) -> str:
-    """Log ``report`` (an :class:`orchestrator.audit.AuditReport`) and its ``files`` (store
+    """Log ``report`` (an :class:`doodl.orchestrator.audit.AuditReport`) and its ``files`` (store
     paths on ``fs``); return the MLflow run id."""
     from mlflow.entities import Metric, RunTag
 

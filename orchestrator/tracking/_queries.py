@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from orchestrator.tracking.tags import TAG_BASELINE, TAG_ROLE, TAG_RUN, TAG_SWEEP, TAG_VERDICT
+from doodl.orchestrator.tracking.tags import TAG_BASELINE, TAG_ROLE, TAG_RUN, TAG_SWEEP, TAG_VERDICT
 
 PAGE = 1000  # MLflow's largest page of search results
 

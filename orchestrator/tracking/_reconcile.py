@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator._reduction_store import ReductionStore
-from orchestrator.results import ANALYSES
-from orchestrator.store import SweepStore
-from orchestrator.tracking._probe import TrackingUnavailable, one_line, probe, tracking_errors, use_short_http_timeouts
-from orchestrator.tracking._sink import SweepView, read_view
+from doodl.orchestrator._reduction_store import ReductionStore
+from doodl.orchestrator.results import ANALYSES
+from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.tracking._probe import TrackingUnavailable, one_line, probe, tracking_errors, use_short_http_timeouts
+from doodl.orchestrator.tracking._sink import SweepView, read_view
 
 
 @dataclass

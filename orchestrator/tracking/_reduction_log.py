@@ -8,11 +8,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from orchestrator.results import GROUP_PICTURES, KOOPMAN_PICTURE, sweep_validity
-from orchestrator.tracking._probe import tracking_errors
-from orchestrator.tracking._sweep_log import defer, timed
-from orchestrator.tracking._views import varying_axes
-from workers.config import group_label
+from doodl.orchestrator.results import GROUP_PICTURES, KOOPMAN_PICTURE, sweep_validity
+from doodl.orchestrator.tracking._probe import tracking_errors
+from doodl.orchestrator.tracking._sweep_log import defer, timed
+from doodl.orchestrator.tracking._views import varying_axes
+from doodl.workers.config import group_label
 
 
 @timed

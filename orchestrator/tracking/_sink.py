@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.tracking._queries import search_all
-from orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, TABLE_COLUMNS, group_results,
+from doodl.orchestrator.tracking._queries import search_all
+from doodl.orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, TABLE_COLUMNS, group_results,
                                           group_name, group_run_name, metrics_of, param_text, run_name, seed_results,
                                           subsample_steps)
-from orchestrator.tracking.tags import (ANALYSIS_TAGS, EXPERIMENT_KIND, TAG_GROUP, TAG_GROUP_LABEL, TAG_LOGGED,
+from doodl.orchestrator.tracking.tags import (ANALYSIS_TAGS, EXPERIMENT_KIND, TAG_GROUP, TAG_GROUP_LABEL, TAG_LOGGED,
                                         TAG_ROLE, TAG_RUN, TAG_SWEEP)
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"

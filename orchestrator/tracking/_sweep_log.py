@@ -14,11 +14,11 @@ import threading
 
 from rich.console import Console
 
-from orchestrator.store import SweepStore
-from orchestrator.tracking._probe import TrackingUnavailable, is_server, one_line, probe, tracking_errors, \
+from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.tracking._probe import TrackingUnavailable, is_server, one_line, probe, tracking_errors, \
     use_short_http_timeouts
-from orchestrator.tracking._sink import MlflowSink
-from orchestrator.tracking._views import CURVES, HELD_OUT_CURVES, varying_axes
+from doodl.orchestrator.tracking._sink import MlflowSink
+from doodl.orchestrator.tracking._views import CURVES, HELD_OUT_CURVES, varying_axes
 
 console = Console(stderr=True)
 _STATE = {"down": "is unreachable", "refused": "refuses the API", "broken": "is broken"}  # by TrackingUnavailable.kind

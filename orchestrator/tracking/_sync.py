@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from orchestrator._reduction_store import ReductionStore
-from orchestrator.results import ANALYSES, koopman_classes, stored_tables, sweep_pictures_in_store
-from orchestrator.store import SweepStore
-from orchestrator.tracking._probe import tracking_errors
-from orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
-from orchestrator.tracking._sweep_log import defer, log_sweep_done, log_units, open_sink
+from doodl.orchestrator._reduction_store import ReductionStore
+from doodl.orchestrator.results import ANALYSES, koopman_classes, stored_tables, sweep_pictures_in_store
+from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.tracking._probe import tracking_errors
+from doodl.orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
+from doodl.orchestrator.tracking._sweep_log import defer, log_sweep_done, log_units, open_sink
 
 
 @dataclass

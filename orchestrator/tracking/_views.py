@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from workers.config import axes
+from doodl.workers.config import axes
 
 # per curve: enough to compare runs in the UI (every step is in the store); MLflow writes a
 # row per point and logging time grows with them (about 0.1 ms a point with SQLite here)

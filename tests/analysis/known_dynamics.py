@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.dynamics import RunTrajectory
+from doodl.analysis.dynamics import RunTrajectory
 
 _S = 0.45  # width of a soft-min well
 MARGIN = 0.15  # stratified starts keep this far from a separatrix: about one grid box at the default depth

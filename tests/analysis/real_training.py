@@ -1,5 +1,5 @@
 """Real training whose outcomes are known: tiny ReLU networks on small 2-D data sets, trained
-by doodl's own batched engine (``workers.engine.train_unit``), many seeds per group.
+by doodl's own batched engine (``doodl.workers.engine.train_unit``), many seeds per group.
 
 Two blobs, one class each (centres (-1, 0) and (1, 0), spread 0.15, 200 points, written as
 an ``.npz`` data set), classified by a one-hidden-layer ReLU network:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.dynamics import RunTrajectory
+from doodl.analysis.dynamics import RunTrajectory
 
 # blob centres and their labels; bench/morse_real_training.py also runs the harder sets
 DATASETS = {
@@ -42,7 +42,7 @@ STEPS, EVERY, LR = 2000, 20, 0.1
 DEAD_LOSS = math.log(2)  # a dead unit leaves the class prior: balanced classes, ln 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def data_file(name: str = "two_blobs") -> str:
     """A data set's path (written once per process into a temporary directory): 200 points,
     cycling over the blobs, spread ``SPREAD`` around their centres."""
@@ -55,18 +55,18 @@ def data_file(name: str = "two_blobs") -> str:
     return str(path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def train_group(width: int, seeds: int, batch: int | None = None,
                 data: str = "two_blobs") -> tuple[list[RunTrajectory], np.ndarray]:
     """One group: ``seeds`` runs of a one-hidden-layer ReLU network of ``width`` units on the
     data set ``data`` (``batch=None``: full-batch gradient descent). Returns the runs (outputs
     on the probe set, final train loss and accuracy attached) and their final train
     accuracies. Cached per process: the results are only read."""
-    from analysis._function_space import output_features, probe_inputs
-    from analysis.morse_task import PROBE_POINTS, PROBE_SEED
-    from workers.config import VariantConfig
-    from workers.datasets import load_split
-    from workers.engine import train_unit
+    from doodl.analysis._function_space import output_features, probe_inputs
+    from doodl.analysis.morse_task import PROBE_POINTS, PROBE_SEED
+    from doodl.workers.config import VariantConfig
+    from doodl.workers.datasets import load_split
+    from doodl.workers.engine import train_unit
 
     path = data_file(data)
     n_train = len(load_split(path, 0.2, 0).x_train)

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from analysis._connection import (
+from doodl.analysis._connection import (
     OUTSIDE,
     connection_matrix,
     data_images,

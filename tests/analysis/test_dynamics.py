@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from analysis._coordinates import fit_coordinates, pca
-from analysis._pair_map import PairMap
-from analysis.dynamics import MIN_RUNS, MIN_RUNS_PER_BASIN, MorseSettings, RunTrajectory, group_morse, snapshot_pairs
-from analysis.morse import SEVERAL
+from doodl.analysis._coordinates import fit_coordinates, pca
+from doodl.analysis._pair_map import PairMap
+from doodl.analysis.dynamics import MIN_RUNS, MIN_RUNS_PER_BASIN, MorseSettings, RunTrajectory, group_morse, snapshot_pairs
+from doodl.analysis.morse import SEVERAL
 from tests.analysis.known_dynamics import LANDSCAPES, MARGIN, descend
 
 DEFAULTS = MorseSettings()
@@ -64,7 +64,7 @@ def assert_known_answer(result, wells: np.ndarray) -> None:
         assert any(f"hold fewer than {MIN_RUNS_PER_BASIN} runs" in w for w in result.warnings)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _known_case(case: str, n_runs: int, settings: MorseSettings = DEFAULTS):
     """A case's runs (seed ``n_runs``), their wells and ``group_morse`` on them, computed once
     per module: ``test_momentum_needs_the_burn_in`` checks the same fit as the suite's
@@ -291,9 +291,9 @@ def test_group_morse_refuses_non_finite_snapshots_bad_settings_and_too_few_pairs
 def _train_softmax_regression(n_seeds: int):
     """16 seeds of softmax regression (``depth: 0``) with weight decay on digits, trained by
     doodl's batched engine: the loss is strongly convex, so there is one minimiser."""
-    from analysis._function_space import output_features, probe_inputs
-    from workers.config import VariantConfig
-    from workers.engine import train_unit
+    from doodl.analysis._function_space import output_features, probe_inputs
+    from doodl.workers.config import VariantConfig
+    from doodl.workers.engine import train_unit
 
     cfgs = [VariantConfig(dataset="digits", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
                           model="mlp", width=8, depth=0, optimizer="sgd", lr=0.05, batch_size=32,

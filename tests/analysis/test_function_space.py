@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from analysis._function_space import output_features, probe_inputs
-from workers.config import VariantConfig
-from workers.datasets import load_split
-from workers.families import DataShape
-from workers.models import build_model, flatten_params, init_params, param_count
+from doodl.analysis._function_space import output_features, probe_inputs
+from doodl.workers.config import VariantConfig
+from doodl.workers.datasets import load_split
+from doodl.workers.families import DataShape
+from doodl.workers.models import build_model, flatten_params, init_params, param_count
 
 torch.set_num_threads(1)
 
@@ -71,7 +71,7 @@ def test_matches_plain_forward_pass(depth):
 
 
 def test_chunking_does_not_change_results(monkeypatch):
-    import analysis._function_space as fs
+    import doodl.analysis._function_space as fs
 
     row = _row(width=6)
     probe = probe_inputs(row, n_probe=20)

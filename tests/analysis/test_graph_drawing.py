@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis._graph_drawing import _KEY_MIN_WIDTH, _layout, draw_morse_graph, layered_layout
+from doodl.analysis._graph_drawing import _KEY_MIN_WIDTH, _layout, draw_morse_graph, layered_layout
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -230,7 +230,7 @@ def test_drawing_raises_on_a_cycle():
 def test_fresh_import_and_drawing_never_import_graphviz(tmp_path):
     code = (
         "import sys\n"
-        "from analysis._graph_drawing import draw_morse_graph\n"
+        "from doodl.analysis._graph_drawing import draw_morse_graph\n"
         "fig = draw_morse_graph([0, 1, 2], [(2, 0), (2, 1)], {}, {}, {0, 1})\n"
         f"fig.savefig({str(tmp_path / 'g.png')!r})\n"
         "print('graphviz' in sys.modules, 'matplotlib.pyplot' in sys.modules)\n"

@@ -4,8 +4,8 @@ spectrum the maths gives."""
 import numpy as np
 import pytest
 
-from analysis import koopman
-from analysis.koopman import conjugacy, delay_embed, koopman_eigenvalues, spectral_distance
+from doodl.analysis import koopman
+from doodl.analysis.koopman import conjugacy, delay_embed, koopman_eigenvalues, spectral_distance
 from tests.analysis.known_optimisers import bisection, gradient_descent_log, mirror_descent
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analysis.koopman_task import _window, sweep_conjugacy
+from doodl.analysis.koopman_task import _window, sweep_conjugacy
 
 
 def test_the_early_window_keeps_the_recordings_up_to_its_fraction_of_the_run():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis._latent import LatentDynamics
+from doodl.analysis._latent import LatentDynamics
 
 torch.set_num_threads(1)
 

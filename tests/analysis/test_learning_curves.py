@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from analysis.learning_curves import late_generalisation, plot_learning_curves, run_curves
+from doodl.analysis.learning_curves import late_generalisation, plot_learning_curves, run_curves
 
 
 def _rows(run_id, train, test_at):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.morse import (
+from doodl.analysis.morse import (
     CONLEY_NOTATION,
     NO_VERDICT_NOTE,
     NODE_STYLES,

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev
 
-from analysis.ntk import empirical_ntk, kernel_distance, kernel_path, transition_step
-from workers.models import flatten_params
+from doodl.analysis.ntk import empirical_ntk, kernel_distance, kernel_path, transition_step
+from doodl.workers.models import flatten_params
 
 
 def _mlp(width: int, depth: int, n_in: int = 8, n_out: int = 3, seed: int = 0) -> nn.Module:
@@ -56,7 +56,7 @@ def test_the_kernel_is_the_logit_jacobian_times_its_transpose():
 
 
 def test_chunks_of_probe_points_give_the_same_kernel(monkeypatch):
-    from analysis import ntk
+    from doodl.analysis import ntk
 
     model = _mlp(width=5, depth=1)
     x, _ = _data(n=11)

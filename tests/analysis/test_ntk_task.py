@@ -4,10 +4,10 @@ seeds' curves make a group's."""
 import numpy as np
 import pytest
 
-from analysis.ntk import KernelPath
-from analysis.ntk_task import _group_curves, probe_training_inputs, thin
-from workers.datasets import dataset_split
-from workers.config import VariantConfig
+from doodl.analysis.ntk import KernelPath
+from doodl.analysis.ntk_task import _group_curves, probe_training_inputs, thin
+from doodl.workers.datasets import dataset_split
+from doodl.workers.config import VariantConfig
 
 
 def test_thinning_is_dense_early_sparse_late_and_keeps_first_and_last():

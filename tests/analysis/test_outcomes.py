@@ -1,4 +1,4 @@
-"""Outcome modes (``analysis._outcomes``): the labels a Morse graph is graded against, defined
+"""Outcome modes (``doodl.analysis._outcomes``): the labels a Morse graph is graded against, defined
 from the runs' end states alone. Known answers: separated clusters are modes, a continuum is
 one, piles a hair apart are one, and the numbering is by size."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis._outcomes import FLOOR, GAP, end_features, outcome_modes
+from doodl.analysis._outcomes import FLOOR, GAP, end_features, outcome_modes
 
 
 def _cloud(rng, centre, n, spread):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from analysis.dynamics import group_morse
+from doodl.analysis.dynamics import group_morse
 from tests.analysis.real_training import DEAD_LOSS, train_group
 
 SPLIT = [pytest.param(seeds, batch, id=f"{seeds}-seeds-{'gd' if batch is None else f'sgd{batch}'}")

@@ -10,17 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from analysis._connectivity import (
+from doodl.analysis._connectivity import (
     CurveFitter,
     linear_barrier,
     linear_cka,
     mc_from_errors,
 )
-from analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
-from analysis.taxonomy import PhaseThresholds, classify_phase
-from workers.config import VariantConfig
-from workers.families import DataShape
-from workers.models import build_model, init_params
+from doodl.analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
+from doodl.analysis.taxonomy import PhaseThresholds, classify_phase
+from doodl.workers.config import VariantConfig
+from doodl.workers.families import DataShape
+from doodl.workers.models import build_model, init_params
 
 
 @pytest.fixture(scope="module")

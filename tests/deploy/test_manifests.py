@@ -14,8 +14,8 @@ import pytest
 import ray
 import yaml
 
-from orchestrator.cli import _parser
-from orchestrator.spec import parse_spec
+from doodl.orchestrator.cli import _parser
+from doodl.orchestrator.spec import parse_spec
 from tests.deploy.crd_validation import crd_errors, kuberay_version, with_change
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

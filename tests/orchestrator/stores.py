@@ -3,11 +3,11 @@ which need its files, not the driver that writes them."""
 
 from __future__ import annotations
 
-from orchestrator.expand import expand, plan_units
-from orchestrator.spec import parse_spec
-from orchestrator.store import SweepStore
-from workers import shards
-from workers.engine import train_unit
+from doodl.orchestrator.expand import expand, plan_units
+from doodl.orchestrator.spec import parse_spec
+from doodl.orchestrator.store import SweepStore
+from doodl.workers import shards
+from doodl.workers.engine import train_unit
 
 
 def train_in_process(store_uri: str, spec: dict, units: int | None = None) -> SweepStore:

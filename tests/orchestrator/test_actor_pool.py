@@ -4,8 +4,8 @@ cannot be placed, is in ``tests/reliability/test_cluster_resources.py``.)"""
 
 from __future__ import annotations
 
-from orchestrator.actor_pool import actor_bundle, placeable, wanted
-from orchestrator.spec import ResourcesSpec
+from doodl.orchestrator.actor_pool import actor_bundle, placeable, wanted
+from doodl.orchestrator.spec import ResourcesSpec
 
 
 def test_pools_are_sized_by_gpus_when_actors_need_them():

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from orchestrator.audit import compare, last_baseline_id
-from orchestrator.lease import SweepLease
-from orchestrator.spec import ToleranceSpec
-from orchestrator.store import StoreError, SweepStore
+from doodl.orchestrator.audit import compare, last_baseline_id
+from doodl.orchestrator.lease import SweepLease
+from doodl.orchestrator.spec import ToleranceSpec
+from doodl.orchestrator.store import StoreError, SweepStore
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 
 

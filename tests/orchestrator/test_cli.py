@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepStore
 from tests.chromium import CHROMIUM, render
 from tests.conftest import tiny_spec_dict, write_spec
-from workers.engine import snapshot_steps
+from doodl.workers.engine import snapshot_steps
 
 REPO = Path(__file__).resolve().parents[2]
 DOODL = shutil.which("doodl") or str(Path(sys.executable).with_name("doodl"))
@@ -143,7 +143,24 @@ def test_status_loads_neither_torch_nor_ray(tmp_path):
     import subprocess
     import sys
 
-    script = ("import sys; from orchestrator.cli import main; code = main(['status', 'none', '--store', "
+    script = ("import sys; from doodl.orchestrator.cli import main; code = main(['status', 'none', '--store', "
               f"{str(tmp_path)!r}]); print(code, sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "2 []", done.stderr[-2000:]
+
+
+def test_sweep_and_reduce_from_a_research_folder_with_its_own_packages(tmp_path):
+    """A research repository commonly has its own ``analysis/``, ``workers/`` and
+    ``orchestrator/`` packages. doodl installs under ``doodl.*``, so neither the driver nor
+    a Ray worker (which puts the driver's folder on its path) imports the user's instead."""
+    for package in ("analysis", "workers", "orchestrator"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(
+            f"raise ImportError('the user\\'s own {package} package was imported by doodl')\n")
+        (tmp_path / package / "engine.py").write_text("")
+    write_spec(tmp_path, tiny_spec_dict("research", seeds=8, data={"label_noise": 0.0},
+                                        optimizer={"lr": 0.1}))
+    done = _doodl("sweep", "spec.yaml", "--reduce", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "failed 0" in done.stdout and "reduce research: 1 groups" in done.stdout
+    assert "user's own" not in done.stdout + done.stderr

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from orchestrator import dry_run
-from orchestrator.expand import expand, pack
-from orchestrator.spec import parse_spec
+from doodl.orchestrator import dry_run
+from doodl.orchestrator.expand import expand, pack
+from doodl.orchestrator.spec import parse_spec
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 from tests.orchestrator.stores import train_in_process
 
@@ -106,7 +106,7 @@ def test_calibration_separates_the_cost_of_a_step_from_a_units_fixed_cost(monkey
         steps_run.append(configs[0].steps)
         now[0] += cost["fixed"] + cost["step"] * configs[0].steps
 
-    monkeypatch.setattr("workers.engine.train_unit", fake_train)
+    monkeypatch.setattr("doodl.workers.engine.train_unit", fake_train)
     unit = pack(expand(parse_spec(SPEC)), 3)[0]
     c = dry_run.calibrate(unit, budget_s=3.0, clock=lambda: now[0])
     assert abs(c.step_s - 0.01) < 1e-9 and abs(c.fixed_s - 0.5) < 1e-9 and c.variants == 3
@@ -120,7 +120,7 @@ def test_calibration_separates_the_cost_of_a_step_from_a_units_fixed_cost(monkey
 
 def test_a_dry_run_starts_no_ray(tmp_path):
     spec = write_spec(tmp_path, SPEC)
-    script = ("import sys; from orchestrator.cli import main; "
+    script = ("import sys; from doodl.orchestrator.cli import main; "
               f"code = main(['sweep', {str(spec)!r}, '--dry-run', '--store', {str(tmp_path / 'store')!r}]); "
               "ray = sys.modules.get('ray'); print('RESULT', code, bool(ray and ray.is_initialized()))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -49,9 +49,9 @@ def test_grokking_example_closes_the_gap_late_for_a_train_fraction(tmp_path):
     """Issue 12's acceptance: for at least one train fraction, held-out accuracy reaches 0.9
     at least 1,000 steps after the training accuracy reached 0.9 (every seed), while for
     the larger fraction they rise together."""
-    from analysis.learning_curves import run_curves
+    from doodl.analysis.learning_curves import run_curves
 
-    from orchestrator.store import SweepStore
+    from doodl.orchestrator.store import SweepStore
 
     _run_example(tmp_path, "grokking", timeout=1800)
     root = tmp_path / "doodl-store" / "grokking"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator.expand import expand, pack, swept_axes
-from orchestrator.spec import parse_spec
+from doodl.orchestrator.expand import expand, pack, swept_axes
+from doodl.orchestrator.spec import parse_spec
 from tests.conftest import tiny_spec_dict
 
 
@@ -47,7 +47,7 @@ def _digits_mlps(width: int, batch: int, seeds: int) -> list:
 
 
 def test_auto_unit_size_keeps_a_units_working_set_near_the_budget():
-    from orchestrator.expand import UNIT_WORKING_SET, auto_unit_size
+    from doodl.orchestrator.expand import UNIT_WORKING_SET, auto_unit_size
 
     # per variant: parameters + batch x activations; digits MLP 64-W-W-10 at batch 128
     #   width 8:     682 + 128 * 42   =   6,058 -> 2**20 / 6,058  = 173 -> 128

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from orchestrator.lease import LeaseHeld, SweepLease
-from orchestrator.store import SweepStore
+from doodl.orchestrator.lease import LeaseHeld, SweepLease
+from doodl.orchestrator.store import SweepStore
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.ntk_task import thin
+from doodl.analysis.ntk_task import thin
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 GROUP_FIELDS = {"group_id", "coordinates", "no_verdict", "n_outcomes", "outcome_sizes", "outcome_features", "ari",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.report import write_report
-from orchestrator.store import SweepStore
+from doodl.orchestrator.report import write_report
+from doodl.orchestrator.store import SweepStore
 from tests.chromium import needs_chromium, render
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 from tests.orchestrator.stores import train_in_process
@@ -186,7 +186,7 @@ def faked(tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from orchestrator._reduction_store import MORSE_GROUP_SCHEMA
+    from doodl.orchestrator._reduction_store import MORSE_GROUP_SCHEMA
 
     tmp = tmp_path_factory.mktemp("faked")
     store = train_in_process(str(tmp / "store"), tiny_spec_dict("faked", optimizer={"steps": 15}))
@@ -237,14 +237,14 @@ def test_a_group_without_a_verdict_shows_dashes_and_the_reason(faked):
     assert REASON in section and "no verdict on attractors or basins" in section
     assert "held-out outcome accuracy" not in section
     # the pictures' key says they are an illustration and names no attractor
-    from analysis.morse import CONLEY_NOTATION, NO_VERDICT_NOTE, NODE_STYLES
+    from doodl.analysis.morse import CONLEY_NOTATION, NO_VERDICT_NOTE, NODE_STYLES
 
     assert NO_VERDICT_NOTE in section and CONLEY_NOTATION in section
     assert NODE_STYLES["attractor"] not in section
 
 
 def test_each_group_shows_its_warnings_and_the_key_to_its_morse_pictures(faked):
-    from analysis.morse import CONLEY_NOTATION, NO_VERDICT_NOTE, NODE_STYLES
+    from doodl.analysis.morse import CONLEY_NOTATION, NO_VERDICT_NOTE, NODE_STYLES
 
     gids, html = faked
     first = _section(html, gids[0])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from doodl.orchestrator.cli import main
+from doodl.orchestrator.spec import SpecError, load_spec, parse_spec
 from tests.conftest import tiny_spec_dict, write_spec
 
 BAD_SPECS = [
@@ -128,9 +128,9 @@ def test_reduce_defaults_are_the_analysis_defaults():
     defaults (analysis may not import the spec, so the values live in both)."""
     from dataclasses import asdict
 
-    from analysis.dynamics import MorseSettings
-    from analysis.taxonomy import TaxonomySettings
-    from orchestrator.spec import ReduceSpec
+    from doodl.analysis.dynamics import MorseSettings
+    from doodl.analysis.taxonomy import TaxonomySettings
+    from doodl.orchestrator.spec import ReduceSpec
 
     spec = ReduceSpec()
     assert spec.morse.model_dump() == asdict(MorseSettings())
@@ -142,7 +142,7 @@ def test_a_morse_section_recorded_before_the_pair_map_takes_the_new_defaults():
     """A sweep.json written before issue 21 holds the retired Gaussian-process keys and that
     method's resolved depths: reduced again, it runs today's method with today's defaults,
     keeping what the user had set away from the old ones."""
-    from orchestrator.spec import MorseReduceSpec
+    from doodl.orchestrator.spec import MorseReduceSpec
 
     old = {"coordinates": "auto", "dims": 2, "tau": 1, "late_from": 0.5, "subdiv_min": 10, "subdiv_max": 16,
            "padding": 0.1, "far_field": 0.9, "max_pairs": 600, "compose": 8, "uncertainty": 1.0, "folds": 8}

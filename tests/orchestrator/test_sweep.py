@@ -8,10 +8,10 @@ import io
 import pyarrow.compute as pc
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.store import SweepStore
+from doodl.orchestrator.cli import main
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import tiny_spec_dict, write_spec
-from workers.engine import snapshot_steps
+from doodl.workers.engine import snapshot_steps
 
 
 def _mlflow_runs(db):

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from orchestrator.spec import load_spec
-from orchestrator.store import derived_sweep_id
+from doodl.orchestrator.spec import load_spec
+from doodl.orchestrator.store import derived_sweep_id
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 

@@ -11,8 +11,8 @@ import textwrap
 
 import ray
 
-from orchestrator.actor_pool import ActorPool
-from orchestrator.spec import ResourcesSpec
+from doodl.orchestrator.actor_pool import ActorPool
+from doodl.orchestrator.spec import ResourcesSpec
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 
@@ -61,8 +61,8 @@ def test_a_cluster_with_fewer_gpus_than_cpus_trains_every_unit_on_its_gpu_actors
     spec = write_spec(tmp_path, tiny_spec_dict(name="onegpu", resources={"gpus_per_actor": 1}))
     script = textwrap.dedent(f"""
         import ray
-        from orchestrator.driver import run_sweep
-        from orchestrator.spec import load_spec
+        from doodl.orchestrator.driver import run_sweep
+        from doodl.orchestrator.spec import load_spec
         ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
         out = run_sweep(load_spec({str(spec)!r}), store_uri={str(tmp_path / 'store')!r},
                         tracking_uri="sqlite:///{tmp_path / 'm.db'}", show_progress=False)
@@ -87,7 +87,7 @@ def test_actors_that_die_before_they_start_are_replaced_a_few_times_then_reporte
     replaces it up to max_retries times and then says why, instead of looping forever."""
     import pytest
 
-    from orchestrator.errors import PlacementError
+    from doodl.orchestrator.errors import PlacementError
 
     pool = ActorPool(_DiesOnStart, (), ResourcesSpec(max_retries=2, num_actors=1), n_units=3)
     try:

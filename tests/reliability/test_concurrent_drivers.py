@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import tiny_spec_dict, write_spec
 from tests.orchestrator.test_cli import DOODL
 from tests.reliability.test_worker_and_driver_death import _rows, _run, _stop, _wait_for_commits

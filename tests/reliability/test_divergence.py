@@ -7,9 +7,9 @@ import dataclasses
 
 import numpy as np
 
-from workers import shards
-from workers.config import VariantConfig
-from workers.engine import train_unit
+from doodl.workers import shards
+from doodl.workers.config import VariantConfig
+from doodl.workers.engine import train_unit
 
 BASE = VariantConfig(dataset="iris", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
                      model="mlp", width=5, depth=1, optimizer="sgd", lr=0.05, batch_size=16,

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.tracking import MlflowSink
-from orchestrator.tracking._sink import _RetryOnLock
+from doodl.orchestrator.cli import main
+from doodl.orchestrator.tracking import MlflowSink
+from doodl.orchestrator.tracking._sink import _RetryOnLock
 from tests.conftest import FAST_REDUCE, tiny_spec_dict, write_spec
 
 
@@ -123,7 +123,7 @@ def _closed_port() -> int:
 def test_a_server_that_accepts_but_never_answers_is_down_after_the_probe_timeout():
     import socket
 
-    from orchestrator.tracking import TrackingUnavailable, probe
+    from doodl.orchestrator.tracking import TrackingUnavailable, probe
 
     with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never replies
         silent.bind(("127.0.0.1", 0))
@@ -164,8 +164,8 @@ def test_a_tracking_server_that_is_down_never_reaches_the_mlflow_client(tmp_path
 
 def test_a_programming_error_in_logging_is_raised_not_deferred(tmp_path, ray_session, monkeypatch):
     """Only what MLflow and the network raise means "tracking is unavailable"; a bug fails loudly."""
-    from orchestrator.driver import run_sweep
-    from orchestrator.spec import load_spec
+    from doodl.orchestrator.driver import run_sweep
+    from doodl.orchestrator.spec import load_spec
 
     def broken(self, *args, **kwargs):
         raise TypeError("a bug in doodl")

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from orchestrator.expand import expand, pack
-from orchestrator.spec import parse_spec
-from orchestrator.store import SweepStore
+from doodl.orchestrator.expand import expand, pack
+from doodl.orchestrator.spec import parse_spec
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
-from workers import shards
+from doodl.workers import shards
 
 # each rerun changes one field of ``resources`` (gpus_per_actor stays 0: there are no GPUs here,
 # and a GPU request the cluster cannot meet is the driver's placement problem, tested elsewhere)

@@ -32,10 +32,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import tiny_spec_dict, write_spec
 from tests.orchestrator.test_cli import DOODL
-from workers import shards
+from doodl.workers import shards
 
 BUCKET = "doodl"
 N_VARIANTS, N_GROUPS, STEPS = 8, 4, 60

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.spec import SpecError, load_spec
+from doodl.orchestrator.cli import main
+from doodl.orchestrator.spec import SpecError, load_spec
 from tests.conftest import FAST_REDUCE, tiny_spec_dict, write_spec
 from tests.orchestrator.test_cli import DOODL
 
@@ -56,7 +56,7 @@ def test_nothing_in_the_store_is_pickled(with_secrets):
     assert files
     for path in files:
         assert path.suffix in ALLOWED_SUFFIXES, path
-        assert not path.read_bytes()[:2] in PICKLE_MAGIC, path
+        assert path.read_bytes()[:2] not in PICKLE_MAGIC, path
 
 
 def test_planted_secrets_appear_nowhere(with_secrets):

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
-from workers import shards
+from doodl.workers import shards
 
 
 @pytest.fixture(scope="module")

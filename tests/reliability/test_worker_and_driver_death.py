@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pyarrow.compute as pc
 
-from orchestrator.expand import expand, pack
-from orchestrator.spec import load_spec
-from orchestrator.store import SweepStore
+from doodl.orchestrator.expand import expand, pack
+from doodl.orchestrator.spec import load_spec
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import tiny_spec_dict, write_spec
 from tests.orchestrator.test_cli import DOODL
 
@@ -46,7 +46,7 @@ def test_dead_worker_unit_is_retried_on_a_fresh_actor(tmp_path):
 def _start_held(tmp_path, spec, hold_after: int, **popen) -> subprocess.Popen:
     """Start a sweep in the background whose actors hold every unit once the store holds
     ``hold_after`` committed units (the test-only ``DOODL_FAULT_HOLD_FILE`` hook of
-    ``workers.actor``; its file is never created, so the held work waits until the actor
+    ``doodl.workers.actor``; its file is never created, so the held work waits until the actor
     is killed). With ``num_actors: 1`` exactly ``hold_after`` units commit and the run
     cannot finish before the test's signal, however busy the machine. Ray's local workers
     inherit the driver's environment, so the variables reach the actors."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from workers import shards
-from workers.actor import UnitTrainer, pick_device
-from workers.config import VariantConfig
+from doodl.workers import shards
+from doodl.workers.actor import UnitTrainer, pick_device
+from doodl.workers.config import VariantConfig
 
 CFG = VariantConfig(dataset="iris", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
                     model="mlp", width=4, depth=1, optimizer="adam", lr=0.01, batch_size=8,
@@ -36,7 +36,7 @@ def test_next_unit_trains_while_the_last_is_written_and_writes_keep_training_ord
     training would never finish if it waited for a's write: the test would time out)."""
     import threading
 
-    from workers import actor as actor_module
+    from doodl.workers import actor as actor_module
 
     trainer = UnitTrainer(str(tmp_path / "sweep"))
     trained_b, events = threading.Event(), []

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from workers._architectures import CNN, ResNet, Transformer
+from doodl.workers._architectures import CNN, ResNet, Transformer
 
 torch.set_num_threads(1)
 
@@ -89,7 +89,7 @@ def test_batched_equals_per_model_loop(family):
         torch.testing.assert_close(loss[v], ref.detach(), rtol=0, atol=1e-10)
         torch.testing.assert_close(logits[v], out.detach(), rtol=0, atol=1e-10)
         for k, p in model.named_parameters():
-            torch.testing.assert_close(grads[k][v], p.grad, rtol=0, atol=1e-10, msg=lambda m: f"{k}: {m}")
+            torch.testing.assert_close(grads[k][v], p.grad, rtol=0, atol=1e-10, msg=lambda m, k=k: f"{k}: {m}")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

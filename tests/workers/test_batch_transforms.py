@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers._batch_transforms import _crop, augment_images, augment_per_variant, input_noise
+from doodl.workers._batch_transforms import _crop, augment_images, augment_per_variant, input_noise
 
 
 # --- input noise -----------------------------------------------------------------------------

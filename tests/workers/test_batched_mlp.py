@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers._architectures import MLP
-from workers._batched_mlp import BatchedMLP
+from doodl.workers._architectures import MLP
+from doodl.workers._batched_mlp import BatchedMLP
 
 torch.set_num_threads(1)
 

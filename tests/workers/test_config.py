@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from workers.config import VariantConfig, axes, later_labels, shown_axes
+from doodl.workers.config import VariantConfig, axes, later_labels, shown_axes
 
 BASE = dict(dataset="blobs", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0, model="mlp",
             width=8, depth=1, optimizer="sgd", lr=0.1, batch_size=16, weight_decay=0.0, steps=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers._data_quality import class_conditional_noise, imbalance_counts, imbalanced_indices
+from doodl.workers._data_quality import class_conditional_noise, imbalance_counts, imbalanced_indices
 
 
 def _balanced(n_classes: int = 10, per_class: int = 100) -> np.ndarray:

@@ -7,12 +7,12 @@ import torch.nn.functional as F
 
 from torch.optim import lr_scheduler
 
-from workers._batch_transforms import augment_images, input_noise
-from workers.config import VariantConfig
-from workers.datasets import BatchStream, dataset_split, variant_data
-from workers.engine import EVAL_POINTS, train_unit
-from workers.models import build_model, flatten_params, init_params
-from workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, torch_generator
+from doodl.workers._batch_transforms import augment_images, input_noise
+from doodl.workers.config import VariantConfig
+from doodl.workers.datasets import BatchStream, dataset_split, variant_data
+from doodl.workers.engine import EVAL_POINTS, train_unit
+from doodl.workers.models import build_model, flatten_params, init_params
+from doodl.workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, torch_generator
 
 
 def _reference_run(cfg: VariantConfig, schedule=None) -> np.ndarray:

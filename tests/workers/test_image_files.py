@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from workers.image_files import (
+from doodl.workers.image_files import (
     ImageSplit,
     load_cifar_dir,
     load_mnist_dir,

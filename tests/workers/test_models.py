@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from workers.config import VariantConfig
-from workers.families import FAMILIES, DataShape, family
-from workers.models import build_model, init_params, param_count
+from doodl.workers.config import VariantConfig
+from doodl.workers.families import FAMILIES, DataShape, family
+from doodl.workers.models import build_model, init_params, param_count
 
 CFG = VariantConfig(dataset="digits", test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
                     model="mlp", width=8, depth=2, optimizer="sgd", lr=0.1, batch_size=16, weight_decay=0.0,

@@ -9,7 +9,7 @@ import threading
 import pyarrow.fs as pafs
 import pytest
 
-from workers.store_files import TMP_MARK, create_only, read_bytes, write_atomic
+from doodl.workers.store_files import TMP_MARK, create_only, read_bytes, write_atomic
 
 
 def test_writers_sharing_a_process_id_never_tear_each_others_files(tmp_path, monkeypatch):

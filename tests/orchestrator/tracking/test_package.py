@@ -39,7 +39,7 @@ def test_sync_report_ls_and_status_load_neither_ray_nor_torch(tmp_path):
                 "report": ["report", "light", "--store", store, "--tracking-uri", db, "--out", str(tmp_path / "rep")],
                 "ls": ["ls", "--store", store],
                 "status": ["status", "light", "--store", store]}
-    script = ("import json, sys\nfrom orchestrator.cli import main\ncode = main(json.loads(sys.argv[1]))\n"
+    script = ("import json, sys\nfrom doodl.orchestrator.cli import main\ncode = main(json.loads(sys.argv[1]))\n"
               "print(json.dumps({'code': code, 'ray': 'ray' in sys.modules, 'torch': 'torch' in sys.modules}))")
     for name, argv in commands.items():
         done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=tmp_path, capture_output=True,

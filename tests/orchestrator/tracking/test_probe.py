@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from orchestrator.tracking import TrackingUnavailable, probe
+from doodl.orchestrator.tracking import TrackingUnavailable, probe
 from tests.orchestrator.tracking.conftest import free_port
 
 

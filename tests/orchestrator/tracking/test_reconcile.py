@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.store import SweepStore
-from orchestrator.tracking import view_gap
+from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.tracking import view_gap
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 
 # 8 variants (+ the parent); 4 groups x 4 analyses on the group run and its 2 seeds' runs

@@ -11,8 +11,8 @@ import types
 
 import pytest
 
-import orchestrator.tracking._sweep_log as tracking
-from orchestrator.store import SweepStore
+import doodl.orchestrator.tracking._sweep_log as tracking
+from doodl.orchestrator.store import SweepStore
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
 
 

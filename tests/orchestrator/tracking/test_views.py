@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.tracking._views import (CURVE_POINTS, group_name, group_run_name, param_text, run_name,
+from doodl.orchestrator.tracking._views import (CURVE_POINTS, group_name, group_run_name, param_text, run_name,
                                           subsample_steps, varying_axes)
 
 
