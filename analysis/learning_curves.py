@@ -10,7 +10,6 @@ as a test curve that rises long after the training curve reached 1.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,11 +71,9 @@ def late_generalisation(curve: RunCurve, fit: float = 0.99, generalise: float = 
 def plot_learning_curves(groups: dict[str, list[RunCurve]], title: str = "") -> bytes:
     """One panel per group (label -> its seeds' curves): training accuracy (solid) and
     held-out accuracy (dashed), seeds overlaid. At most ``MAX_PANELS`` groups are drawn."""
-    import matplotlib
+    from doodl.analysis.figures import png, pyplot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = list(groups)[:MAX_PANELS]
     cols = min(len(labels), 3) or 1
     rows = int(np.ceil(len(labels) / cols)) or 1
@@ -99,7 +96,4 @@ def plot_learning_curves(groups: dict[str, list[RunCurve]], title: str = "") -> 
     if title or more:
         fig.suptitle(f"{title}{more}", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)

@@ -418,13 +418,12 @@ def render_graph(mg: MorseGraph, path: str | Path | None = None, *, title: str |
     program needed). ``verdict=False`` (too few runs to resolve basins) draws no node as an
     attractor and says the picture is an illustration. Returns PNG bytes, also written to
     ``path`` when given."""
-    import io
+    from doodl.analysis.figures import png
 
-    buf = io.BytesIO()
-    graph_figure(mg, title=title, verdict=verdict).savefig(buf, format="png", bbox_inches="tight")
+    data = png(graph_figure(mg, title=title, verdict=verdict))
     if path is not None:
-        Path(path).write_bytes(buf.getvalue())
-    return buf.getvalue()
+        Path(path).write_bytes(data)
+    return data
 
 
 def plot_morse_sets(

@@ -12,7 +12,6 @@ and ``no_verdict`` says why (``docs/methods.md``, "How many runs").
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import asdict
 
@@ -227,11 +226,7 @@ def _run_row(v) -> dict:
 def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]:
     """The Morse graph (PNG, drawn with matplotlib; DOT text as an export), the Morse sets
     over the trajectories, and the connection matrix."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from doodl.analysis.figures import png
     from doodl.analysis.morse import plot_morse_sets, render_graph
 
     g = result.graph
@@ -241,8 +236,8 @@ def _pictures(result: GroupMorse, cm, row: dict, title: str) -> dict[str, bytes]
             "morse_graph.png": render_graph(g, title=f"{title}\n{verdict}", verdict=judged)}
     fig = plot_morse_sets(g, list(result.projected.values()), title=f"{title}\n{verdict}; {result.coordinates}",
                           axis_labels=result.fitted.coordinates.axis_labels, verdict=judged)
-    pics["morse_sets.png"] = _png(fig, plt)
-    pics["connection_matrix.png"] = _png(_plot_connection_matrix(cm, title), plt)
+    pics["morse_sets.png"] = png(fig)
+    pics["connection_matrix.png"] = png(_plot_connection_matrix(cm, title))
     return pics
 
 
@@ -256,17 +251,12 @@ def picture_verdict(row: dict) -> str:
             f"{row['n_attractors']} attractor(s) for {row['n_outcomes']} outcome(s), ARI {row['ari']:.2f}")
 
 
-def _png(fig, plt) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _plot_connection_matrix(cm, title: str):
     """The connection matrix between the non-trivial Morse sets: a mark where a generator
     of the row's set bounds one of the column's (a connecting orbit that must exist)."""
-    import matplotlib.pyplot as plt
+    from doodl.analysis.figures import pyplot
+
+    plt = pyplot()
 
     sets = cm.nontrivial
     pos = {m: k for k, m in enumerate(sets)}

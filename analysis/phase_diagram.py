@@ -7,11 +7,12 @@ and ``batch_size``). Groups that differ in other swept axes go to separate panel
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Sequence
 
 import numpy as np
+
+from doodl.analysis.figures import png, pyplot
 
 PHASE_COLOURS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#2ca02c", "IV-B": "#1f77b4"}
 METRICS = ("train_loss", "test_acc", "hessian_top", "hessian_trace", "mc", "cka", "l2")
@@ -25,24 +26,13 @@ def _panels(rows: list[dict], x: str, y: str, others: Sequence[str]):
 
 
 def _figure(n_panels: int):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cols = min(n_panels, 3)
     rows = int(np.ceil(n_panels / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), dpi=110, squeeze=False)
     for ax in axes.ravel()[n_panels:]:
         ax.set_visible(False)
     return plt, fig, axes.ravel()
-
-
-def _png(plt, fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _setup_axis(ax, x, y, xs, ys, title):
@@ -80,7 +70,7 @@ def plot_phase_diagram(rows: list[dict], x: str, y: str, others: Sequence[str] =
         _setup_axis(ax, x, y, xs, ys, f"{title}{' - ' if title and sub else ''}{sub}")
     fig.legend(handles=[Patch(color=c, label=p) for p, c in PHASE_COLOURS.items()], loc="center left",
                bbox_to_anchor=(1.0, 0.5), fontsize=8, title="phase")
-    return _png(plt, fig)
+    return png(fig)
 
 
 def plot_metric_heatmap(rows: list[dict], metric: str, x: str, y: str, others: Sequence[str] = ()) -> bytes:
@@ -103,4 +93,4 @@ def plot_metric_heatmap(rows: list[dict], metric: str, x: str, y: str, others: S
         _setup_axis(ax, x, y, xs, ys, f"{metric}{' - ' if sub else ''}{sub}")
     if image is not None:
         fig.colorbar(image, ax=list(axes[: len(keys)]), shrink=0.8)
-    return _png(plt, fig)
+    return png(fig)

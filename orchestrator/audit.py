@@ -175,11 +175,11 @@ def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:
     """The two sweeps' phase diagrams next to each other (PNG)."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.image as mpimg
-    import matplotlib.pyplot as plt
+
+    from doodl.analysis.figures import png, pyplot
+
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
     for ax, store, title in ((axes[0], baseline, "baseline"), (axes[1], audited, "audit")):
@@ -190,10 +190,7 @@ def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:
                 ax.imshow(mpimg.imread(io.BytesIO(f.read()), format="png"))
         except FileNotFoundError:
             ax.text(0.5, 0.5, "no phase diagram", ha="center")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def resolve_baseline(ref: str, spec: SweepSpec, store_uri: str, tracking_uri: str,
