@@ -22,7 +22,6 @@ verdict and baseline, with the report as artifacts.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 
 import pyarrow.parquet as pq
@@ -33,6 +32,7 @@ from doodl.orchestrator.store import StoreError, SweepStore
 from doodl.orchestrator.tracking import audit_history, console, log_audit, one_line, tracking_errors
 from doodl.workers.config import axes
 from doodl.workers.store_files import write_atomic
+from doodl.workers.timestamps import COMPACT_UTC, utc_timestamp
 
 # what makes two groups the same setup: the data, the family, every grid axis, the training length
 MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
@@ -266,7 +266,7 @@ def _audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: 
     from doodl.orchestrator.driver import run_sweep
     from doodl.orchestrator.reduce import run_reduce
 
-    sweep_id = f"{spec.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"[:100] if fresh else None
+    sweep_id = f"{spec.name}-{utc_timestamp(fmt=COMPACT_UTC)}"[:100] if fresh else None
     baseline = resolve_baseline(baseline_ref, spec, store_uri, tracking_uri, audited=sweep_id or spec.name)
     for name in ("taxonomy", "morse"):
         if baseline.fs.get_file_info(f"{baseline.root}/reduction/{name}.parquet").type.name != "File":
@@ -282,7 +282,7 @@ def _audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: 
                                        phase_change=spec.audit.phase_change,
                                        attractor_change=spec.audit.attractor_change)
     report = AuditReport(store.sweep_id, baseline.sweep_id, setup, groups, unmatched,
-                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                         created=utc_timestamp())
     report.verdict = "drift" if report.drifted or unmatched else "ok"
     files = write_report(store, baseline, report)
     report.files = files

@@ -36,6 +36,7 @@ from doodl.orchestrator.store import sweep_store_for
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
 from doodl.workers.families import family
+from doodl.workers.timestamps import human_duration
 
 CALIBRATION_S = 4.0  # time budget of the calibration (the command answers in about this plus imports)
 WARM_STEPS, FIRST_STEPS = 1, 3  # a first call pays one-time costs (data, kernels); then two timed calls
@@ -122,7 +123,7 @@ def format_plan(plan: SweepPlan, spec: SweepSpec) -> list[str]:
     rate = sum(c.model_steps_per_s for c in plan.calibrations) / len(plan.calibrations)
     scaled = (f"; the other {plan.n_classes - len(plan.calibrations)} scaled by parameters x batch size"
               if len(plan.calibrations) < plan.n_classes else "")
-    lines.append(f"training    ~{_duration(plan.train_seconds)} estimated on this machine with {plan.n_actors} "
+    lines.append(f"training    ~{human_duration(plan.train_seconds)} estimated on this machine with {plan.n_actors} "
                  f"actor{'s' if plan.n_actors > 1 else ''}: calibrated {rate:,.0f} model-steps/s per actor on "
                  f"{len(plan.calibrations)} of {plan.n_classes} unit shapes{scaled}; starting the actors (seconds each) "
                  "and MLflow logging come on top")
@@ -272,13 +273,3 @@ def _size(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1000
     return f"{n:.3g} TB"
-
-
-def _duration(s: float) -> str:
-    if s < 10:
-        return f"{s:.2g} s"
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"

@@ -24,8 +24,7 @@ from doodl.orchestrator.audit import AUDIT_RECORD, AUDITS
 from doodl.orchestrator.lease import live_holder
 from doodl.orchestrator.spec import ReduceSpec
 from doodl.orchestrator.store import StoreError, SweepStore, sweep_ids
-
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC, as sweep.json's ``created``
+from doodl.workers.timestamps import utc_timestamp
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def format_listing(rows: list[SweepListing]) -> list[str]:
     """Aligned lines: a header, then one line per sweep."""
     table = [("SWEEP", "VARIANTS", "STATE", "UNITS", "LAST CHANGE")]
     for r in rows:
-        when = r.last_change.strftime(TIME_FORMAT) if r.last_change else "-"
+        when = utc_timestamp(r.last_change) if r.last_change else "-"
         if r.problem:
             table.append((r.sweep_id, "-", r.state, "-", f"{when}  {r.problem}"))
         else:

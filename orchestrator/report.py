@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from doodl.orchestrator.results import ANALYSES
 from doodl.orchestrator.status import sweep_status
 from doodl.orchestrator.store import SweepStore
 from doodl.workers.config import group_label
+from doodl.workers.timestamps import READABLE_UTC, utc_timestamp
 
 SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png")  # shown first, in this order
 GROUP_SHOWN = ("morse_graph.png", "morse_sets.png", "ntk.png")  # per-group pictures on the page
@@ -228,7 +228,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
     html = env.get_template("report.html.j2").render(
         sweep_id=store.sweep_id, experiment=experiment, created=doc.get("created", ""),
-        version=doc.get("doodl_version", ""), written=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        version=doc.get("doodl_version", ""), written=f"{utc_timestamp(fmt=READABLE_UTC)} UTC",
         spec=yaml.safe_dump(doc.get("spec", {}), sort_keys=False),
         grid={a: sorted({v[a] for v in variants}, key=str) for a in swept}, n_variants=len(variants),
         counts=sorted(counts.items()), groups=group_rows, runs=runs, sweep_pictures=sweep_pics,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from doodl.workers.store_files import write_atomic
+from doodl.workers.timestamps import utc_timestamp
 
 if TYPE_CHECKING:  # the shard format reads a result's arrays; it needs no torch to do so
     from doodl.workers.engine import UnitResult
@@ -231,7 +231,7 @@ def write_unit(
         "unit_id": unit_id,
         "runs": list(result.run_ids),
         "attempt": int(attempt),
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "written_at": utc_timestamp(),
         "files": {},
     }
     for kind, table in tables.items():

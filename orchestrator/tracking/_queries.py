@@ -4,10 +4,10 @@ report's upload to its parent run."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from doodl.orchestrator.tracking.tags import TAG_BASELINE, TAG_ROLE, TAG_RUN, TAG_SWEEP, TAG_VERDICT
+from doodl.workers.timestamps import READABLE_UTC, utc_timestamp
 
 PAGE = 1000  # MLflow's largest page of search results
 
@@ -49,7 +49,7 @@ def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
     if exp is None:
         return []
     runs = search_all(client, [exp.experiment_id], f"tags.`{TAG_ROLE}` = 'audit'", ["attributes.start_time DESC"])
-    return [{"run_id": r.info.run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.info.start_time / 1000)),
+    return [{"run_id": r.info.run_id, "started": utc_timestamp(r.info.start_time / 1000, READABLE_UTC),
              "sweep_id": r.data.tags.get(TAG_SWEEP), "baseline": r.data.tags.get(TAG_BASELINE),
              "verdict": r.data.tags.get(TAG_VERDICT), "drifted": int(r.data.metrics.get("groups_drifted", 0))}
             for r in runs]
