@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import run_cli, tiny_spec_dict, write_spec
-from doodl.workers.image_files import write_cifar_bin
+from tests.workers.image_fixtures import write_cifar_bin
 
 REDUCE_FAST = {"morse": {"subdiv_min": 6, "subdiv_max": 8, "folds": 2},
                "taxonomy": {"power_iters": 20, "trace_samples": 10, "curve_steps": 30, "mc_pairs": 1,

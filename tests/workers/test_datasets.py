@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from doodl.workers.datasets import BatchStream, load_split, variant_training_set
-from doodl.workers.image_files import write_cifar_bin, write_idx
 from doodl.workers.families import DataShape
+from tests.workers.image_fixtures import write_cifar_bin, write_idx
 
 
 def test_split_is_fixed_by_the_spec_and_standardised():

@@ -15,9 +15,8 @@ from doodl.workers.image_files import (
     load_cifar_dir,
     load_mnist_dir,
     read_idx,
-    write_cifar_bin,
-    write_idx,
 )
+from tests.workers.image_fixtures import write_cifar_bin, write_idx
 
 IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
