@@ -20,6 +20,7 @@ import torch
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
 from doodl.workers.engine import train_unit
+from doodl.workers.faults import fault_plan
 
 # units an actor holds at once: one training, one being written (the actor's max_concurrency)
 UNITS_IN_FLIGHT = 2
@@ -53,6 +54,7 @@ class UnitTrainer:
         self.device = pick_device()
         self._training = threading.Lock()  # one unit trains at a time (one torch thread, one device)
         self._writing = threading.Lock()  # one unit is written at a time: at most two results in memory
+        self._faults = fault_plan(self.fs, self.root, self._writing)  # test-only; read once, a no-op unless set
 
     def run_unit(self, unit_id: str, configs: list[dict], attempt: int = 1) -> dict:
         """Train one unit, write its shards and marker, return a summary for the driver.
@@ -63,8 +65,7 @@ class UnitTrainer:
         """
         start = time.perf_counter()
         with self._training:
-            _maybe_hold(self.fs, self.root, self._writing)
-            _maybe_fault(unit_id, attempt)
+            self._faults.before_unit(unit_id, attempt)
             result = train_unit([VariantConfig.from_dict(c) for c in configs], self.device)
             self._writing.acquire()
         try:
@@ -86,38 +87,3 @@ class UnitTrainer:
         """Where and how this actor trains: process id, torch threads, device."""
         return {"pid": os.getpid(), "threads": torch.get_num_threads(), "device": str(self.device)}
 
-
-def _maybe_fault(unit_id: str, attempt: int) -> None:
-    """Test-only fault hook: ``DOODL_FAULT_EXIT_UNIT=<unit_id>`` kills the process on the
-    first attempt of that unit, as a crashed node would."""
-    if os.environ.get("DOODL_FAULT_EXIT_UNIT") == unit_id and attempt == 1:
-        os._exit(17)
-
-
-HOLD_POLL_SECONDS = 0.05
-HOLD_GIVE_UP_SECONDS = 600.0
-
-
-def _maybe_hold(fs, root: str, writing: threading.Lock) -> None:
-    """Test-only fault hook: ``DOODL_FAULT_HOLD_FILE=<path>`` holds the unit about to be
-    trained while the sweep's store already holds ``DOODL_FAULT_HOLD_AFTER`` (default 1) or
-    more committed units, until a file exists at ``<path>`` (polled every 50 ms).
-
-    A test of a race uses it to hold the rest of the work until its signal has arrived:
-    with ``num_actors: 1`` exactly that many units are committed and the rest wait, however
-    busy the machine. A file that is never created holds until the actor is killed; the
-    hold gives up after ``HOLD_GIVE_UP_SECONDS`` so a leaked actor does not poll forever.
-    Never set in real runs: nothing but the tests reads these variables. The unit being
-    written (``writing`` held) is waited for first, so it counts once it is committed.
-    """
-    path = os.environ.get("DOODL_FAULT_HOLD_FILE")
-    if not path:
-        return
-    with writing:
-        pass
-    after = int(os.environ.get("DOODL_FAULT_HOLD_AFTER", "1"))
-    if len(shards.committed_units(fs, root)) < after:
-        return
-    deadline = time.monotonic() + HOLD_GIVE_UP_SECONDS
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(HOLD_POLL_SECONDS)

@@ -183,7 +183,7 @@ def resumed(s3, base):
     assert base[1].returncode == 0, base[1].stderr[-3000:]
     spec = write_spec(s3.tmp, _spec("resumed"), "resumed.yaml")
     log = s3.tmp / "killed.log"
-    # DOODL_FAULT_HOLD_FILE (workers/actor.py) holds the actor after the first commit, so the
+    # DOODL_FAULT_HOLD_FILE (workers/faults.py) holds the actor after the first commit, so the
     # kill lands mid-sweep on a busy machine too; without the hook the count just varies
     with open(log, "w") as out:
         proc = subprocess.Popen([DOODL, "sweep", str(spec), *s3.common()], cwd=s3.tmp, stdout=out, stderr=out,
