@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow.parquet as pq
 
-from doodl.orchestrator.lease import SweepLease
 from doodl.orchestrator.spec import SweepSpec, ToleranceSpec
-from doodl.orchestrator.store import StoreError, SweepStore
+from doodl.orchestrator.store import StoreError, SweepLease, SweepStore
+from doodl.orchestrator.store.layout import AUDIT_PICTURE, AUDIT_RECORD, AUDIT_REPORT
 from doodl.orchestrator.tracking import audit_history, console, log_audit, one_line, tracking_errors
 from doodl.workers.config import axes
 from doodl.workers.store_files import write_atomic
@@ -38,8 +38,6 @@ from doodl.workers.timestamps import COMPACT_UTC, utc_timestamp
 MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
                 *axes())
 RELATIVE = ("hessian_top", "hessian_trace")
-AUDITS = "audits"  # SWEEP/audits/AUDIT_ID/: one directory per audit of the sweep
-AUDIT_RECORD = "report.json"  # the audit's verdict and findings; its presence means the sweep was audited
 
 
 @dataclass
@@ -95,7 +93,7 @@ def _group_rows(store: SweepStore) -> dict[str, dict]:
     for v in variants:
         rows.setdefault(v["group_id"], {"config": {k: v[k] for k in MATCH_FIELDS}})
     for name in ("taxonomy", "morse"):
-        path = f"{store.root}/reduction/{name}.parquet"
+        path = store.layout.reduction_table(name)
         try:
             with store.fs.open_input_file(path) as f:
                 table = pq.read_table(f).to_pylist()
@@ -186,7 +184,7 @@ def side_by_side(audited: SweepStore, baseline: SweepStore) -> bytes:
         ax.axis("off")
         ax.set_title(f"{title}: {store.sweep_id}", fontsize=10)
         try:
-            with store.fs.open_input_file(f"{store.root}/reduction/plots/phase_diagram.png") as f:
+            with store.fs.open_input_file(store.layout.picture("phase_diagram.png")) as f:
                 ax.imshow(mpimg.imread(io.BytesIO(f.read()), format="png"))
         except FileNotFoundError:
             ax.text(0.5, 0.5, "no phase diagram", ha="center")
@@ -234,13 +232,12 @@ def write_report(store: SweepStore, baseline: SweepStore, report: AuditReport) -
     """report.md, report.json and phase_diagrams.png under ``SWEEP/audits/AUDIT_ID``."""
     fs = store.fs
     audit_id = report.created.replace("-", "").replace(":", "")
-    base = f"{store.root}/{AUDITS}/{audit_id}"
-    files = {"report.md": report.to_markdown().encode(), AUDIT_RECORD: json.dumps(report.to_json(), indent=1).encode(),
-             "phase_diagrams.png": side_by_side(store, baseline)}
+    files = {AUDIT_REPORT: report.to_markdown().encode(), AUDIT_RECORD: json.dumps(report.to_json(), indent=1).encode(),
+             AUDIT_PICTURE: side_by_side(store, baseline)}
     out = {}
     for name, payload in files.items():
-        write_atomic(fs, f"{base}/{name}", payload)
-        out[name] = f"{base}/{name}"
+        out[name] = store.layout.audit_file(audit_id, name)
+        write_atomic(fs, out[name], payload)
     return out
 
 
@@ -254,7 +251,7 @@ def run_audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_ur
 
     One audit of a spec at a time: the audit holds the ``auditing`` lease of the spec's name
     (``STORE/NAME/_leases/auditing.json``) while it runs, so a scheduled audit that starts
-    while the previous one still runs refuses (:class:`doodl.orchestrator.lease.LeaseHeld`, exit 2)
+    while the previous one still runs refuses (:class:`doodl.orchestrator.store.LeaseHeld`, exit 2)
     before it trains anything. KubeRay's RayCronJob has no concurrency policy; this is it."""
     with SweepLease(SweepStore(store_uri, spec.name), "auditing"):
         return _audit(spec, baseline_ref, store_uri=store_uri, tracking_uri=tracking_uri, address=address,
@@ -269,7 +266,7 @@ def _audit(spec: SweepSpec, baseline_ref: str, *, store_uri: str, tracking_uri: 
     sweep_id = f"{spec.name}-{utc_timestamp(fmt=COMPACT_UTC)}"[:100] if fresh else None
     baseline = resolve_baseline(baseline_ref, spec, store_uri, tracking_uri, audited=sweep_id or spec.name)
     for name in ("taxonomy", "morse"):
-        if baseline.fs.get_file_info(f"{baseline.root}/reduction/{name}.parquet").type.name != "File":
+        if baseline.fs.get_file_info(baseline.layout.reduction_table(name)).type.name != "File":
             raise StoreError(f"baseline sweep {baseline.sweep_id!r} has no {name} results; run `doodl reduce "
                              f"{baseline.sweep_id}` first")
     outcome = run_sweep(spec, store_uri=store_uri, tracking_uri=tracking_uri, address=address,

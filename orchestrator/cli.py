@@ -14,6 +14,7 @@ import sys
 from doodl.orchestrator.tracking import DEFAULT_TRACKING_URI
 from doodl.orchestrator.spec import ReduceSpec
 from doodl.orchestrator.store import DEFAULT_STORE
+from doodl.orchestrator.store.layout import AUDIT_REPORT
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_VIEW_INCOMPLETE = 3  # the store is complete, the MLflow view is not (`doodl sync` catches up)
@@ -121,7 +122,7 @@ def _view_checked(code: int, store, args, *, audit_report=None) -> int:
     if audit_report is not None and audit_report.mlflow_run is None:
         complete = False  # `doodl sync` does not log audits: the report in the store is the record
         print(f"doodl: MLflow at {args.tracking_uri} lacks this audit's run (its report is in the store: "
-              f"{audit_report.files.get('report.md')})", file=sys.stderr)
+              f"{audit_report.files.get(AUDIT_REPORT)})", file=sys.stderr)
     return EXIT_VIEW_INCOMPLETE if code == EXIT_OK and not complete else code
 
 
@@ -194,7 +195,7 @@ def _audit(args) -> int:
     for g in report.drifted:
         label = ", ".join(f"{k} {v}" for k, v in g.key.items())
         print(f"  {label}: {'; '.join(g.findings)}")
-    print(f"report: {report.files.get('report.md')}")
+    print(f"report: {report.files.get(AUDIT_REPORT)}")
     from doodl.orchestrator.store import SweepStore
 
     return _view_checked(EXIT_FAILED if report.verdict == "drift" else EXIT_OK, SweepStore(args.store, report.sweep_id),

@@ -6,7 +6,7 @@ been placed and started (:mod:`doodl.orchestrator.actor_pool`); ``ray.wait`` han
 to whichever actor finishes one first. A unit whose actor dies is retried on a fresh
 actor up to ``resources.max_retries`` times. After every committed unit the driver (the
 only MLflow writer) logs that unit's variants. One driver per sweep at a time
-(:mod:`doodl.orchestrator.lease`).
+(:mod:`doodl.orchestrator.store.lease`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from rich.progress import (
 from doodl.orchestrator.actor_pool import ActorPool
 from doodl.orchestrator.errors import ClusterError
 from doodl.orchestrator.expand import WorkUnit, expand, plan_units
-from doodl.orchestrator.lease import SweepLease
 from doodl.orchestrator.spec import SweepSpec
-from doodl.orchestrator.store import SweepStore, sweep_store_for
+from doodl.orchestrator.store import SweepLease, SweepStore, UnitState, sweep_store_for
 from doodl.orchestrator.tracking import SweepLog, console, one_line
 from doodl.workers.actor import UNITS_IN_FLIGHT, UnitTrainer
 
@@ -138,10 +137,10 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
         rows_by_unit.setdefault(row["unit_id"], []).append(row)
     states = store.unit_states([u.unit_id for u in units], verify)
-    done = [u for u in units if states[u.unit_id].state == "committed"]
-    todo = [u for u in units if states[u.unit_id].state != "committed"]
+    done = [u for u in units if states[u.unit_id].state == UnitState.COMMITTED]
+    todo = [u for u in units if states[u.unit_id].state != UnitState.COMMITTED]
     for u in todo:
-        if states[u.unit_id].state == "torn":
+        if states[u.unit_id].state == UnitState.TORN:
             console.print(f"[yellow]unit {u.unit_id} is torn ({states[u.unit_id].problem}); retraining it[/]")
     outcome = SweepOutcome(store.sweep_id, len(variants), len(units), skipped_units=len(done))
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from doodl.orchestrator.expand import WorkUnit, expand, plan_units
 from doodl.orchestrator.spec import SweepSpec
-from doodl.orchestrator.store import sweep_store_for
+from doodl.orchestrator.store import UnitState, sweep_store_for
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
 from doodl.workers.families import family
@@ -91,7 +91,7 @@ def plan_sweep(spec: SweepSpec, store_uri: str, *, new_sweep: bool = False,
     if store.exists():  # a rerun trains what the store lacks, in the units it records
         units = store.recorded_units(variants)
         states = store.unit_states([u.unit_id for u in units])
-        todo = [u for u in units if states[u.unit_id].state != "committed"]
+        todo = [u for u in units if states[u.unit_id].state != UnitState.COMMITTED]
     else:
         units = todo = plan_units(spec, variants)
     models = _models(variants)

@@ -19,11 +19,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from doodl.orchestrator._reduction_store import ReductionStore
-from doodl.orchestrator.audit import AUDIT_RECORD, AUDITS
-from doodl.orchestrator.lease import live_holder
 from doodl.orchestrator.spec import ReduceSpec
-from doodl.orchestrator.store import StoreError, SweepStore, sweep_ids
+from doodl.orchestrator.store import StoreError, SweepStore, UnitState, live_holder, sweep_ids
 from doodl.workers.timestamps import utc_timestamp
 
 
@@ -48,14 +45,13 @@ def sweep_listing(store: SweepStore) -> SweepListing:
         return SweepListing(store.sweep_id, problem=str(exc), last_change=_newest(_files(store)))
     unit_ids = sorted(set(variants.column("unit_id").to_pylist()))
     states = store.unit_states(unit_ids, "size")
-    committed = sum(s.state == "committed" for s in states.values())
+    committed = sum(s.state == UnitState.COMMITTED for s in states.values())
     files = _files(store)
     paths = {i.path for i in files}
-    tables = {ReductionStore(store.fs, store.root, name).table_paths()[0] for name in ReduceSpec.model_fields}
-    audits = f"{store.root}/{AUDITS}/"
+    tables = {store.layout.reduction_table(name) for name in ReduceSpec.model_fields}
     if committed < len(unit_ids) or live_holder(store, "training") is not None:
         state = "training"
-    elif any(p.startswith(audits) and p.endswith(f"/{AUDIT_RECORD}") for p in paths):
+    elif any(store.layout.is_audit_record(p) for p in paths):
         state = "audited"
     elif paths & tables:
         state = "reduced"

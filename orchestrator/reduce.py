@@ -7,7 +7,7 @@ For each analysis (``morse``: :func:`doodl.analysis.morse_task.morse_for_group`;
 and each group whose units are all committed (and sound), one task. A group already reduced with the same settings is skipped unless
 ``force``; a group whose reduction fails records its error in its row and the others go
 on. The driver writes each result to ``SWEEP/reduction/`` as it arrives (see
-:mod:`doodl.orchestrator._reduction_store`) and logs it to MLflow, then rebuilds the all-groups
+:mod:`doodl.orchestrator.store.reduction`) and logs it to MLflow, then rebuilds the all-groups
 tables and the sweep-wide results (phase diagram, metric heatmaps; Koopman's equivalence
 classes, which need every group's spectra: Koopman results reach MLflow once they are known).
 """
@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 
 import ray
 
-from doodl.orchestrator._reduction_store import ReductionStore
 from doodl.orchestrator.driver import connect, progress_bar
 from doodl.orchestrator.expand import AXES
-from doodl.orchestrator.lease import SweepLease
 from doodl.orchestrator.spec import MorseReduceSpec, ReduceSpec
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import ReductionStore, SweepLease, SweepStore, UnitState
 from doodl.orchestrator.results import ANALYSES, KOOPMAN_PICTURE, koopman_classes, sweep_pictures_in_store, sweep_validity
 from doodl.orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
                                    open_sink)
@@ -98,7 +96,7 @@ def run_reduce(
 ) -> ReduceOutcome:
     """Reduce every ready group of a sweep not yet reduced with ``settings``
     (``tracking_uri=None``: no MLflow logging). A second reduction of the same sweep at
-    once is refused (:class:`doodl.orchestrator.lease.LeaseHeld`); training may go on meanwhile."""
+    once is refused (:class:`doodl.orchestrator.store.LeaseHeld`); training may go on meanwhile."""
     start = time.perf_counter()
     settings = settings or recorded_settings(store)
     store.read_sweep()  # an unknown sweep is refused before a lease is written for it
@@ -113,7 +111,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
     for v in variants:
         groups.setdefault(v["group_id"], []).append(v)
     states = store.unit_states(sorted({v["unit_id"] for v in variants}))
-    ready = [g for g, rows in groups.items() if all(states[r["unit_id"]].state == "committed" for r in rows)]
+    ready = [g for g, rows in groups.items() if all(states[r["unit_id"]].state == UnitState.COMMITTED for r in rows)]
     outcome = ReduceOutcome(store.sweep_id, len(groups), waiting=len(groups) - len(ready))
     if outcome.waiting:
         console.print(f"[yellow]{outcome.waiting} group(s) have units not yet trained (or torn); "
@@ -138,7 +136,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
         rows_by_unit: dict[str, list[dict]] = {}
         for v in variants:
             rows_by_unit.setdefault(v["unit_id"], []).append(v)
-        committed = sorted(u for u, s in states.items() if s.state == "committed")
+        committed = sorted(u for u, s in states.items() if s.state == UnitState.COMMITTED)
         log_units(sink, store, rows_by_unit, committed, outcome)  # children must exist to carry results
         open_group_runs(sink, groups, outcome)
         if outcome.mlflow_error:
@@ -166,7 +164,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
         for r in tax_rows:
             if r["phase"]:
                 outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
-        committed = sorted(u for u, st in states.items() if st.state == "committed")
+        committed = sorted(u for u, st in states.items() if st.state == UnitState.COMMITTED)
         pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store, committed)
     if "koopman" in tables:
         outcome.koopman_classes = len(set(koopman_classes(tables["koopman"][0]).values()))
@@ -196,7 +194,7 @@ def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: st
     if rstore.name != "koopman":
         return rstore.consolidate()
     from doodl.analysis.koopman_task import plot_conjugacy, sweep_conjugacy
-    from doodl.orchestrator._reduction_store import KOOPMAN_PAIRS_SCHEMA
+    from doodl.orchestrator.store.reduction import KOOPMAN_PAIRS_SCHEMA
 
     group_rows, run_rows = (t.to_pylist() for t in rstore.consolidate())
     group_rows = [r for r in group_rows if r["group_id"] in groups]

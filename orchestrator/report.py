@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from doodl.orchestrator.expand import AXES
-from doodl.orchestrator.results import ANALYSES
+from doodl.analysis.registry import REGISTRY
 from doodl.orchestrator.status import sweep_status
 from doodl.orchestrator.store import SweepStore
 from doodl.workers.config import group_label
@@ -49,7 +49,7 @@ class ReportOutcome:
 
 def _read_table(store: SweepStore, name: str) -> list[dict]:
     try:
-        with store.fs.open_input_file(f"{store.root}/reduction/{name}.parquet") as f:
+        with store.fs.open_input_file(store.layout.reduction_table(name)) as f:
             return pq.read_table(f).to_pylist()
     except FileNotFoundError:
         return []
@@ -68,13 +68,13 @@ def _copy(store: SweepStore, src: str, dest: Path) -> bool:
 
 def _audits(store: SweepStore) -> list[dict]:
     """The audits of this sweep (``SWEEP/audits/ID/report.json``), newest first."""
-    selector = pafs.FileSelector(f"{store.root}/audits", allow_not_found=True)
+    selector = pafs.FileSelector(store.layout.audits_dir, allow_not_found=True)
     out = []
     for info in store.fs.get_file_info(selector):
         if info.type != pafs.FileType.Directory:
             continue
         try:
-            with store.fs.open_input_stream(f"{info.path}/report.json") as f:
+            with store.fs.open_input_stream(store.layout.audit_record(info.base_name)) as f:
                 doc = json.loads(f.read())
         except (FileNotFoundError, json.JSONDecodeError):
             continue
@@ -150,15 +150,14 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     (out / "img").mkdir(parents=True, exist_ok=True)
     variants = store.read_variants().to_pylist()
     status = {r["run_id"]: r for r in sweep_status(store)}
-    tables = {name: {r["group_id"]: r for r in _read_table(store, name)} for name in ANALYSES}
+    tables = {name: {r["group_id"]: r for r in _read_table(store, name)} for name in REGISTRY}
 
     pictures = 0
     sweep_pics = []
-    plots = f"{store.root}/reduction/plots"
-    infos = store.fs.get_file_info(pafs.FileSelector(plots, allow_not_found=True))
+    infos = store.fs.get_file_info(pafs.FileSelector(store.layout.plots_dir, allow_not_found=True))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png"))
     for name in [n for n in SWEEP_PICTURES if n in names] + [n for n in names if n not in SWEEP_PICTURES]:
-        if _copy(store, f"{plots}/{name}", out / "img" / name):
+        if _copy(store, store.layout.picture(name), out / "img" / name):
             sweep_pics.append({"file": f"img/{name}", "name": name.removesuffix(".png").replace("_", " "),
                                "id": name.removesuffix(".png").replace("_", "-")})
             pictures += 1
@@ -192,7 +191,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         koop, ntk = tables["koopman"].get(gid, {}), tables["ntk"].get(gid, {})
         pics = []
         for name in GROUP_SHOWN:
-            if _copy(store, f"{plots}/{gid}/{name}", out / "img" / gid / name):
+            if _copy(store, store.layout.picture(name, gid), out / "img" / gid / name):
                 pics.append({"file": f"img/{gid}/{name}", "name": name.removesuffix(".png").replace("_", " ")})
                 pictures += 1
         done = [status[r["run_id"]] for r in rows if r["run_id"] in status]
@@ -204,7 +203,10 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
             "mc": _fmt(tax.get("mc")), "cka": _fmt(tax.get("cka")),
             "morse": _morse_view(morse), "koopman_class": _fmt(koop.get("koopman_class")),
             "modulus_1": _fmt(koop.get("modulus_1")), "ntk_transition": _fmt(ntk.get("transition_step")),
-            "errors": {name: tables[name][gid]["error"] for name in ANALYSES
+            # what an analysis's registry entry shows per group beyond the sections above
+            "results": {name: {c: _fmt(tables[name][gid].get(c)) for c in a.report_columns}
+                        for name, a in REGISTRY.items() if a.report_columns and gid in tables[name]},
+            "errors": {name: tables[name][gid]["error"] for name in REGISTRY
                        if gid in tables[name] and tables[name][gid].get("error")},
             "warnings": _warnings(tables, gid, morse.get("no_verdict")),
             "pictures": pics,

@@ -55,7 +55,7 @@ def sweep_pictures_in_store(stores) -> dict[str, str]:
     rstore = next(iter(stores.values()), None)
     if rstore is None:
         return {}
-    infos = rstore.fs.get_file_info(pafs.FileSelector(f"{rstore.root}/plots", allow_not_found=True))
+    infos = rstore.fs.get_file_info(pafs.FileSelector(rstore.plots_dir, allow_not_found=True))
     return {i.base_name: i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".png")}
 
 

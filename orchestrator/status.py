@@ -15,11 +15,11 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from doodl.orchestrator.lease import Holder, live_holder
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import Holder, SweepStore, UnitState, live_holder
 from doodl.workers.config import group_label, shown_axes
 
-STATES = ("ok", "diverged", "training", "torn", "pending")  # the summary's columns, in this order
+# the summary's columns, in this order: a committed unit's runs by their final row, else its unit's state
+STATES = ("ok", "diverged", "training", UnitState.TORN.value, UnitState.PENDING.value)
 
 
 def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
@@ -33,7 +33,7 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     unit_ids = sorted({v["unit_id"] for v in variants})
     states = store.unit_states(unit_ids, verify)
     at_work = live_holder(store, "training") is not None
-    committed = [u for u in unit_ids if states[u].state == "committed"]
+    committed = [u for u in unit_ids if states[u].state == UnitState.COMMITTED]
     finals = {}
     if committed:
         table = store.read_unit_rows(
@@ -46,11 +46,11 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
         row = {k: v[k] for k in columns}
         row.update(group_id=v["group_id"], unit_id=v["unit_id"], attempt=st.attempt, problem=st.problem)
         f = finals.get(v["run_id"])
-        if st.state == "committed" and f:
+        if st.state == UnitState.COMMITTED and f:
             row.update(status=f["status"], steps=f["steps"], train_loss=f["final_train_loss"],
                        train_acc=f["final_train_acc"], test_acc=f["final_test_acc"])
         else:
-            state = "training" if st.state == "pending" and at_work else st.state
+            state = "training" if st.state == UnitState.PENDING and at_work else st.state.value
             row.update(status=state, steps=None, train_loss=None, train_acc=None, test_acc=None)
         out.append(row)
     return out

@@ -52,7 +52,7 @@ def create_only(fs: pafs.FileSystem, path: str, payload: bytes) -> bool:
     On a local filesystem this is exact (a hard link fails when the name exists). pyarrow has
     no conditional PUT for object stores, so there it is check-then-write: two writers within
     the same few milliseconds can both succeed, which is why a lease is read back after a
-    settling delay before it is trusted (:mod:`doodl.orchestrator.lease`).
+    settling delay before it is trusted (:mod:`doodl.orchestrator.store.lease`).
     """
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):

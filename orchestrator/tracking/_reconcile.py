@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from doodl.orchestrator._reduction_store import ReductionStore
 from doodl.orchestrator.results import ANALYSES
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import ReductionStore, SweepStore, UnitState
 from doodl.orchestrator.tracking._probe import TrackingUnavailable, one_line, probe, tracking_errors, use_short_http_timeouts
 from doodl.orchestrator.tracking._sink import SweepView, read_view
 
@@ -41,7 +40,7 @@ def _expected(store: SweepStore) -> tuple[set[str], list[tuple[str, dict]]]:
     """The committed variants' run ids, and each stored (analysis, group row)."""
     variants = store.read_variants().to_pylist()
     units = sorted({v["unit_id"] for v in variants})
-    committed = {u for u, s in store.unit_states(units).items() if s.state == "committed"}
+    committed = {u for u, s in store.unit_states(units).items() if s.state == UnitState.COMMITTED}
     run_ids = {v["run_id"] for v in variants if v["unit_id"] in committed}
     results = [(name, row) for name in ANALYSES
                for row in ReductionStore(store.fs, store.root, name).reduced_groups().values()]

@@ -46,7 +46,7 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
             pictures = {}
             for name in GROUP_PICTURES.get(rstore.name, ()):
                 try:
-                    with rstore.fs.open_input_stream(f"{rstore.root}/plots/{gid}/{name}") as f:
+                    with rstore.fs.open_input_stream(rstore.picture_path(name, gid)) as f:
                         pictures[name] = f.read()
                 except FileNotFoundError:
                     pass
@@ -81,7 +81,7 @@ def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> Non
                 files += [local_copy(p) for n, p in pictures.items()
                           if ("koopman" if n == KOOPMAN_PICTURE else "taxonomy") == name]
                 if name == "koopman":
-                    files.append(local_copy(f"{stores[name].root}/koopman_pairs.parquet"))
+                    files.append(local_copy(stores[name].table_path("koopman_pairs")))
                 metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
                            f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
                 if name == "morse":

@@ -13,9 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from doodl.orchestrator._reduction_store import ReductionStore
 from doodl.orchestrator.results import ANALYSES, koopman_classes, stored_tables, sweep_pictures_in_store
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import ReductionStore, SweepStore, UnitState
 from doodl.orchestrator.tracking._probe import tracking_errors
 from doodl.orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
 from doodl.orchestrator.tracking._sweep_log import defer, log_sweep_done, log_units, open_sink
@@ -48,7 +47,7 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
     for v in variants:
         rows_by_unit.setdefault(v["unit_id"], []).append(v)
     states = store.unit_states(sorted(rows_by_unit))
-    committed = sorted(u for u, s in states.items() if s.state == "committed")
+    committed = sorted(u for u, s in states.items() if s.state == UnitState.COMMITTED)
     try:
         sink.log_parent({"n_variants": len(variants), "n_units": len(rows_by_unit), "dataset": variants[0]["dataset"],
                          "store": store.uri})

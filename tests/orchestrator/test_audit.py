@@ -9,9 +9,8 @@ import os
 import pytest
 
 from doodl.orchestrator.audit import compare, last_baseline_id
-from doodl.orchestrator.lease import SweepLease
 from doodl.orchestrator.spec import ToleranceSpec
-from doodl.orchestrator.store import StoreError, SweepStore
+from doodl.orchestrator.store import StoreError, SweepLease, SweepStore
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 
 

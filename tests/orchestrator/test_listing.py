@@ -8,9 +8,8 @@ import shutil
 
 import pytest
 
-from doodl.orchestrator.audit import AUDIT_RECORD, AUDITS
-from doodl.orchestrator.lease import SweepLease
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepLease, SweepStore
+from doodl.orchestrator.store.layout import AUDIT_RECORD, AUDITS
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict
 from tests.orchestrator.stores import train_in_process
 

@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 
-from doodl.orchestrator.lease import SweepLease
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepLease, SweepStore
 from tests.conftest import run_cli, tiny_spec_dict
 from tests.orchestrator.stores import train_in_process
 

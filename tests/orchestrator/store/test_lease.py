@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from doodl.orchestrator.lease import LeaseHeld, SweepLease
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import LeaseHeld, SweepLease, SweepStore
 
 
 @pytest.fixture()

@@ -1,12 +1,12 @@
 """One driver per sweep and purpose at a time: a lease in the store.
 
 A driver that trains a sweep (or reduces it) first creates ``SWEEP/_leases/PURPOSE.json``
-with a create-only write: its owner (a random id, host, process), when it was taken and when
-it expires. A heartbeat thread renews the expiry while the driver works; the driver deletes
-the lease when it stops. A second driver finds the lease and refuses with one line (exit 2),
-unless the lease is stale: expired (its driver stopped renewing it: killed, or its pod gone)
-or held by a process of this host that no longer exists (a driver killed a moment ago need
-not wait for the expiry).
+(:meth:`.layout.SweepLayout.lease`) with a create-only write: its owner (a random id, host,
+process), when it was taken and when it expires. A heartbeat thread renews the expiry while
+the driver works; the driver deletes the lease when it stops. A second driver finds the
+lease and refuses with one line (exit 2), unless the lease is stale: expired (its driver
+stopped renewing it: killed, or its pod gone) or held by a process of this host that no
+longer exists (a driver killed a moment ago need not wait for the expiry).
 
 On object stores pyarrow has no conditional PUT, so a new lease is read back after
 :data:`SETTLE_S` and trusted only if it is still this driver's: of two drivers that wrote
@@ -23,10 +23,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from doodl.orchestrator.store import StoreError, SweepStore
+from doodl.orchestrator.store.sweep import StoreError, SweepStore
 from doodl.workers.store_files import create_only, is_object_store, read_bytes, write_atomic
 
-LEASES = "_leases"
 TTL_S = 60.0  # a lease not renewed for this long is stale
 HEARTBEAT_S = 15.0
 SETTLE_S = 2.0  # object stores: how long a written lease must survive before it is trusted
@@ -70,15 +69,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def lease_path(store: SweepStore, purpose: str) -> str:
-    """Where the lease of ``store``'s sweep for ``purpose`` lives."""
-    return f"{store.root}/{LEASES}/{purpose}.json"
-
-
 def live_holder(store: SweepStore, purpose: str) -> Holder | None:
     """Who holds the sweep's lease for ``purpose`` now, or None when no driver is at work
     (no lease, or a stale one: see :meth:`Holder.stale`). Reads the lease; writes nothing."""
-    holder = Holder.parse(read_bytes(store.fs, lease_path(store, purpose)))
+    holder = Holder.parse(read_bytes(store.fs, store.layout.lease(purpose)))
     return holder if holder is not None and not holder.stale(time.time()) else None
 
 
@@ -88,7 +82,7 @@ class SweepLease:
     def __init__(self, store: SweepStore, purpose: str, ttl: float = TTL_S, heartbeat: float = HEARTBEAT_S,
                  settle: float = SETTLE_S):
         self.store, self.purpose = store, purpose
-        self.path = lease_path(store, purpose)
+        self.path = store.layout.lease(purpose)
         self.ttl, self.heartbeat, self.settle = ttl, heartbeat, settle
         self.owner = uuid.uuid4().hex
         self.acquired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,7 +1,6 @@
-"""The sweep-level store layout: ``STORE/SWEEP_ID/{sweep.json, variants.parquet}``.
-
-The per-unit shards and commit markers below it belong to :mod:`doodl.workers.shards`; this
-module owns the sweep directory itself and answers "which units are done?".
+"""One sweep's directory in a store: ``sweep.json``, ``variants.parquet`` and the state of
+each unit ("which units are done?"). Its paths come from :mod:`.layout`; the per-unit shards
+and commit markers are read through :mod:`doodl.workers.shards`.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import re
 import time
 import urllib.parse
 from dataclasses import MISSING, dataclass
+from enum import Enum
 from importlib.metadata import PackageNotFoundError, version
 
 import pyarrow as pa
@@ -20,14 +20,13 @@ import pyarrow.parquet as pq
 
 from doodl.orchestrator.expand import WorkUnit
 from doodl.orchestrator.spec import SWEEP_NAME, SweepSpec
+from doodl.orchestrator.store.layout import SweepLayout, sweep_root
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
 from doodl.workers.store_files import write_atomic
 
 DEFAULT_STORE = "./doodl-store"
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")  # run, group and unit ids: hashes, never user text
-SWEEP_JSON = "sweep.json"
-VARIANTS = "variants.parquet"
 
 
 class StoreError(ValueError):
@@ -47,12 +46,25 @@ def _result_spec(spec: SweepSpec) -> dict:
     return spec.model_dump(mode="json", exclude={"resources", "reduce", "audit"})
 
 
+class UnitState(str, Enum):
+    """Where one unit stands in the store. A ``str``: it compares equal to its value and
+    prints as it, so what the store's readers show is unchanged."""
+
+    COMMITTED = "committed"  # its commit marker exists and its shards match it
+    TORN = "torn"  # shards without a marker, or a marker its shards do not match: redone
+    PENDING = "pending"  # nothing written yet
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
-class UnitState:
-    """What the store says about one unit: committed and sound, torn, or not yet done."""
+class StoredUnit:
+    """What the store says about one unit: its state, the attempt that wrote it and, when
+    torn, why."""
 
     unit_id: str
-    state: str  # "committed" | "torn" | "pending"
+    state: UnitState
     attempt: int = 0
     problem: str | None = None
 
@@ -70,7 +82,8 @@ class SweepStore:
         self.store_uri = store_uri
         self.sweep_id = sweep_id
         self.base = base.rstrip("/")
-        self.root = f"{self.base}/{sweep_id}"
+        self.root = sweep_root(self.base, sweep_id)
+        self.layout = SweepLayout(self.root)
 
     @property
     def uri(self) -> str:
@@ -96,17 +109,17 @@ class SweepStore:
             raise StoreError(f"store {self.store_uri}: not writable ({exc})") from None
 
     def exists(self) -> bool:
-        return self.fs.get_file_info(f"{self.root}/{SWEEP_JSON}").type == pafs.FileType.File
+        return self.fs.get_file_info(self.layout.sweep_json).type == pafs.FileType.File
 
     # --- sweep.json and variants.parquet -----------------------------------------
     def read_sweep(self) -> dict:
         try:
-            with self.fs.open_input_stream(f"{self.root}/{SWEEP_JSON}") as f:
+            with self.fs.open_input_stream(self.layout.sweep_json) as f:
                 return json.loads(f.read())
         except FileNotFoundError:
             raise StoreError(f"unknown sweep {self.sweep_id!r} in store {self.store_uri}") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"{self.root}/{SWEEP_JSON}: corrupted (not JSON)") from None
+            raise StoreError(f"{self.layout.sweep_json}: corrupted (not JSON)") from None
 
     def matches(self, spec: SweepSpec) -> bool:
         """True when the recorded sweep trains what ``spec`` trains. The recorded spec is
@@ -144,7 +157,7 @@ class SweepStore:
         table = variants_table(variants, units)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        write_atomic(self.fs, f"{self.root}/{VARIANTS}", sink.getvalue().to_pybytes())
+        write_atomic(self.fs, self.layout.variants, sink.getvalue().to_pybytes())
         doc = {
             "sweep_id": self.sweep_id,
             "name": spec.name,  # the MLflow experiment; the sweep id differs after --new-sweep
@@ -156,12 +169,12 @@ class SweepStore:
             "n_units": len(units),
         }
         # sweep.json last: its presence says the sweep directory is complete
-        write_atomic(self.fs, f"{self.root}/{SWEEP_JSON}", json.dumps(doc, indent=1).encode())
+        write_atomic(self.fs, self.layout.sweep_json, json.dumps(doc, indent=1).encode())
         return True
 
     def read_variants(self) -> pa.Table:
         """variants.parquet, checked: ids are used in paths, so each must be a plain hash."""
-        path = f"{self.root}/{VARIANTS}"
+        path = self.layout.variants
         try:
             with self.fs.open_input_file(path) as f:
                 table = pq.read_table(f)
@@ -196,13 +209,13 @@ class SweepStore:
         table = self.read_variants()
         for run_id, unit_id in zip(table.column("run_id").to_pylist(), table.column("unit_id").to_pylist()):
             if run_id not in by_run:
-                raise StoreError(f"{self.root}/{VARIANTS}: run {run_id} is not a variant of this spec")
+                raise StoreError(f"{self.layout.variants}: run {run_id} is not a variant of this spec")
             members.setdefault(unit_id, []).append(by_run[run_id])
         if sum(map(len, members.values())) != len(variants):
-            raise StoreError(f"{self.root}/{VARIANTS}: holds {table.num_rows} variants, the spec {len(variants)}")
+            raise StoreError(f"{self.layout.variants}: holds {table.num_rows} variants, the spec {len(variants)}")
         return [WorkUnit(unit_id=u, variants=tuple(vs)) for u, vs in members.items()]
 
-    def unit_states(self, unit_ids: list[str], verify: str = "size") -> dict[str, UnitState]:
+    def unit_states(self, unit_ids: list[str], verify: str = "size") -> dict[str, StoredUnit]:
         """The state of each unit: sound commits count, torn ones are reported and redone.
 
         ``verify`` ``"size"`` (the default: no shard is downloaded) or ``"full"`` (checksums
@@ -212,16 +225,16 @@ class SweepStore:
         for u in unit_ids:
             c = found.get(u)
             if c is None:
-                leftover = [k for k, path in shards.unit_paths(self.root, u).items() if k != shards.COMMITS
+                leftover = [k for k, path in self.layout.unit_files(u).items() if k != shards.COMMITS
                             and self.fs.get_file_info(path).type == pafs.FileType.File]
                 if leftover:  # written, never committed: a write that was interrupted
-                    out[u] = UnitState(u, "torn", 0, f"{' and '.join(leftover)} shard without a commit marker")
+                    out[u] = StoredUnit(u, UnitState.TORN, 0, f"{' and '.join(leftover)} shard without a commit marker")
                 else:
-                    out[u] = UnitState(u, "pending")
+                    out[u] = StoredUnit(u, UnitState.PENDING)
             elif c.problem:
-                out[u] = UnitState(u, "torn", int(c.marker.get("attempt", 0)), c.problem)
+                out[u] = StoredUnit(u, UnitState.TORN, int(c.marker.get("attempt", 0)), c.problem)
             else:
-                out[u] = UnitState(u, "committed", int(c.marker.get("attempt", 1)))
+                out[u] = StoredUnit(u, UnitState.COMMITTED, int(c.marker.get("attempt", 1)))
         return out
 
     def read_unit_rows(self, kind: str, unit_ids: list[str], columns: list[str] | None = None) -> pa.Table:
@@ -247,7 +260,8 @@ def sweep_ids(store_uri: str) -> list[str]:
     base = base.rstrip("/")
     dirs = [i.base_name for i in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
             if i.type == pafs.FileType.Directory and SWEEP_NAME.match(i.base_name)]
-    return sorted(d for d in dirs if fs.get_file_info(f"{base}/{d}/{SWEEP_JSON}").type == pafs.FileType.File)
+    return sorted(d for d in dirs
+                  if fs.get_file_info(SweepLayout(sweep_root(base, d)).sweep_json).type == pafs.FileType.File)
 
 
 def _first_line(exc: BaseException) -> str:

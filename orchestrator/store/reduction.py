@@ -12,20 +12,19 @@
                                               koopman_classes.png)
 
 Each part is written to a temporary name and moved into place, so a part that exists is
-whole; a group counts as reduced once its group part exists without an error.
+whole; a group counts as reduced once its group part exists without an error. The paths are
+:class:`.layout.SweepLayout`'s.
 """
 
 from __future__ import annotations
-
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from doodl.orchestrator.store.layout import GROUPS, PARQUET, RUNS, SweepLayout
 from doodl.workers.store_files import write_atomic
-
-REDUCTION = "reduction"
 
 _I32, _LI32, _LLI32 = pa.int32(), pa.list_(pa.int32()), pa.list_(pa.list_(pa.int32()))
 
@@ -241,7 +240,8 @@ class ReductionStore:
 
     def __init__(self, fs: pafs.FileSystem, sweep_root: str, name: str = "morse"):
         self.fs = fs
-        self.root = f"{sweep_root}/{REDUCTION}"
+        self.layout = SweepLayout(sweep_root)
+        self.root = self.layout.reduction_dir
         self.name = name
         self.group_schema, self.run_schema = SCHEMAS[name]
 
@@ -254,14 +254,27 @@ class ReductionStore:
         self._write(path, sink.getvalue().to_pybytes())
 
     def group_part(self, group_id: str) -> str:
-        return f"{self.root}/{self.name}/groups/{group_id}.parquet"
+        return self.layout.reduction_part(self.name, GROUPS, group_id)
 
     def run_part(self, group_id: str) -> str:
-        return f"{self.root}/{self.name}/runs/{group_id}.parquet"
+        return self.layout.reduction_part(self.name, RUNS, group_id)
+
+    @property
+    def plots_dir(self) -> str:
+        """``reduction/plots``: the sweep-wide pictures, and a folder of each group's."""
+        return self.layout.plots_dir
+
+    def picture_path(self, name: str, group_id: str | None = None) -> str:
+        """A sweep-wide picture, or with ``group_id`` one of that group's."""
+        return self.layout.picture(name, group_id)
+
+    def table_path(self, name: str) -> str:
+        """A sweep-wide table ``reduction/NAME.parquet`` (e.g. Koopman's ``koopman_pairs``)."""
+        return self.layout.reduction_table(name)
 
     def write_file(self, name: str, payload: bytes) -> str:
         """A sweep-wide file (a picture) under ``reduction/plots``; returns its path."""
-        path = f"{self.root}/plots/{name}"
+        path = self.picture_path(name)
         self._write(path, payload)
         return path
 
@@ -273,7 +286,7 @@ class ReductionStore:
         gid = row["group_id"]
         paths = {}
         for name, payload in pictures.items():
-            paths[name] = f"{self.root}/plots/{gid}/{name}"
+            paths[name] = self.picture_path(name, gid)
             self._write(paths[name], payload)
         self._write_table(self.run_part(gid), pa.Table.from_pylist(runs, self.run_schema))
         full = {name: row.get(name) for name in self.group_schema.names}
@@ -282,35 +295,36 @@ class ReductionStore:
 
     def reduced_groups(self) -> dict[str, dict]:
         """Rows of the groups already reduced (errors included), by group id."""
-        table = self._read_parts(f"{self.name}/groups", self.group_schema)
+        table = self._read_parts(GROUPS, self.group_schema)
         return {r["group_id"]: r for r in table.to_pylist()}
 
-    def _read_parts(self, sub: str, schema: pa.Schema) -> pa.Table:
-        selector = pafs.FileSelector(f"{self.root}/{sub}", allow_not_found=True)
+    def _read_parts(self, kind: str, schema: pa.Schema) -> pa.Table:
+        selector = pafs.FileSelector(self.layout.reduction_parts_dir(self.name, kind), allow_not_found=True)
         files = [i.path for i in self.fs.get_file_info(selector)
-                 if i.type == pafs.FileType.File and i.path.endswith(".parquet")]
+                 if i.type == pafs.FileType.File and i.path.endswith(PARQUET)]
         if not files:
             return schema.empty_table()
         return ds.dataset(files, filesystem=self.fs, format="parquet", schema=schema).to_table()
 
     def table_paths(self) -> list[str]:
-        return [f"{self.root}/{self.name}.parquet", f"{self.root}/{self.name}_runs.parquet"]
+        """The analysis's all-groups and all-runs tables."""
+        return [self.layout.reduction_table(self.name), self.layout.reduction_runs_table(self.name)]
 
     def write_table(self, name: str, rows: list[dict], schema: pa.Schema) -> str:
         """A sweep-wide table ``reduction/NAME.parquet`` (e.g. Koopman's pairs); returns its path."""
-        path = f"{self.root}/{name}.parquet"
+        path = self.table_path(name)
         self._write_table(path, pa.Table.from_pylist(rows, schema))
         return path
 
     def consolidate(self, group_columns: dict[str, dict] | None = None) -> tuple[pa.Table, pa.Table]:
         """Rebuild ``NAME.parquet`` and ``NAME_runs.parquet`` from the parts; ``group_columns``
         (column -> group id -> value) fills sweep-wide columns the parts leave empty."""
-        groups = self._read_parts(f"{self.name}/groups", self.group_schema).sort_by("group_id")
+        groups = self._read_parts(GROUPS, self.group_schema).sort_by("group_id")
         for column, values in (group_columns or {}).items():
             filled = pa.array([values.get(g) for g in groups.column("group_id").to_pylist()],
                               self.group_schema.field(column).type)
             groups = groups.set_column(groups.schema.get_field_index(column), column, filled)
-        runs = self._read_parts(f"{self.name}/runs", self.run_schema).sort_by([("group_id", "ascending"),
+        runs = self._read_parts(RUNS, self.run_schema).sort_by([("group_id", "ascending"),
                                                                                 ("run_id", "ascending")])
         paths = self.table_paths()
         self._write_table(paths[0], groups)
