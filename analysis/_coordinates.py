@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("pca", "late_pca", "function", "dmd", "latent")
+from doodl.analysis.settings import COORDINATE_KINDS
+
 DMD_RANK = 12  # SVD rank of the DMD fit: enough for the slow modes, robust to noise
 
 
@@ -118,4 +119,4 @@ def fit_coordinates(kind: str, states: list[np.ndarray], x: np.ndarray, y: np.nd
 
         model = LatentDynamics(dims=dims, seed=seed).fit(x, y)
         return Coordinates("latent", model.encode, np.full(dims, np.nan))
-    raise ValueError(f"unknown coordinates {kind!r}; one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown coordinates {kind!r}; one of {', '.join(COORDINATE_KINDS)}")

@@ -37,62 +37,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from doodl.analysis._coordinates import KINDS, Coordinates, fit_coordinates
+from doodl.analysis._coordinates import Coordinates, fit_coordinates
 from doodl.analysis._outcomes import Outcomes, end_features, outcome_modes
 from doodl.analysis._pair_map import PairMap
 from doodl.analysis.morse import NO_ATTRACTOR, MorseGraph, morse_graph
+from doodl.analysis.settings import MorseSettings
 
 METHOD_VERSION = 4  # bump when a change alters results: stored results of older versions are redone
-COORDINATES = ("auto", *KINDS)
 MIN_RUNS = 8  # fewer non-diverged runs than this cannot resolve basins reliably (BENCHMARKS.md)
 # a basin holding fewer runs than this leaves too few trajectories there once one is held
 # out: the held-out figure is then pessimistic (measured: 2-3 runs a well, BENCHMARKS.md)
 MIN_RUNS_PER_BASIN = 4
 EARLY_FRACTION = 0.1  # the "early state" judged out of sample: the snapshot at 10% of training
 BURN_IN_MEMORIES = 5  # pairs start this many optimiser memories into a run (momentum 0.9: 50 steps)
-
-
-@dataclass(frozen=True)
-class MorseSettings:
-    """How a group's Morse graph is computed (the ``reduce.morse`` section of a spec)."""
-
-    coordinates: str = "auto"
-    dims: int = 2
-    tau: int = 1
-    late_from: float = 0.5
-    # 2**13 boxes (128 x 64 in 2-D): with 2**12 a held-out run's early state 0.15 from the
-    # double well's separatrix was left undecided, with 2**14 a group took 2-4x longer
-    # (BENCHMARKS.md)
-    subdiv_min: int = 13
-    subdiv_max: int = 17
-    padding: float = 0.1
-    compose: int = 8
-    folds: int = 8
-
-    def __post_init__(self):
-        if self.coordinates not in COORDINATES:
-            raise ValueError(f"coordinates must be one of {', '.join(COORDINATES)}, got {self.coordinates!r}")
-        if not 2 <= self.dims <= 4:
-            raise ValueError(f"dims must be 2, 3 or 4, got {self.dims}")
-        if self.tau < 1:
-            raise ValueError(f"tau must be at least 1, got {self.tau}")
-        if not 0.0 <= self.late_from < 1.0:
-            raise ValueError(f"late_from must be in [0, 1), got {self.late_from}")
-        if self.compose < 1:
-            raise ValueError(f"compose must be at least 1, got {self.compose}")
-        if self.folds < 2:
-            raise ValueError(f"folds must be at least 2, got {self.folds}")
-
-    @property
-    def span(self) -> int:
-        """Snapshots between the two states of a pair: the map is ``x_t -> x_{t + span}``.
-
-        ``compose`` multiplies ``tau`` because the map is taken from pairs that far apart,
-        never by iterating a one-step map: iterated, a small error at a slow state (0.01 a
-        step) carried it several boxes (BENCHMARKS.md). A longer span makes the map contract
-        more per step, so a settled end's box maps into itself rather than onto its
-        neighbours."""
-        return self.tau * self.compose
 
 
 @dataclass

@@ -176,3 +176,25 @@ def plot_conjugacy(group_rows: list[dict], classes: dict[str, int], pairs: list[
         ax_e.legend(fontsize=7, loc="lower left", ncol=2)
     fig.suptitle(title, fontsize=10)
     return png(fig)
+
+
+KOOPMAN_PICTURE = "koopman_classes.png"  # sweep-wide, beside the other sweep pictures
+
+
+def sweep_step(rstore, groups: dict[str, list[dict]], title: str = ""):
+    """Koopman's sweep-wide results, once every group has its spectra: each group's
+    equivalence class (a column of ``koopman.parquet``), the verdict of every pair of groups
+    with its numbers (``koopman_pairs.parquet``) and ``koopman_classes.png``. ``rstore`` is
+    the analysis's reduction store; returns the consolidated (groups, runs) tables."""
+    from doodl.analysis.schemas import KOOPMAN_PAIRS_SCHEMA
+    from doodl.workers.config import group_label
+
+    group_rows, run_rows = (t.to_pylist() for t in rstore.consolidate())
+    group_rows = [r for r in group_rows if r["group_id"] in groups]
+    classes, pairs = sweep_conjugacy(group_rows, [r for r in run_rows if r["group_id"] in groups])
+    rstore.write_table("koopman_pairs", pairs, KOOPMAN_PAIRS_SCHEMA)
+    picture = plot_conjugacy(group_rows, classes, pairs, {g: group_label(rows[0]) for g, rows in groups.items()},
+                             title=f"{title}: dynamical equivalence classes (Koopman spectra)")
+    if picture is not None:
+        rstore.write_file(KOOPMAN_PICTURE, picture)
+    return rstore.consolidate({"koopman_class": classes})

@@ -13,7 +13,6 @@ and ``no_verdict`` says why (``docs/methods.md``, "How many runs").
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import numpy as np
 
@@ -136,7 +135,7 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
     cfg = MorseSettings(**settings)
     run_ids = [v["run_id"] for v in variants]
     row: dict = {"group_id": group_id, "n_runs": len(run_ids), "error": None, "run_ids": run_ids,
-                 **{f"param_{k}": v for k, v in asdict(cfg).items()}}
+                 **{f"param_{k}": v for k, v in cfg.model_dump().items()}}
     try:
         projected = any(v.get("projection_dim") for v in variants)
         if cfg.coordinates == "function" and projected:

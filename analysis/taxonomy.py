@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from doodl.analysis._connectivity import (
     mc_from_errors,
 )
 from doodl.analysis._curvature import batched_hvp, hutchinson_trace, top_eigenvalue
+from doodl.analysis.settings import PhaseThresholds, TaxonomySettings
 from doodl.workers.config import VariantConfig
 from doodl.workers.datasets import dataset_split, variant_data
 from doodl.workers.models import build_model, init_params
@@ -49,20 +49,6 @@ from doodl.workers.seeds import seed_stream
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
 _STREAM_TAXONOMY = 101  # random stream of the analysis (batches, probes, starts), apart from training's
-
-
-@dataclass(frozen=True)
-class PhaseThresholds:
-    """Where the phase boundaries are drawn (Yang et al. drew them by eye; these are ours).
-
-    ``train_loss``: above it the group is "high loss" (phases I, II); ``mc_tolerance`` in
-    percentage points: ``|mc|`` within it counts as "mc about 0"; ``cka``: at or above it
-    the seeds are "similar" (IV-B), below it IV-A.
-    """
-
-    train_loss: float = 0.01
-    mc_tolerance: float = 2.0
-    cka: float = 0.68
 
 
 def classify_phase(train_loss: float, mc: float, cka: float, hessian_top: float,
@@ -88,25 +74,6 @@ def classify_phase(train_loss: float, mc: float, cka: float, hessian_top: float,
     if mc < -thresholds.mc_tolerance:
         return "III"
     return "IV-B" if cka >= thresholds.cka else "IV-A"
-
-
-@dataclass(frozen=True)
-class TaxonomySettings:
-    """How the metrics are computed (the ``reduce.taxonomy`` section of a spec)."""
-
-    hessian_batch: int = 200
-    power_iters: int = 100
-    power_tol: float = 1e-3
-    trace_samples: int = 100
-    trace_tol: float = 1e-3
-    curve_steps: int = 400
-    curve_lr: float = 0.01
-    curve_momentum: float = 0.9
-    curve_batch: int = 64
-    mc_pairs: int = 3
-    cka_probe: int = 768
-    seed: int = 0
-    thresholds: PhaseThresholds = field(default_factory=PhaseThresholds)
 
 
 def _stack(thetas: np.ndarray, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
@@ -248,12 +215,12 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    thresholds = PhaseThresholds(**settings.get("thresholds", {}))
-    cfg = TaxonomySettings(**{**settings, "thresholds": thresholds})
+    cfg = TaxonomySettings(**settings)
+    thresholds = cfg.thresholds
     run_ids = [v["run_id"] for v in variants]
     row: dict = {"group_id": group_id, "run_ids": run_ids, "error": None,
-                 **{f"threshold_{k}": v for k, v in asdict(thresholds).items()},
-                 **{f"param_{k}": v for k, v in asdict(cfg).items() if k != "thresholds"}}
+                 **{f"threshold_{k}": v for k, v in thresholds.model_dump().items()},
+                 **{f"param_{k}": v for k, v in cfg.computation().items() if k != "thresholds"}}
     runs = [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids]
     try:
         fs, root = shards.resolve_filesystem(sweep_root_uri)

@@ -12,7 +12,7 @@ import os
 import sys
 
 from doodl.orchestrator.tracking import DEFAULT_TRACKING_URI
-from doodl.orchestrator.spec import ReduceSpec
+from doodl.analysis.registry import analyses
 from doodl.orchestrator.store import DEFAULT_STORE
 from doodl.orchestrator.store.layout import AUDIT_REPORT
 
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("sweep", help="sweep id (the spec's name)")
     run_args(rd)
     rd.add_argument("--force", action="store_true", help="reduce groups again even if already reduced")
-    rd.add_argument("--only", choices=list(ReduceSpec.model_fields), action="append",
+    rd.add_argument("--only", choices=analyses(), action="append",
                     help="run only this analysis (repeatable); default: all")
     for flag, what in (("dims", "projected dimensions (2-4)"), ("tau", "map step, in snapshots"),
                        ("subdiv-min", "grid depth where Morse sets are reported"),
@@ -128,8 +128,9 @@ def _view_checked(code: int, store, args, *, audit_report=None) -> int:
 
 def _reduce(store, args, settings) -> int:
     """Run the reduction and print its summary line; the exit code says if a group failed."""
-    from doodl.orchestrator.reduce import ANALYSES, recorded_settings, run_reduce
-    from doodl.orchestrator.spec import MorseReduceSpec, SpecError
+    from doodl.orchestrator.reduce import recorded_settings, run_reduce
+    from doodl.analysis.settings import MorseSettings
+    from doodl.orchestrator.spec import SpecError
 
     settings = settings or recorded_settings(store)
     overrides = {k: getattr(args, k) for k in ("dims", "tau", "subdiv_min", "subdiv_max", "coordinates")
@@ -138,13 +139,13 @@ def _reduce(store, args, settings) -> int:
         from pydantic import ValidationError
 
         try:
-            morse = MorseReduceSpec.model_validate({**settings.morse.model_dump(), **overrides})
+            morse = MorseSettings.model_validate({**settings.morse.model_dump(), **overrides})
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(x) for x in first["loc"]) or "reduce.morse"
             raise SpecError(f"--{loc.replace('_', '-')}: {first['msg'].removeprefix('Value error, ')}") from None
         settings = settings.model_copy(update={"morse": morse})
-    analyses = tuple(getattr(args, "only", None) or ANALYSES)
+    analyses = tuple(getattr(args, "only", None) or ()) or None
     outcome = run_reduce(store, tracking_uri=args.tracking_uri, settings=settings, analyses=analyses,
                          address=args.address, force=getattr(args, "force", False),
                          show_progress=not args.no_progress)

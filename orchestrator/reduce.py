@@ -1,15 +1,15 @@
 """``doodl reduce``: Ray tasks per group turn the stored sweep into Morse graphs, the
 connectivity taxonomy, Koopman spectra and NTK evolution.
 
-For each analysis (``morse``: :func:`doodl.analysis.morse_task.morse_for_group`; ``taxonomy``:
-:func:`doodl.analysis.taxonomy.taxonomy_for_group`; ``koopman``:
-:func:`doodl.analysis.koopman_task.koopman_for_group`; ``ntk``: :func:`doodl.analysis.ntk_task.ntk_for_group`)
-and each group whose units are all committed (and sound), one task. A group already reduced with the same settings is skipped unless
+For each registered analysis (:mod:`doodl.analysis.registry`: its group task, settings,
+pictures, sweep-wide step) and each group whose units are all committed (and sound), one
+task. A group already reduced with the same settings is skipped unless
 ``force``; a group whose reduction fails records its error in its row and the others go
 on. The driver writes each result to ``SWEEP/reduction/`` as it arrives (see
 :mod:`doodl.orchestrator.store.reduction`) and logs it to MLflow, then rebuilds the all-groups
-tables and the sweep-wide results (phase diagram, metric heatmaps; Koopman's equivalence
-classes, which need every group's spectra: Koopman results reach MLflow once they are known).
+tables, each analysis's sweep-wide step (Koopman's equivalence classes, which need every
+group's spectra: its results reach MLflow once they are known) and the sweep's pictures
+(phase diagram, metric heatmaps, learning curves).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import ray
 
 from doodl.orchestrator.driver import connect, progress_bar
 from doodl.orchestrator.expand import AXES
-from doodl.orchestrator.spec import MorseReduceSpec, ReduceSpec
+from doodl.analysis.registry import REGISTRY, analyses as registered, load, method_version
+from doodl.orchestrator.spec import ReduceSpec
 from doodl.orchestrator.store import ReductionStore, SweepLease, SweepStore, UnitState
-from doodl.orchestrator.results import ANALYSES, KOOPMAN_PICTURE, koopman_classes, sweep_pictures_in_store, sweep_validity
+from doodl.orchestrator.results import sweep_columns, sweep_pictures_in_store
 from doodl.orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
                                    open_sink)
 from doodl.workers.config import group_label
@@ -46,14 +47,23 @@ class ReduceOutcome:
     n_groups: int
     counts: dict[str, AnalysisCounts] = field(default_factory=dict)
     waiting: int = 0  # groups with units not yet committed
-    # the Morse graphs' validity over the sweep's runs in groups with a verdict (sweep_validity)
-    validity: dict[str, float] = field(default_factory=dict)
+    # per analysis, its sweep-level metrics (its registry entry's ``summary``), as on the parent run
+    summaries: dict[str, dict[str, float]] = field(default_factory=dict)
     phases: dict[str, int] = field(default_factory=dict)
-    koopman_classes: int = 0  # dynamical equivalence classes among the groups with a spectrum
     logged_runs: int = 0
     mlflow_error: str | None = None
     mlflow_seconds: float = 0.0  # of ``seconds``, spent logging to MLflow
     seconds: float = 0.0
+
+    @property
+    def validity(self) -> dict[str, float]:
+        """The Morse graphs' validity over the sweep's runs in groups with a verdict."""
+        return {k.removeprefix("morse_"): v for k, v in self.summaries.get("morse", {}).items()}
+
+    @property
+    def koopman_classes(self) -> int:
+        """Dynamical equivalence classes among the groups with a spectrum."""
+        return int(self.summaries.get("koopman", {}).get("koopman_classes", 0))
 
     @property
     def failed(self) -> dict[str, str]:
@@ -63,25 +73,20 @@ class ReduceOutcome:
 def recorded_settings(store: SweepStore) -> ReduceSpec:
     """The ``reduce`` settings recorded with the sweep (defaults for older sweeps)."""
     section = dict(store.read_sweep().get("spec", {}).get("reduce", {}))
-    if "morse" in section:
-        section["morse"] = MorseReduceSpec.from_record(section["morse"])
+    section = {name: REGISTRY[name].settings.from_record(value) if name in REGISTRY else value
+               for name, value in section.items()}
     return ReduceSpec.model_validate(section)
 
 
 def _task_settings(settings: ReduceSpec, name: str) -> dict:
-    section = getattr(settings, name).model_dump(mode="json")
-    section.pop("axes", None)  # picture layout, not a computation setting
-    return section
+    # an analysis registered after the spec model was built runs with its defaults
+    section = getattr(settings, name, None) or REGISTRY[name].settings()
+    return section.computation()
 
 
 def _key(name: str, params: dict) -> str:
     """What a stored result was computed with: the settings and the method's version."""
-    import importlib
-
-    module = {"morse": "doodl.analysis.dynamics", "taxonomy": "doodl.analysis.taxonomy", "koopman": "doodl.analysis.koopman",
-              "ntk": "doodl.analysis.ntk"}[name]
-    version = importlib.import_module(module).METHOD_VERSION
-    return json.dumps({"method_version": version, **params}, sort_keys=True)
+    return json.dumps({"method_version": method_version(name), **params}, sort_keys=True)
 
 
 def run_reduce(
@@ -89,7 +94,7 @@ def run_reduce(
     *,
     tracking_uri: str | None,
     settings: ReduceSpec | None = None,
-    analyses: tuple[str, ...] = ANALYSES,
+    analyses: tuple[str, ...] | None = None,
     address: str | None = None,
     force: bool = False,
     show_progress: bool = True,
@@ -99,6 +104,7 @@ def run_reduce(
     once is refused (:class:`doodl.orchestrator.store.LeaseHeld`); training may go on meanwhile."""
     start = time.perf_counter()
     settings = settings or recorded_settings(store)
+    analyses = analyses or registered()
     store.read_sweep()  # an unknown sweep is refused before a lease is written for it
     with SweepLease(store, "reducing"):
         return _run_reduce(store, tracking_uri, settings, analyses, address, force, show_progress, start)
@@ -149,62 +155,41 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
     # results reduced earlier but never logged (MLflow was down) are logged now, and
     # Koopman's, which wait for the sweep's classes
     if sink is not None:
-        done_now = {(name, gid) for name, gid in todo if name != "koopman"}
+        done_now = {(name, gid) for name, gid in todo if not REGISTRY[name].sweep_step}
         for name in analyses:
-            classes = koopman_classes(tables[name][0]) if name == "koopman" else {}
+            extra = sweep_columns(REGISTRY[name], tables[name][0])
             for gid, row in stores[name].reduced_groups().items():
                 if (name, gid) not in done_now and row["settings_key"] == keys[name] and gid in groups:
-                    log_group(sink, stores[name], {**row, "koopman_class": classes.get(gid)}, keys[name], outcome)
+                    log_group(sink, stores[name], {**row, **extra.get(gid, {})}, keys[name], outcome)
 
     pictures = {}
-    if "morse" in tables:
-        outcome.validity = sweep_validity(tables["morse"][0], tables["morse"][1], groups)
-    if "taxonomy" in tables:
+    for name in analyses:
+        if REGISTRY[name].summary is not None:
+            outcome.summaries[name] = REGISTRY[name].summary(*tables[name], groups)
+        pictures.update({n: p for n, p in sweep_pictures_in_store({name: stores[name]}).items()
+                         if n in REGISTRY[name].sweep_pictures})
+    if "taxonomy" in tables:  # the sweep's pictures are drawn from the taxonomy's phases
         tax_rows = [r for r in tables["taxonomy"][0].to_pylist() if r["group_id"] in groups]
         for r in tax_rows:
             if r["phase"]:
                 outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
         committed = sorted(u for u, st in states.items() if st.state == UnitState.COMMITTED)
-        pictures = _sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store, committed)
-    if "koopman" in tables:
-        outcome.koopman_classes = len(set(koopman_classes(tables["koopman"][0]).values()))
-        pictures.update({n: p for n, p in sweep_pictures_in_store({"koopman": stores["koopman"]}).items()
-                         if n == KOOPMAN_PICTURE})
+        pictures.update(_sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store, committed))
     if sink is not None:
         log_summaries(sink, store, stores, tables, groups, pictures, outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _tasks():
-    from doodl.analysis.koopman_task import koopman_for_group
-    from doodl.analysis.morse_task import morse_for_group
-    from doodl.analysis.ntk_task import ntk_for_group
-    from doodl.analysis.taxonomy import taxonomy_for_group
-
-    return {name: ray.remote(fn).options(num_cpus=1, max_retries=2) for name, fn in
-            (("morse", morse_for_group), ("taxonomy", taxonomy_for_group), ("koopman", koopman_for_group),
-             ("ntk", ntk_for_group))}
+def _tasks(names) -> dict:
+    """Each analysis's group task as a Ray remote function (imported here, on the driver)."""
+    return {name: ray.remote(load(REGISTRY[name].task)).options(num_cpus=1, max_retries=2) for name in names}
 
 
 def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: str = ""):
-    """Rebuild an analysis's all-groups tables. For Koopman, also the sweep-wide results:
-    each group's equivalence class (a column of ``koopman.parquet``), the verdict of every
-    pair of groups with its numbers (``koopman_pairs.parquet``) and ``koopman_classes.png``."""
-    if rstore.name != "koopman":
-        return rstore.consolidate()
-    from doodl.analysis.koopman_task import plot_conjugacy, sweep_conjugacy
-    from doodl.orchestrator.store.reduction import KOOPMAN_PAIRS_SCHEMA
-
-    group_rows, run_rows = (t.to_pylist() for t in rstore.consolidate())
-    group_rows = [r for r in group_rows if r["group_id"] in groups]
-    classes, pairs = sweep_conjugacy(group_rows, [r for r in run_rows if r["group_id"] in groups])
-    rstore.write_table("koopman_pairs", pairs, KOOPMAN_PAIRS_SCHEMA)
-    picture = plot_conjugacy(group_rows, classes, pairs, {g: group_label(rows[0]) for g, rows in groups.items()},
-                             title=f"{title}: dynamical equivalence classes (Koopman spectra)")
-    if picture is not None:
-        rstore.write_file(KOOPMAN_PICTURE, picture)
-    return rstore.consolidate({"koopman_class": classes})
+    """Rebuild an analysis's all-groups tables, through its sweep-wide step if it has one."""
+    step = REGISTRY[rstore.name].sweep_step
+    return load(step)(rstore, groups, title) if step else rstore.consolidate()
 
 
 def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
@@ -213,12 +198,12 @@ def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
 
 
 def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress) -> None:
-    tasks = _tasks()
+    tasks = _tasks({name for name, _ in todo})
     inflight = {}
     for name, gid in todo:
         rows = groups[gid]
         units = sorted({r["unit_id"] for r in rows})
-        if name in ("morse", "ntk"):
+        if REGISTRY[name].titled:
             ref = tasks[name].remote(store.uri, gid, units, rows, params[name], group_label(rows[0]))
         else:
             ref = tasks[name].remote(store.uri, gid, units, rows, params[name])
@@ -252,7 +237,7 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
                     for warning in row.get("warnings") or []:
                         console.print(f"[yellow]warning:[/] {name} of group {gid} ({group_label(groups[gid][0])}): "
                                       f"{warning}")
-                if sink is not None and name != "koopman":  # Koopman's wait for the sweep's classes
+                if sink is not None and not REGISTRY[name].sweep_step:  # those wait for the sweep-wide step
                     log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
                 finished += 1
                 progress.update(bar, advance=1, rate=f"{finished / max(time.perf_counter() - t0, 1e-9):.2f}/s")

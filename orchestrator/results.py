@@ -1,51 +1,21 @@
-"""What a reduction leaves in the store, read back without Ray or torch: the analyses, the
-pictures each draws, Koopman's sweep-wide classes and the Morse graphs' sweep-wide validity.
+"""What a reduction leaves in the store, read back without Ray or torch: each analysis's
+tables with the columns of its sweep-wide step, and the sweep's pictures.
 ``doodl reduce`` writes these (:mod:`doodl.orchestrator.reduce`); ``doodl sync``, ``report`` and
 the MLflow view read them."""
 
 from __future__ import annotations
 
-from collections import Counter
-
-import numpy as np
-
-from doodl.orchestrator.spec import ReduceSpec
-
-ANALYSES = tuple(ReduceSpec.model_fields)  # morse, taxonomy, koopman, ntk: one settings section each
-# per analysis, the pictures a group's task draws (in reduction/plots/GROUP_ID/)
-GROUP_PICTURES = {"morse": ("morse_graph.png", "morse_graph.dot", "morse_sets.png", "connection_matrix.png"),
-                  "ntk": ("ntk.png",)}
-KOOPMAN_PICTURE = "koopman_classes.png"  # sweep-wide, in reduction/plots/
+from doodl.analysis.registry import Analysis, REGISTRY
 
 
-def koopman_classes(groups_table) -> dict[str, int]:
-    """Group id -> Koopman equivalence class, from a consolidated koopman table."""
-    return {g: c for g, c in zip(groups_table.column("group_id").to_pylist(),
-                                 groups_table.column("koopman_class").to_pylist()) if c is not None}
-
-
-def sweep_validity(morse_groups, morse_runs, groups) -> dict[str, float]:
-    """The Morse graphs' validity over the sweep's non-diverged runs in groups with a
-    verdict (enough runs): held-out outcome accuracy, its chance level (each group's chance
-    weighted by its runs), the nearest-neighbour baseline's accuracy in the same folds, and
-    the adjusted Rand index between end basins and outcomes (each group's, weighted by its
-    runs). NaN where no group has a verdict."""
-    per_group = {r["group_id"]: r for r in morse_groups.to_pylist()
-                 if r["error"] is None and not r.get("no_verdict") and r["group_id"] in groups}
-    ok = [r for r in morse_runs.to_pylist() if r["status"] == "ok" and r["group_id"] in per_group
-          and r.get("outcome_correct") is not None]
-    names = ("outcome_accuracy", "outcome_chance", "baseline_accuracy", "ari")
-    if not ok:
-        return dict.fromkeys(names, float("nan"))
-    n_ok = Counter(r["group_id"] for r in ok)  # one pass: sweeps have thousands of runs
-
-    def weighted(column: str) -> float:
-        return float(sum(per_group[g][column] * n for g, n in n_ok.items()) / len(ok))
-
-    return {"outcome_accuracy": float(np.mean([r["outcome_correct"] for r in ok])),
-            "outcome_chance": weighted("outcome_chance"),
-            "baseline_accuracy": float(np.mean([r["baseline_correct"] for r in ok])),
-            "ari": weighted("ari")}
+def sweep_columns(analysis: Analysis, groups_table) -> dict[str, dict]:
+    """Group id -> the columns an analysis's sweep-wide step gave it (Koopman's class), from
+    its consolidated groups table; empty for an analysis without one."""
+    if not analysis.sweep_columns or groups_table.num_rows == 0:
+        return {}
+    ids = groups_table.column("group_id").to_pylist()
+    columns = {c: groups_table.column(c).to_pylist() for c in analysis.sweep_columns}
+    return {gid: {c: values[i] for c, values in columns.items()} for i, gid in enumerate(ids)}
 
 
 def sweep_pictures_in_store(stores) -> dict[str, str]:
@@ -61,15 +31,18 @@ def sweep_pictures_in_store(stores) -> dict[str, str]:
 
 def stored_tables(rstore):
     """An analysis's all-groups tables (groups, runs) rebuilt from its parts in the store.
-    Koopman's sweep-wide classes are read back from the last consolidated ``koopman.parquet``
-    (``doodl reduce`` works them out; nothing here recomputes an analysis)."""
+    The columns of a sweep-wide step (Koopman's classes) are read back from the last
+    consolidated table (``doodl reduce`` works them out; nothing here recomputes an analysis)."""
     import pyarrow.parquet as pq
 
-    if rstore.name != "koopman":
+    columns = REGISTRY[rstore.name].sweep_columns
+    if not columns:
         return rstore.consolidate()
     try:
         with rstore.fs.open_input_file(rstore.table_paths()[0]) as f:
-            classes = koopman_classes(pq.read_table(f, columns=["group_id", "koopman_class"]))
+            table = pq.read_table(f, columns=["group_id", *columns])
     except FileNotFoundError:
-        classes = {}
-    return rstore.consolidate({"koopman_class": classes})
+        return rstore.consolidate({c: {} for c in columns})
+    ids = table.column("group_id").to_pylist()
+    return rstore.consolidate({c: {g: v for g, v in zip(ids, table.column(c).to_pylist()) if v is not None}
+                               for c in columns})

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from doodl.analysis.settings import NonNegFloat, PositiveFloat, PositiveInt
 from doodl.workers.config import VariantConfig, axes
 from doodl.workers.datasets import BUILTIN_DATASETS, FILE_DATASETS, load_split
 from doodl.workers.families import FAMILIES
@@ -47,9 +48,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-PositiveInt = Annotated[int, Field(gt=0, strict=True)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
 NoiseFraction = Annotated[float, Field(ge=0, lt=1)]
 TrainFraction = Annotated[float, Field(gt=0, le=1)]
 
@@ -198,118 +196,17 @@ class ResourcesSpec(_Strict):
     max_variants: PositiveInt = 100_000
 
 
-# reduce.morse keys of the Gaussian-process map that issue 21 replaced by the pair map, with
-# the defaults sweeps recorded before it (their sweep.json holds the resolved section)
-RETIRED_MORSE = {"far_field": 0.9, "max_pairs": 600, "uncertainty": 1.0}
-_MORSE_DEFAULTS_BEFORE_21 = {"subdiv_min": 10, "subdiv_max": 16}
+def reduce_spec_model() -> type[BaseModel]:
+    """The ``reduce`` section: one key per registered analysis (:mod:`doodl.analysis.registry`),
+    each validated by that analysis's settings model, the only place its defaults live."""
+    from doodl.analysis.registry import REGISTRY
+
+    fields = {name: (a.settings, Field(default_factory=a.settings)) for name, a in REGISTRY.items()}
+    return create_model("ReduceSpec", __base__=_Strict, __doc__="Settings of the reduction stage; they change "
+                        "no training result.", **fields)
 
 
-class MorseReduceSpec(_Strict):
-    """How ``doodl reduce`` computes each group's Morse graph (see ``doodl.analysis.dynamics``)."""
-
-    # auto: function space (model outputs on a probe set) when full parameters are recorded, else late_pca
-    coordinates: Literal["auto", "pca", "late_pca", "function", "dmd", "latent"] = "auto"
-    dims: Annotated[int, Field(ge=2, le=4, strict=True)] = 2
-    tau: PositiveInt = 1  # in snapshots: the map is x_t -> x_{t + tau * compose * record.every steps}
-    late_from: Annotated[float, Field(ge=0, lt=1)] = 0.5  # late_pca/function: PCA of snapshots from here on
-    subdiv_min: Annotated[int, Field(ge=2, le=30, strict=True)] = 13
-    subdiv_max: Annotated[int, Field(ge=2, le=40, strict=True)] = 17
-    padding: Annotated[float, Field(ge=0, le=2)] = 0.1
-    compose: Annotated[int, Field(ge=1, le=64, strict=True)] = 8  # pairs tau * compose snapshots apart
-    folds: Annotated[int, Field(ge=2, le=100, strict=True)] = 8  # held-out validation: runs split in folds
-
-    @model_validator(mode="before")
-    @classmethod
-    def _retired(cls, data):
-        if isinstance(data, dict):
-            for key in RETIRED_MORSE:
-                if key in data:
-                    raise ValueError(f"{key} is no longer a setting: the Morse graph's map now comes from the "
-                                     "snapshot pairs, not a Gaussian process (README, 'Morse graphs'); remove it")
-        return data
-
-    @model_validator(mode="after")
-    def _depths(self):
-        if self.subdiv_max < self.subdiv_min:
-            raise ValueError(f"subdiv_max ({self.subdiv_max}) must be at least subdiv_min ({self.subdiv_min})")
-        return self
-
-    @classmethod
-    def from_record(cls, section: dict) -> MorseReduceSpec:
-        """The settings a sweep recorded in its ``sweep.json``. A section written before
-        the pair map (it still holds the retired keys) was resolved from that method's
-        defaults: keys it left at them take today's."""
-        section = dict(section)
-        if any(key in section for key in RETIRED_MORSE):
-            for key in RETIRED_MORSE:
-                section.pop(key, None)
-            for key, old in _MORSE_DEFAULTS_BEFORE_21.items():
-                if section.get(key) == old:
-                    section.pop(key)
-        return cls.model_validate(section)
-
-
-class ThresholdsSpec(_Strict):
-    """Phase boundaries (see ``doodl.analysis.taxonomy.classify_phase``)."""
-
-    train_loss: PositiveFloat = 0.01  # above: "high loss" (phases I, II)
-    mc_tolerance: NonNegFloat = 2.0  # percentage points: |mc| within it is "mc about 0"
-    cka: Annotated[float, Field(ge=0, le=1)] = 0.68  # IV-B at or above, IV-A below
-
-
-class TaxonomyReduceSpec(_Strict):
-    """How ``doodl reduce`` computes each group's connectivity metrics and phase."""
-
-    hessian_batch: PositiveInt = 200  # fixed batch of each seed's training set for the Hessian
-    power_iters: PositiveInt = 100
-    power_tol: PositiveFloat = 1e-3
-    trace_samples: PositiveInt = 100  # Hutchinson: at most this many Rademacher vectors
-    trace_tol: PositiveFloat = 1e-3
-    curve_steps: PositiveInt = 400  # SGD steps training each Bezier curve's middle point
-    curve_lr: PositiveFloat = 0.01
-    curve_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    curve_batch: PositiveInt = 64
-    mc_pairs: PositiveInt = 3  # pairs of seeds with a trained curve (CKA and L2 use all pairs)
-    cka_probe: PositiveInt = 768  # mixup points of the training split
-    seed: int = 0
-    axes: Annotated[list[str], Field(min_length=2, max_length=2)] | None = None  # phase diagram axes
-    thresholds: ThresholdsSpec = ThresholdsSpec()
-
-    @field_validator("axes")
-    @classmethod
-    def _known_axes(cls, v):
-        for name in v or []:
-            if name not in axes():
-                raise ValueError(f"unknown axis {name!r}; one of {', '.join(axes())}")
-        return v
-
-
-class KoopmanReduceSpec(_Strict):
-    """How ``doodl reduce`` estimates each group's Koopman spectrum (``doodl.analysis.koopman``)."""
-
-    delays: Annotated[int, Field(ge=0, le=50, strict=True)] = 4  # time delays of the observables
-    rank: Annotated[int, Field(ge=1, le=200, strict=True)] = 8  # eigenvalues per spectrum (truncated DMD)
-    snapshots: Literal["all", "early"] = "all"  # early: up to early_fraction of the run's recorded steps
-    early_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
-    seed: int = 0  # randomized SVD of large snapshot matrices
-
-
-class NtkReduceSpec(_Strict):
-    """How ``doodl reduce`` follows each run's neural tangent kernel (``doodl.analysis.ntk``)."""
-
-    probe: Annotated[int, Field(ge=10, le=2000, strict=True)] = 100  # points of the training split
-    # recorded steps per run with a kernel: thinned evenly in log time (dense early)
-    max_kernels: Annotated[int, Field(ge=2, le=1000, strict=True)] = 12
-    seed: int = 0  # which probe points
-
-
-class ReduceSpec(_Strict):
-    """Settings of the reduction stage; they change no training result."""
-
-    morse: MorseReduceSpec = MorseReduceSpec()
-    taxonomy: TaxonomyReduceSpec = TaxonomyReduceSpec()
-    koopman: KoopmanReduceSpec = KoopmanReduceSpec()
-    ntk: NtkReduceSpec = NtkReduceSpec()
+ReduceSpec = reduce_spec_model()
 
 
 class ToleranceSpec(_Strict):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from doodl.orchestrator.results import ANALYSES
+from doodl.analysis.registry import REGISTRY
 from doodl.orchestrator.store import ReductionStore, SweepStore, UnitState
 from doodl.orchestrator.tracking._probe import TrackingUnavailable, one_line, probe, tracking_errors, use_short_http_timeouts
 from doodl.orchestrator.tracking._sink import SweepView, read_view
@@ -42,7 +42,7 @@ def _expected(store: SweepStore) -> tuple[set[str], list[tuple[str, dict]]]:
     units = sorted({v["unit_id"] for v in variants})
     committed = {u for u, s in store.unit_states(units).items() if s.state == UnitState.COMMITTED}
     run_ids = {v["run_id"] for v in variants if v["unit_id"] in committed}
-    results = [(name, row) for name in ANALYSES
+    results = [(name, row) for name in REGISTRY
                for row in ReductionStore(store.fs, store.root, name).reduced_groups().values()]
     return run_ids, results
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from doodl.orchestrator.results import GROUP_PICTURES, KOOPMAN_PICTURE, sweep_validity
+from doodl.analysis.registry import REGISTRY
 from doodl.orchestrator.tracking._probe import tracking_errors
 from doodl.orchestrator.tracking._sweep_log import defer, timed
 from doodl.orchestrator.tracking._views import varying_axes
@@ -44,7 +44,7 @@ def log_group(sink, rstore, row, key, outcome, runs=None, pictures=None) -> None
                 runs = pq.read_table(f).to_pylist()
         if pictures is None:
             pictures = {}
-            for name in GROUP_PICTURES.get(rstore.name, ()):
+            for name in REGISTRY[rstore.name].group_pictures:
                 try:
                     with rstore.fs.open_input_stream(rstore.picture_path(name, gid)) as f:
                         pictures[name] = f.read()
@@ -76,20 +76,17 @@ def log_summaries(sink, store, stores, tables, groups, pictures, outcome) -> Non
 
             for name, (groups_table, _) in tables.items():
                 rows = [{**r, "label": labels.get(r["group_id"], "")} for r in groups_table.to_pylist()]
+                analysis = REGISTRY[name]
                 files = [local_copy(p) for p in stores[name].table_paths()]
-                # each sweep-wide picture goes with its analysis: Koopman's classes, the rest the taxonomy's
-                files += [local_copy(p) for n, p in pictures.items()
-                          if ("koopman" if n == KOOPMAN_PICTURE else "taxonomy") == name]
-                if name == "koopman":
-                    files.append(local_copy(stores[name].table_path("koopman_pairs")))
+                # each sweep-wide picture goes with the analysis that drew it; the sweep's
+                # own (phase diagram, heatmaps, learning curves) with the taxonomy's phases
+                owner = {n: a.name for a in REGISTRY.values() for n in a.sweep_pictures}
+                files += [local_copy(p) for n, p in pictures.items() if owner.get(n, "taxonomy") == name]
+                files += [local_copy(stores[name].table_path(t)) for t in analysis.sweep_tables]
                 metrics = {f"{name}_groups_reduced": float(sum(1 for r in rows if r["error"] is None)),
                            f"{name}_groups_failed": float(sum(1 for r in rows if r["error"] is not None))}
-                if name == "morse":
-                    validity = sweep_validity(tables["morse"][0], tables["morse"][1], groups)
-                    metrics.update({f"morse_{k}": v for k, v in validity.items()})
-                if name == "koopman":
-                    metrics["koopman_classes"] = float(len({r["koopman_class"] for r in rows
-                                                            if r["koopman_class"] is not None}))
+                if analysis.summary is not None:
+                    metrics.update(analysis.summary(*tables[name], groups))
                 sink.log_reduction_summary(name, rows, files, metrics)
     except tracking_errors() as exc:
         defer(outcome, exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,10 +21,11 @@ import numpy as np
 import pyarrow as pa
 
 from doodl.orchestrator.tracking._queries import search_all
-from doodl.orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, TABLE_COLUMNS, group_results,
+from doodl.analysis.registry import REGISTRY
+from doodl.orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, group_results,
                                           group_name, group_run_name, metrics_of, param_text, run_name, seed_results,
                                           subsample_steps)
-from doodl.orchestrator.tracking.tags import (ANALYSIS_TAGS, EXPERIMENT_KIND, TAG_GROUP, TAG_GROUP_LABEL, TAG_LOGGED,
+from doodl.orchestrator.tracking.tags import (EXPERIMENT_KIND, TAG_GROUP, TAG_GROUP_LABEL, TAG_LOGGED,
                                         TAG_ROLE, TAG_RUN, TAG_SWEEP)
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
@@ -103,7 +105,7 @@ class SweepView:
     groups: dict[str, str] = field(default_factory=dict)  # group id -> its group run
     logged: set[str] = field(default_factory=set)  # variants whose run is fully logged
     # analysis -> MLflow run id (a seed's or a group's) -> settings key of the results it holds
-    reduction_logged: dict[str, dict[str, str]] = field(default_factory=lambda: {n: {} for n in ANALYSIS_TAGS})
+    reduction_logged: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
 
 def read_view(client, experiment_id: str, sweep_id: str) -> SweepView:
@@ -125,9 +127,9 @@ def read_view(client, experiment_id: str, sweep_id: str) -> SweepView:
     mine = set(view.children.values()) | set(view.groups.values())
     for run in runs:
         if run.info.run_id in mine:
-            for name, tag in ANALYSIS_TAGS.items():
-                if tag in run.data.tags:
-                    view.reduction_logged[name][run.info.run_id] = run.data.tags[tag]
+            for name, analysis in REGISTRY.items():
+                if analysis.tag in run.data.tags:
+                    view.reduction_logged[name][run.info.run_id] = run.data.tags[analysis.tag]
     return view
 
 
@@ -325,7 +327,7 @@ class MlflowSink:
 
         now = int(time.time() * 1000)
         logged = self.reduction_logged[name]
-        key_tag = RunTag(ANALYSIS_TAGS[name], settings_key)
+        key_tag = RunTag(REGISTRY[name].tag, settings_key)
         done = 0
         group = self.groups.get(row["group_id"])
         if group is not None and logged.get(group) != settings_key:
@@ -362,7 +364,7 @@ class MlflowSink:
         from mlflow.entities import Metric
 
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(TABLE_COLUMNS[name]), extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=list(REGISTRY[name].table_columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table_rows)
         self.client.log_text(self.parent_id, buf.getvalue(), f"reduction/{name}_groups.csv")

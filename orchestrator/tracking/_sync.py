@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from doodl.orchestrator.results import ANALYSES, koopman_classes, stored_tables, sweep_pictures_in_store
+from doodl.analysis.registry import REGISTRY
+from doodl.orchestrator.results import stored_tables, sweep_columns, sweep_pictures_in_store
 from doodl.orchestrator.store import ReductionStore, SweepStore, UnitState
 from doodl.orchestrator.tracking._probe import tracking_errors
 from doodl.orchestrator.tracking._reduction_log import log_group, log_summaries, open_group_runs
@@ -60,7 +61,7 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
     groups: dict[str, list[dict]] = {}
     for v in variants:
         groups.setdefault(v["group_id"], []).append(v)
-    stores = {name: ReductionStore(store.fs, store.root, name) for name in ANALYSES}
+    stores = {name: ReductionStore(store.fs, store.root, name) for name in REGISTRY}
     tables = {}
     if any(rstore.reduced_groups() for rstore in stores.values()):
         open_group_runs(sink, groups, outcome)
@@ -69,11 +70,10 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
         if not rows:
             continue
         tables[name] = stored_tables(rstore)
-        classes = koopman_classes(tables[name][0]) if name == "koopman" else {}
+        extra = sweep_columns(REGISTRY[name], tables[name][0])
         for row in rows.values():
             if row["group_id"] in groups:
-                log_group(sink, rstore, {**row, "koopman_class": classes.get(row["group_id"])}, row["settings_key"],
-                          outcome)
+                log_group(sink, rstore, {**row, **extra.get(row["group_id"], {})}, row["settings_key"], outcome)
     if tables:
         log_summaries(sink, store, stores, tables, groups, sweep_pictures_in_store(stores), outcome)
     outcome.seconds = time.perf_counter() - start

@@ -14,7 +14,7 @@ TAG_GROUP_LABEL = "doodl.group"
 # MLflow 3's UI opens an experiment without a kind on its GenAI overview (empty trace charts);
 # this kind makes it open on the runs
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# per analysis, the tag holding the settings a child's results were logged with
-ANALYSIS_TAGS = {"morse": "doodl.morse", "taxonomy": "doodl.taxonomy", "koopman": "doodl.koopman", "ntk": "doodl.ntk"}
+# per analysis, the tag holding the settings a run's results were logged with is its registry
+# entry's ``tag`` (doodl.NAME, doodl.analysis.registry); a failed group's error is doodl.NAME_error
 # an audit run: its verdict, its baseline sweep and the spec it audited
 TAG_VERDICT, TAG_BASELINE, TAG_SPEC = "doodl.audit_verdict", "doodl.audit_baseline", "doodl.spec_name"

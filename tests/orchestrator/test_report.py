@@ -186,7 +186,7 @@ def faked(tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from doodl.orchestrator.store.reduction import MORSE_GROUP_SCHEMA
+    from doodl.analysis.schemas import MORSE_GROUP_SCHEMA
 
     tmp = tmp_path_factory.mktemp("faked")
     store = train_in_process(str(tmp / "store"), tiny_spec_dict("faked", optimizer={"steps": 15}))

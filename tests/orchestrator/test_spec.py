@@ -123,26 +123,11 @@ def test_examples_are_valid_specs(example, tmp_path):
     assert spec.name == Path(example).stem
 
 
-def test_reduce_defaults_are_the_analysis_defaults():
-    """The spec's reduce sections and the analysis settings they become state the same
-    defaults (analysis may not import the spec, so the values live in both)."""
-    from dataclasses import asdict
-
-    from doodl.analysis.dynamics import MorseSettings
-    from doodl.analysis.taxonomy import TaxonomySettings
-    from doodl.orchestrator.spec import ReduceSpec
-
-    spec = ReduceSpec()
-    assert spec.morse.model_dump() == asdict(MorseSettings())
-    taxonomy = spec.taxonomy.model_dump(exclude={"axes"})
-    assert taxonomy == asdict(TaxonomySettings())
-
-
 def test_a_morse_section_recorded_before_the_pair_map_takes_the_new_defaults():
     """A sweep.json written before issue 21 holds the retired Gaussian-process keys and that
     method's resolved depths: reduced again, it runs today's method with today's defaults,
     keeping what the user had set away from the old ones."""
-    from doodl.orchestrator.spec import MorseReduceSpec
+    from doodl.analysis.settings import MorseSettings as MorseReduceSpec
 
     old = {"coordinates": "auto", "dims": 2, "tau": 1, "late_from": 0.5, "subdiv_min": 10, "subdiv_max": 16,
            "padding": 0.1, "far_field": 0.9, "max_pairs": 600, "compose": 8, "uncertainty": 1.0, "folds": 8}
