@@ -3,7 +3,7 @@
 The Morse graph is computed in ``dims`` coordinates fitted to the group's states (the
 flattened parameters, or the model's outputs on a probe set for function-space
 coordinates). Which coordinates decides whether the graph sees where runs go
-(``METHODS.md`` section 2; the comparison is in ``BENCHMARKS.md``):
+(``docs/methods.md``, "Coordinates"; the comparison is in ``BENCHMARKS.md``):
 
 - ``pca``: PCA of every snapshot. Dominated by the spread of the random starts (the
   transient), so distinct end points can project onto one.
