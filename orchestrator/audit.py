@@ -30,13 +30,12 @@ from doodl.orchestrator.spec import SweepSpec, ToleranceSpec
 from doodl.orchestrator.store import StoreError, SweepLease, SweepStore
 from doodl.orchestrator.store.layout import AUDIT_PICTURE, AUDIT_RECORD, AUDIT_REPORT
 from doodl.orchestrator.tracking import audit_history, console, log_audit, one_line, tracking_errors
-from doodl.workers.config import axes
+from doodl.workers.config import match_fields
 from doodl.workers.store_files import write_atomic
 from doodl.workers.timestamps import COMPACT_UTC, utc_timestamp
 
 # what makes two groups the same setup: the data, the family, every grid axis, the training length
-MATCH_FIELDS = ("dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
-                *axes())
+MATCH_FIELDS = match_fields()
 RELATIVE = ("hessian_top", "hessian_trace")
 
 

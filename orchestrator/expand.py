@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 
 from doodl.orchestrator.spec import SpecError, SweepSpec
-from doodl.workers.config import VariantConfig, axes
+from doodl.workers.config import VariantConfig, axes, spec_fields
 
 # The axes in grid order (declared in ``doodl.workers.config``); the first two are the default
 # phase-diagram axes later on.
@@ -59,27 +59,7 @@ def expand(spec: SweepSpec) -> list[VariantConfig]:
         raise SpecError(f"{spec.name}: the grid has {n:,} variants, more than resources.max_variants "
                         f"({spec.resources.max_variants:,}); check the axes and seeds, or raise the limit")
     grid = axis_values(spec)
-    opt, rec = spec.optimizer, spec.record
-    fixed = dict(
-        dataset=spec.dataset.name,
-        dataset_path=spec.dataset.path,
-        dataset_options=tuple(sorted(spec.dataset.options.items())),
-        test_fraction=spec.dataset.test_fraction,
-        split_seed=spec.dataset.split_seed,
-        model=spec.model.family,
-        optimizer=opt.name,
-        steps=opt.steps,
-        momentum=opt.momentum,
-        beta1=opt.betas[0],
-        beta2=opt.betas[1],
-        eps=opt.eps,
-        milestones=tuple(opt.milestones),
-        gamma=opt.gamma,
-        record_every=rec.every,
-        projection_dim=rec.projection.dim if rec.projection else 0,
-        projection_seed=rec.projection.seed if rec.projection else 0,
-        record_dtype=rec.dtype,
-    )
+    fixed = {name: source(spec) for name, source in spec_fields().items()}  # declared in VariantConfig
     out = []
     for values in itertools.product(*grid.values(), spec.seed_list):
         point = dict(zip([*grid, "seed"], values))

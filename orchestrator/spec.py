@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from doodl.analysis.settings import NonNegFloat, PositiveFloat, PositiveInt
-from doodl.workers.config import VariantConfig, axes
+from doodl.workers.config import axes, default_of
 from doodl.workers.datasets import BUILTIN_DATASETS, FILE_DATASETS, load_split
 from doodl.workers.families import FAMILIES
 
@@ -150,13 +150,13 @@ class _ModelBase(_AxisModel):
 class _OptimizerBase(_AxisModel):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     steps: PositiveInt = 200
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
-    eps: PositiveFloat = 1e-8
+    momentum: Annotated[float, Field(ge=0, lt=1)] = default_of("momentum")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        default_of("beta1"), default_of("beta2"))
+    eps: PositiveFloat = default_of("eps")
     # step schedule: decay by gamma at these fractions of the steps after the warm-up
-    milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)] = list(
-        VariantConfig.__dataclass_fields__["milestones"].default)
-    gamma: Annotated[float, Field(gt=0, le=1)] = VariantConfig.__dataclass_fields__["gamma"].default
+    milestones: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=1)] = list(default_of("milestones"))
+    gamma: Annotated[float, Field(gt=0, le=1)] = default_of("gamma")
 
 
 def _section(name: str, base: type[_AxisModel]) -> type[_AxisModel]:
@@ -177,10 +177,10 @@ class ProjectionSpec(_Strict):
 
 
 class RecordSpec(_Strict):
-    every: PositiveInt = 10
+    every: PositiveInt = default_of("record_every")
     projection: ProjectionSpec | None = None
     # float16 halves the snapshots' bytes; the stored values read back exactly (as float32)
-    dtype: Literal["float32", "float16"] = VariantConfig.__dataclass_fields__["record_dtype"].default
+    dtype: Literal["float32", "float16"] = default_of("record_dtype")
 
 
 class ResourcesSpec(_Strict):

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from doodl.orchestrator.store import Holder, SweepStore, UnitState, live_holder
 from doodl.workers.config import group_label, shown_axes
+from doodl.workers.shards import FINAL_METRICS
 
 # the summary's columns, in this order: a committed unit's runs by their final row, else its unit's state
 STATES = ("ok", "diverged", "training", UnitState.TORN.value, UnitState.PENDING.value)
@@ -37,7 +38,7 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     finals = {}
     if committed:
         table = store.read_unit_rows(
-            "finals", committed, ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_acc"]
+            "finals", committed, ["run_id", "status", "steps", *FINAL_METRICS]
         )
         finals = {r["run_id"]: r for r in table.to_pylist()}
     out = []

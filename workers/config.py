@@ -5,18 +5,22 @@ The orchestrator expands a sweep spec into ``VariantConfig`` objects; the worker
 them. ``run_id`` hashes every field (seed included), ``group_id`` every field but the
 seed, so the same spec always yields the same ids.
 
-A field declared with :func:`axis` is a grid axis: the spec section named in it accepts a
-value or a list of values for it, and expansion, the store's columns, MLflow params, run
-names, ``doodl status``, audits and the reduction's group labels all read the axes from
-here (:func:`axes`). Adding an axis is adding one field below; adding a model family is
-one entry in ``doodl.workers.models.FAMILIES``.
+This class is the registry of configuration fields: each field says once where its value
+comes from and what it is shown as. A field declared with :func:`axis` is a grid axis: the
+spec section named in it accepts a value or a list of values for it, and expansion, the
+store's columns, MLflow params, run names, ``doodl status``, audits and the reduction's
+group labels all read the axes from here (:func:`axes`). Every other field is declared with
+:func:`setting`: how a validated spec gives its value (``source``), whether it is an MLflow
+param (:func:`param_fields`) and whether audits match groups on it (:func:`match_fields`).
+Adding a field is one line below; adding a model family is one entry in
+``doodl.workers.models.FAMILIES``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Annotated, Any, Literal
 
@@ -30,21 +34,31 @@ _FIRST_RELEASE = 1
 
 
 def axis(section: str, kind: Any, label: str, *, default: Any = MISSING, spec_default: Any = MISSING,
-         since: int = _FIRST_RELEASE, doc: str = "") -> Any:
+         since: int = _FIRST_RELEASE, doc: str = "", group_label: str | None = None) -> Any:
     """Declare a grid axis: a config field the spec section ``section`` may sweep.
 
     ``kind`` is the (pydantic-annotated) type of one value, ``label`` its short name in run
-    names and group labels, ``spec_default`` the value a spec that omits it gets (the
-    field's ``default`` when it has one).
+    names, ``spec_default`` the value a spec that omits it gets (the field's ``default``
+    when it has one), ``group_label`` its name in :func:`group_label` (the first release's
+    six; later axes show there by ``label`` when set away from their default). An axis is
+    always an MLflow param and always matched by audits.
     """
     meta = {"section": section, "kind": kind, "label": label, "since": since, "doc": doc,
-            "spec_default": default if spec_default is MISSING else spec_default}
+            "spec_default": default if spec_default is MISSING else spec_default, "group_label": group_label,
+            "param": True, "match": True}
     return field(default=default, metadata=meta)
 
 
-def _later(default: Any, since: int = 2) -> Any:
-    """A non-axis field added after the first release (left out of ids at its default)."""
-    return field(default=default, metadata={"since": since})
+def setting(source: Callable[[Any], Any] | None, *, default: Any = MISSING, param: bool = False,
+            match: bool = False, since: int = _FIRST_RELEASE) -> Any:
+    """Declare a config field that is not a grid axis.
+
+    ``source`` reads its value from a validated spec (``None``: set by expansion itself,
+    the seed); ``param``: shown as an MLflow param; ``match``: two groups of an audit and
+    its baseline are the same setup only if they agree on it. A field added after the
+    first release carries ``since=2``: at its default it is left out of the ids.
+    """
+    return field(default=default, metadata={"source": source, "param": param, "match": match, "since": since})
 
 
 NoiseFraction = Annotated[float, Check(ge=0, lt=1)]
@@ -60,33 +74,41 @@ class VariantConfig:
     """Everything that determines one variant's training run."""
 
     # data
-    dataset: str
-    test_fraction: float
-    split_seed: int
-    label_noise: float = axis("data", NoiseFraction, "noise", spec_default=0.0, doc="fraction of training labels flipped")
-    train_fraction: float = axis("data", UnitFraction, "frac", spec_default=1.0, doc="fraction of the training split kept")
+    dataset: str = setting(lambda s: s.dataset.name, param=True, match=True)
+    test_fraction: float = setting(lambda s: s.dataset.test_fraction, param=True, match=True)
+    split_seed: int = setting(lambda s: s.dataset.split_seed, param=True, match=True)
+    label_noise: float = axis("data", NoiseFraction, "noise", spec_default=0.0, doc="fraction of training labels flipped",
+                              group_label="noise")
+    train_fraction: float = axis("data", UnitFraction, "frac", spec_default=1.0, doc="fraction of the training split kept",
+                                 group_label="frac")
     # model
-    model: str = field(default=MISSING)
-    width: int = axis("model", PositiveInt, "w", spec_default=32, doc="width factor (units, channels or embedding size)")
-    depth: int = axis("model", NonNegInt, "d", spec_default=2, doc="layers, conv blocks or residual stages")
+    model: str = setting(lambda s: s.model.family, param=True, match=True)
+    width: int = axis("model", PositiveInt, "w", spec_default=32, doc="width factor (units, channels or embedding size)",
+                      group_label="width")
+    depth: int = axis("model", NonNegInt, "d", spec_default=2, doc="layers, conv blocks or residual stages",
+                      group_label="depth")
     # optimiser
-    optimizer: str = field(default=MISSING)
-    lr: float = axis("optimizer", PositiveFloat, "lr", spec_default=0.05, doc="base learning rate")
-    batch_size: int = axis("optimizer", PositiveInt, "bs", spec_default=32, doc="minibatch size")
+    optimizer: str = setting(lambda s: s.optimizer.name, param=True, match=True)
+    lr: float = axis("optimizer", PositiveFloat, "lr", spec_default=0.05, doc="base learning rate", group_label="lr")
+    batch_size: int = axis("optimizer", PositiveInt, "bs", spec_default=32, doc="minibatch size", group_label="batch")
     weight_decay: float = axis("optimizer", NonNegFloat, "wd", spec_default=0.0, doc="L2 (sgd, adam) or decoupled (adamw) decay")
-    steps: int = field(default=MISSING)
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    steps: int = setting(lambda s: s.optimizer.steps, param=True, match=True)
+    momentum: float = setting(lambda s: s.optimizer.momentum, default=0.9, param=True, match=True)
+    beta1: float = setting(lambda s: s.optimizer.betas[0], default=0.9)
+    beta2: float = setting(lambda s: s.optimizer.betas[1], default=0.999)
+    eps: float = setting(lambda s: s.optimizer.eps, default=1e-8)
     # recording
-    record_every: int = 10
-    projection_dim: int = 0  # 0: store the flattened parameters themselves
-    projection_seed: int = 0
-    seed: int = 0
-    dataset_options: tuple[tuple[str, float | int | str], ...] = field(default=())
+    record_every: int = setting(lambda s: s.record.every, default=10, param=True)
+    # 0: store the flattened parameters themselves
+    projection_dim: int = setting(lambda s: s.record.projection.dim if s.record.projection else 0, default=0,
+                                  param=True)
+    projection_seed: int = setting(lambda s: s.record.projection.seed if s.record.projection else 0, default=0)
+    seed: int = setting(None, default=0, param=True)  # set by expansion: one variant per seed
+    dataset_options: tuple[tuple[str, float | int | str], ...] = setting(
+        lambda s: tuple(sorted(s.dataset.options.items())), default=())
     # --- added with model families and data-quality axes ---------------------------
-    dataset_path: str = _later("")  # directory or URI of a file-based data set (mnist, cifar10, ...)
+    # directory or URI of a file-based data set (mnist, cifar10, ...)
+    dataset_path: str = setting(lambda s: s.dataset.path, default="", match=True, since=2)
     label_noise_kind: str = axis("data", Literal["symmetric", "pair"], "noisekind", default="symmetric", since=2,
                                  doc="symmetric: to any other class; pair: class c to c+1 (class-conditional)")
     input_noise: float = axis("data", NonNegFloat, "inoise", default=0.0, since=2,
@@ -102,9 +124,11 @@ class VariantConfig:
                          doc="learning-rate schedule after the warm-up")
     warmup: int = axis("optimizer", NonNegInt, "warmup", default=0, since=2,
                        doc="steps of linear learning-rate warm-up")
-    record_dtype: str = _later("float32")  # float16: snapshots stored at half the bytes
-    milestones: tuple[float, ...] = _later((0.5, 0.75))  # step schedule: fractions of the steps
-    gamma: float = _later(0.1)  # step schedule: factor at each milestone
+    # float16: snapshots stored at half the bytes
+    record_dtype: str = setting(lambda s: s.record.dtype, default="float32", since=2)
+    # step schedule: fractions of the steps, and the factor at each milestone
+    milestones: tuple[float, ...] = setting(lambda s: tuple(s.optimizer.milestones), default=(0.5, 0.75), since=2)
+    gamma: float = setting(lambda s: s.optimizer.gamma, default=0.1, since=2)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (dataset options as a mapping)."""
@@ -173,6 +197,31 @@ def axes() -> dict[str, Field]:
     return {f.name: f for f in sorted(declared, key=lambda f: SECTIONS.index(f.metadata["section"]))}
 
 
+def default_of(name: str) -> Any:
+    """A config field's default: the value a spec that omits it gets."""
+    return VariantConfig.__dataclass_fields__[name].default
+
+
+def spec_fields() -> dict[str, Callable[[Any], Any]]:
+    """Every field that is the same for all variants of a spec: name -> how the validated
+    spec gives its value (the axes and the seed are the grid's)."""
+    return {f.name: f.metadata["source"] for f in fields(VariantConfig) if f.metadata.get("source")}
+
+
+def param_fields() -> tuple[str, ...]:
+    """The fields shown as MLflow params (the rest are in variants.parquet): the settings
+    marked ``param`` in declaration order, then every grid axis in grid order."""
+    return (*(f.name for f in fields(VariantConfig) if "section" not in f.metadata and f.metadata.get("param")),
+            *axes())
+
+
+def match_fields() -> tuple[str, ...]:
+    """What makes two groups the same setup for an audit: the settings marked ``match``
+    (data, family, training length), then every grid axis."""
+    return (*(f.name for f in fields(VariantConfig) if "section" not in f.metadata and f.metadata.get("match")),
+            *axes())
+
+
 def shown_axes(configs: Iterable[Mapping]) -> list[str]:
     """The axes worth a column for these configs (dicts or variants.parquet rows), in grid
     order: the first release's axes always, a later one where some config leaves its default."""
@@ -209,8 +258,8 @@ def _digest(d: dict) -> str:
 
 
 def group_label(cfg: dict) -> str:
-    """A readable name for a group (its config without the seed)."""
-    later = "".join(f", {label} {value:g}" if isinstance(value, float) else f", {label} {value}"
-                    for label, value in later_labels(cfg))
-    return (f"width {cfg['width']}, depth {cfg['depth']}, noise {cfg['label_noise']:g}, "
-            f"frac {cfg['train_fraction']:g}, lr {cfg['lr']:g}, batch {cfg['batch_size']}{later}")
+    """A readable name for a group (its config without the seed): the axes that declare a
+    ``group_label``, in grid order, then the later axes set away from their defaults."""
+    named = [(f.metadata["group_label"], cfg[name]) for name, f in axes().items() if f.metadata["group_label"]]
+    return ", ".join(f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}"
+                     for label, value in [*named, *later_labels(cfg)])

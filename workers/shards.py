@@ -93,6 +93,10 @@ def snapshot_schema(theta_dim: int, dtype: pa.DataType | None = None) -> pa.Sche
     )
 
 
+# a run's end-of-training metrics, the columns of its finals row (and its MLflow metrics)
+FINAL_METRICS = ("final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc")
+
+
 def finals_schema(n_params: int) -> pa.Schema:
     """Schema of final rows: full flattened parameters and end-of-training metrics."""
     return pa.schema(
@@ -100,10 +104,7 @@ def finals_schema(n_params: int) -> pa.Schema:
             ("run_id", pa.string()),
             ("status", pa.string()),
             ("steps", pa.int32()),
-            ("final_train_loss", pa.float32()),
-            ("final_train_acc", pa.float32()),
-            ("final_test_loss", pa.float32()),
-            ("final_test_acc", pa.float32()),
+            *((name, pa.float32()) for name in FINAL_METRICS),
             ("theta", pa.list_(pa.float32(), n_params)),
         ]
     )

@@ -27,6 +27,7 @@ from doodl.orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_F
                                           subsample_steps)
 from doodl.orchestrator.tracking.tags import (EXPERIMENT_KIND, TAG_GROUP, TAG_GROUP_LABEL, TAG_LOGGED,
                                         TAG_ROLE, TAG_RUN, TAG_SWEEP)
+from doodl.workers.shards import FINAL_METRICS
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 # Seconds to wait before each retry of a call that found the SQLite database locked (by
@@ -262,7 +263,7 @@ class MlflowSink:
                 metrics += [Metric(name, float(values[i]), now, int(rec_steps[i])) for i in at[subsample_steps(len(at))]]
             final = fin[rid]
             metrics += [Metric(k, float(final[k]), now, int(final["steps"]))
-                        for k in ("final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc")
+                        for k in FINAL_METRICS
                         if final[k] is not None and np.isfinite(final[k])]
             child = self.children.get(rid)
             if child is None:

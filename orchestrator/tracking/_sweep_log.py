@@ -19,6 +19,7 @@ from doodl.orchestrator.tracking._probe import TrackingUnavailable, is_server, o
     use_short_http_timeouts
 from doodl.orchestrator.tracking._sink import MlflowSink
 from doodl.orchestrator.tracking._views import CURVES, HELD_OUT_CURVES, varying_axes
+from doodl.workers.shards import FINAL_METRICS
 
 console = Console(stderr=True)
 _STATE = {"down": "is unreachable", "refused": "refuses the API", "broken": "is broken"}  # by TrackingUnavailable.kind
@@ -85,7 +86,7 @@ def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str
         snaps = store.read_snapshot_rows(unit_ids, ["run_id", "step", *HELD_OUT_CURVES])
         fin = store.read_unit_rows(
             "finals", unit_ids,
-            ["run_id", "status", "steps", "final_train_loss", "final_train_acc", "final_test_loss", "final_test_acc"],
+            ["run_id", "status", "steps", *FINAL_METRICS],
         )
         varying = varying_axes(v for rows in rows_by_unit.values() for v in rows)
         outcome.logged_runs += sink.log_variants(wanted, traj, fin, snaps, varying)

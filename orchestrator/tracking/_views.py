@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from doodl.analysis.registry import REGISTRY
-from doodl.workers.config import axes
+from doodl.workers.config import axes, param_fields
 
 # per curve: enough to compare runs in the UI (every step is in the store); MLflow writes a
 # row per point and logging time grows with them (about 0.1 ms a point with SQLite here)
@@ -17,10 +17,7 @@ CURVE_POINTS = 25
 CURVES = ("train_loss", "train_acc", "grad_norm", "lr")
 HELD_OUT_CURVES = ("test_loss", "test_acc")  # measured at recorded steps only
 # config fields shown as MLflow params (the rest are in variants.parquet): every grid axis
-PARAM_FIELDS = (
-    "dataset", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum", "record_every",
-    "projection_dim", "seed", *axes(),
-)
+PARAM_FIELDS = param_fields()
 
 
 def subsample_steps(n_steps: int, points: int = CURVE_POINTS) -> np.ndarray:

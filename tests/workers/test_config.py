@@ -58,3 +58,20 @@ def test_variants_differing_only_in_per_variant_fields_share_a_unit():
     assert replace(a, lr=0.5, seed=3, schedule="step", input_noise=0.2).shape_key == a.shape_key
     assert replace(a, width=16).shape_key != a.shape_key
     assert replace(a, heads=2).shape_key != a.shape_key
+
+
+def test_every_config_field_is_declared_once_with_where_it_comes_from():
+    """The config-field registry: every field is an axis or a setting, and the lists the
+    orchestrator uses (MLflow params, audit matching, what expansion reads from the spec)
+    are derived from it, with the members they had when they were written by hand."""
+    from dataclasses import fields
+
+    from doodl.workers.config import VariantConfig, axes, match_fields, param_fields, spec_fields
+
+    for f in fields(VariantConfig):
+        assert "section" in f.metadata or "source" in f.metadata, f"{f.name} is declared with neither axis nor setting"
+    assert param_fields() == ("dataset", "test_fraction", "split_seed", "model", "optimizer", "steps", "momentum",
+                              "record_every", "projection_dim", "seed", *axes())
+    assert set(match_fields()) == {"dataset", "dataset_path", "test_fraction", "split_seed", "model", "optimizer",
+                                   "steps", "momentum", *axes()}
+    assert set(spec_fields()) == {f.name for f in fields(VariantConfig)} - set(axes()) - {"seed"}
