@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 
 from doodl.orchestrator.store.sweep import StoreError, SweepStore
+from doodl.workers.timestamps import utc_timestamp
 from doodl.workers.store_files import create_only, is_object_store, read_bytes, write_atomic
 
 TTL_S = 60.0  # a lease not renewed for this long is stale
@@ -85,7 +86,7 @@ class SweepLease:
         self.path = store.layout.lease(purpose)
         self.ttl, self.heartbeat, self.settle = ttl, heartbeat, settle
         self.owner = uuid.uuid4().hex
-        self.acquired = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.acquired = utc_timestamp()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

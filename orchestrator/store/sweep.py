@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import urllib.parse
 from dataclasses import MISSING, dataclass
 from enum import Enum
@@ -24,6 +23,7 @@ from doodl.orchestrator.store.layout import SweepLayout, sweep_root
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
 from doodl.workers.store_files import write_atomic
+from doodl.workers.timestamps import utc_timestamp
 
 DEFAULT_STORE = "./doodl-store"
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")  # run, group and unit ids: hashes, never user text
@@ -164,7 +164,7 @@ class SweepStore:
             "spec": spec.model_dump(mode="json"),
             "spec_results": _result_spec(spec),
             "doodl_version": doodl_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": utc_timestamp(),
             "n_variants": len(variants),
             "n_units": len(units),
         }
