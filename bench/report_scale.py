@@ -31,7 +31,7 @@ def main() -> None:
     from doodl.orchestrator.store import SweepStore
 
     db = f"sqlite:///{Path(args.store).resolve()}-mlflow.db"
-    if not (Path(args.store) / args.sweep / "reduction" / "ntk.parquet").exists():
+    if not Path(SweepStore(args.store, args.sweep).layout.reduction_table("ntk")).exists():
         spec = ROOT / "bench" / "specs" / f"{args.sweep}.yaml"
         for cmd in (["sweep", str(spec)], ["reduce", args.sweep]):
             subprocess.run([sys.executable, "-m", "doodl.orchestrator.cli", *cmd, "--store", args.store,
