@@ -44,7 +44,8 @@ def load_spec_dict(n_variants: int) -> dict:
 
 def run_load(n_variants: int, workdir: str) -> dict:
     """Run the load sweep in ``workdir``; returns the figures."""
-    from doodl.orchestrator.driver import connect, run_sweep
+    from doodl.orchestrator.driver import run_sweep
+    from doodl.orchestrator.session import connect
     from doodl.orchestrator.spec import parse_spec
 
     spec = parse_spec(load_spec_dict(n_variants))

@@ -83,7 +83,7 @@ def main() -> None:
 
     import ray
 
-    from doodl.orchestrator.driver import connect
+    from doodl.orchestrator.session import connect
     from doodl.orchestrator.reduce import run_reduce
     from doodl.orchestrator.store import SweepStore
 

@@ -156,7 +156,7 @@ def main(argv=None) -> None:
     widths = [int(w) for w in args.widths.split(",")]
     import ray
 
-    from doodl.orchestrator.driver import connect
+    from doodl.orchestrator.session import connect
 
     t0 = time.perf_counter()
     connect(None)

@@ -11,24 +11,15 @@ only MLflow writer) logs that unit's variants. One driver per sweep at a time
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import ray
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from doodl.orchestrator.actor_pool import ActorPool
-from doodl.orchestrator.errors import ClusterError
 from doodl.orchestrator.expand import WorkUnit, expand, plan_units
+from doodl.orchestrator.session import Meter, connect
 from doodl.orchestrator.spec import SweepSpec
 from doodl.orchestrator.store import SweepLease, SweepStore, UnitState, sweep_store_for
 from doodl.orchestrator.tracking import SweepLog, console, one_line
@@ -52,52 +43,6 @@ class SweepOutcome:
     seconds: float = 0.0
     train_seconds: float = 0.0  # from starting the actors to the last unit committed
     n_actors: int = 0  # the most actors training at once
-
-
-def connect(address: str | None) -> None:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, as ``ray job submit`` sets it),
-    else start a new local Ray; reuse a session that is already connected.
-
-    Without an address this never joins a cluster found on the machine (Ray's own default
-    would, even a dead one whose address file was left behind): ``--address auto`` does.
-    """
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local":
-        # Ray starts its workers at niceness 15, below this driver: on a machine whose
-        # cores all train, the driver's MLflow logging would take them first. At 0 the
-        # actors train at the driver's priority and its logger (tracking.LOGGER_NICE) yields.
-        os.environ.setdefault("RAY_worker_niceness", "0")
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, configure_logging=False)
-    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-        hint, chain = "", ""
-        cause: BaseException | None = exc
-        while cause is not None:  # ray wraps the AuthenticationError in a ConnectionError
-            chain += str(cause).lower()
-            cause = cause.__cause__ or cause.__context__
-        if "authentication" in chain or "auth_token" in chain:
-            hint = ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and provide the token "
-                    "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)")
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}{hint}") from None
-
-
-def progress_bar(what: str, show: bool) -> Progress:
-    """A progress bar of ``what`` done / total with rate (a ``rate`` field) and ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(what),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show,
-        transient=False,
-    )
 
 
 def run_sweep(
@@ -166,85 +111,107 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
 
 def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already: int, total: int,
            show_progress: bool) -> None:
-    res = spec.resources
-    actor_cls = ray.remote(UnitTrainer).options(
-        num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0, max_concurrency=UNITS_IN_FLIGHT
-    )
-    pool = ActorPool(actor_cls, (store.uri,), res, len(todo))
-    queue = deque(todo)
-    attempts = {u.unit_id: 0 for u in todo}
-    by_id = {u.unit_id: u for u in todo}
-    inflight: dict[ray.ObjectRef, tuple[object, str]] = {}
-
-    def submit(actor) -> None:
-        """Give a ready actor a unit; a second one (up to ``UNITS_IN_FLIGHT``) only while
-        every actor can still get one, so the last units do not queue behind each other
-        while another actor idles. Retire the actor once it holds none and none is left."""
-        held = sum(a is actor for a, _ in inflight.values())
-        if not queue and not held:
-            pool.retire(actor, was_ready=True)
-        while queue and (not held or (held < UNITS_IN_FLIGHT and len(queue) >= len(pool.live))):
-            unit = queue.popleft()
-            attempts[unit.unit_id] += 1
-            ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants], attempts[unit.unit_id])
-            inflight[ref] = (actor, unit.unit_id)
-            held += 1
-
-    progress = progress_bar("variants", show_progress)
-    t0 = time.perf_counter()
-    trained_variants = 0
+    """Train ``todo`` on a pool of actors, showing progress; on Ctrl-C the committed units stay."""
+    training = _Training(spec, store, todo, log, outcome)
     try:
-        with progress:
-            task = progress.add_task(f"sweep {store.sweep_id}", total=total, completed=already, rate="")
-            while inflight or queue:
-                ready, _ = ray.wait([*inflight, *pool.pending], num_returns=1, timeout=POLL_S)
-                if not ready:  # nothing finished: look for new capacity and for actors never placed
-                    pool.grow()
-                    pool.give_up_unplaced(busy=len(inflight))
-                    continue
-                ref = ready[0]
-                if ref in pool.pending:
-                    actor = pool.became_ready(ref)
-                    if actor is None:
-                        pool.add()
-                    else:
-                        submit(actor)
-                    continue
-                actor, unit_id = inflight.pop(ref)
-                try:
-                    summary = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
-                        ray.exceptions.WorkerCrashedError) as exc:
-                    reason = one_line(exc)
-                    actor_lives = (isinstance(exc, ray.exceptions.RayTaskError)
-                                   and not isinstance(exc, ray.exceptions.RayActorError))
-                    if attempts[unit_id] <= res.max_retries:
-                        console.print(f"[yellow]unit {unit_id} failed ({reason}); retry {attempts[unit_id]}"
-                                      f"/{res.max_retries}[/]")
-                        queue.appendleft(by_id[unit_id])
-                    else:
-                        console.print(f"[red]unit {unit_id} failed after {attempts[unit_id]} attempts: {reason}[/]")
-                        outcome.failed_units[unit_id] = reason
-                    if actor_lives:  # only the unit failed
-                        submit(actor)
-                    elif actor in pool.live:  # its units go to a fresh actor once it is placed
-                        pool.retire(actor, was_ready=True)
-                        if queue:
-                            pool.add()
-                    continue
-                outcome.trained_units += 1
-                trained_variants += len(summary["runs"])
-                rate = trained_variants / max(time.perf_counter() - t0, 1e-9)
-                progress.update(task, advance=len(summary["runs"]), rate=f"{rate:.1f}/s")
-                submit(actor)
-                log.units_committed([unit_id])
+        with Meter(f"sweep {store.sweep_id}", "variants", total, already=already, show=show_progress) as meter:
+            training.run(meter)
     except KeyboardInterrupt:
-        pool.shutdown()
+        training.pool.shutdown()
         console.print(
             f"[red]cancelled[/]: {outcome.trained_units + outcome.skipped_units}/{outcome.n_units} units are "
             "committed; run the same command again to finish the rest."
         )
         raise
     finally:
-        outcome.n_actors = pool.max_ready
-        pool.shutdown()
+        outcome.n_actors = training.pool.max_ready
+        training.pool.shutdown()
+
+
+class _Training:
+    """The training loop as events: an actor is placed, a unit is committed, a unit fails,
+    nothing happened for a while. Each handler keeps the queue, the retries and the
+    outcome; :meth:`run` only waits for the next event."""
+
+    def __init__(self, spec, store, todo: list[WorkUnit], log: SweepLog, outcome: SweepOutcome):
+        res = spec.resources
+        actor_cls = ray.remote(UnitTrainer).options(
+            num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0,
+            max_concurrency=UNITS_IN_FLIGHT)
+        self.pool = ActorPool(actor_cls, (store.uri,), res, len(todo))
+        self.max_retries = res.max_retries
+        self.log, self.outcome = log, outcome
+        self.queue = deque(todo)
+        self.attempts = {u.unit_id: 0 for u in todo}
+        self.by_id = {u.unit_id: u for u in todo}
+        self.inflight: dict[ray.ObjectRef, tuple[object, str]] = {}
+
+    def run(self, meter: Meter) -> None:
+        while self.inflight or self.queue:
+            ready, _ = ray.wait([*self.inflight, *self.pool.pending], num_returns=1, timeout=POLL_S)
+            if not ready:
+                self.on_idle()
+            elif ready[0] in self.pool.pending:
+                self.on_actor_placed(ready[0])
+            else:
+                actor, unit_id = self.inflight.pop(ready[0])
+                try:
+                    summary = ray.get(ready[0])
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError,
+                        ray.exceptions.WorkerCrashedError) as exc:
+                    self.on_unit_failed(actor, unit_id, exc)
+                else:
+                    self.on_unit_committed(actor, unit_id, summary, meter)
+
+    def submit(self, actor) -> None:
+        """Give a ready actor a unit; a second one (up to ``UNITS_IN_FLIGHT``) only while
+        every actor can still get one, so the last units do not queue behind each other
+        while another actor idles. Retire the actor once it holds none and none is left."""
+        held = sum(a is actor for a, _ in self.inflight.values())
+        if not self.queue and not held:
+            self.pool.retire(actor, was_ready=True)
+        while self.queue and (not held or (held < UNITS_IN_FLIGHT and len(self.queue) >= len(self.pool.live))):
+            unit = self.queue.popleft()
+            self.attempts[unit.unit_id] += 1
+            ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants],
+                                        self.attempts[unit.unit_id])
+            self.inflight[ref] = (actor, unit.unit_id)
+            held += 1
+
+    def on_idle(self) -> None:
+        """Nothing finished: look for new capacity and for actors never placed."""
+        self.pool.grow()
+        self.pool.give_up_unplaced(busy=len(self.inflight))
+
+    def on_actor_placed(self, ref) -> None:
+        actor = self.pool.became_ready(ref)
+        if actor is None:
+            self.pool.add()
+        else:
+            self.submit(actor)
+
+    def on_unit_committed(self, actor, unit_id: str, summary: dict, meter: Meter) -> None:
+        self.outcome.trained_units += 1
+        meter.advance(len(summary["runs"]))
+        self.submit(actor)
+        self.log.units_committed([unit_id])
+
+    def on_unit_failed(self, actor, unit_id: str, exc: Exception) -> None:
+        """Retry the unit (first in the queue) up to ``resources.max_retries`` times; an
+        actor that died is replaced, one whose task alone failed goes on."""
+        reason = one_line(exc)
+        actor_lives = (isinstance(exc, ray.exceptions.RayTaskError)
+                       and not isinstance(exc, ray.exceptions.RayActorError))
+        if self.attempts[unit_id] <= self.max_retries:
+            console.print(f"[yellow]unit {unit_id} failed ({reason}); retry {self.attempts[unit_id]}"
+                          f"/{self.max_retries}[/]")
+            self.queue.appendleft(self.by_id[unit_id])
+        else:
+            console.print(f"[red]unit {unit_id} failed after {self.attempts[unit_id]} attempts: {reason}[/]")
+            self.outcome.failed_units[unit_id] = reason
+        if actor_lives:  # only the unit failed
+            self.submit(actor)
+        elif actor in self.pool.live:  # its units go to a fresh actor once it is placed
+            self.pool.retire(actor, was_ready=True)
+            if self.queue:
+                self.pool.add()

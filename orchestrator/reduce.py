@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from doodl.orchestrator.driver import connect, progress_bar
+from doodl.orchestrator.session import Meter, connect
 from doodl.orchestrator.expand import AXES
 from doodl.analysis.registry import REGISTRY, analyses as registered, load, method_version
 from doodl.orchestrator.spec import ReduceSpec
@@ -198,22 +198,18 @@ def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
 
 
 def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress) -> None:
+    """One Ray task per (analysis, group) of ``todo``; each result is stored, counted and
+    logged as it arrives. On Ctrl-C the finished groups stay."""
     tasks = _tasks({name for name, _ in todo})
     inflight = {}
     for name, gid in todo:
         rows = groups[gid]
         units = sorted({r["unit_id"] for r in rows})
-        if REGISTRY[name].titled:
-            ref = tasks[name].remote(store.uri, gid, units, rows, params[name], group_label(rows[0]))
-        else:
-            ref = tasks[name].remote(store.uri, gid, units, rows, params[name])
-        inflight[ref] = (name, gid)
-    progress = progress_bar("group analyses", show_progress)
-    t0 = time.perf_counter()
-    finished = 0
+        title = (group_label(rows[0]),) if REGISTRY[name].titled else ()
+        inflight[tasks[name].remote(store.uri, gid, units, rows, params[name], *title)] = (name, gid)
+    on_result = _ResultHandler(stores, groups, params, keys, sink, outcome)
     try:
-        with progress:
-            bar = progress.add_task(f"reduce {store.sweep_id}", total=len(todo), rate="")
+        with Meter(f"reduce {store.sweep_id}", "group analyses", len(todo), show=show_progress, digits=2) as meter:
             while inflight:
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 name, gid = inflight.pop(ready[0])
@@ -221,31 +217,46 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
                     result = ray.get(ready[0])
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as exc:
                     result = _failed_result(gid, groups[gid], one_line(exc))
-                row = result["row"]
-                row["settings_key"] = keys[name]
-                for k, v in params[name].items():  # the settings sit beside the results
-                    if not isinstance(v, dict):
-                        row.setdefault(f"param_{k}", v)
-                stores[name].write_group(row, result["runs"], result["pictures"])
-                counts = outcome.counts[name]
-                if row["error"] is not None:
-                    counts.failed[gid] = row["error"]
-                    console.print(f"[red]{name} of group {gid} ({group_label(groups[gid][0])}) failed: "
-                                  f"{row['error']}[/]")
-                else:
-                    counts.reduced += 1
-                    for warning in row.get("warnings") or []:
-                        console.print(f"[yellow]warning:[/] {name} of group {gid} ({group_label(groups[gid][0])}): "
-                                      f"{warning}")
-                if sink is not None and not REGISTRY[name].sweep_step:  # those wait for the sweep-wide step
-                    log_group(sink, stores[name], row, keys[name], outcome, result["runs"], result["pictures"])
-                finished += 1
-                progress.update(bar, advance=1, rate=f"{finished / max(time.perf_counter() - t0, 1e-9):.2f}/s")
+                on_result(name, gid, result)
+                meter.advance()
     except KeyboardInterrupt:
         for ref in inflight:
             ray.cancel(ref, force=True)
         console.print("[red]cancelled[/]: finished groups are kept; run the same command again to reduce the rest.")
         raise
+
+
+@dataclass
+class _ResultHandler:
+    """What happens to one group's result of one analysis: its settings beside it, into
+    the store, into the counts (with its error or warnings shown), and into MLflow unless
+    the analysis has a sweep-wide step still to come."""
+
+    stores: dict
+    groups: dict[str, list[dict]]
+    params: dict[str, dict]
+    keys: dict[str, str]
+    sink: object
+    outcome: ReduceOutcome
+
+    def __call__(self, name: str, gid: str, result: dict) -> None:
+        row = result["row"]
+        row["settings_key"] = self.keys[name]
+        for k, v in self.params[name].items():  # the settings sit beside the results
+            if not isinstance(v, dict):
+                row.setdefault(f"param_{k}", v)
+        self.stores[name].write_group(row, result["runs"], result["pictures"])
+        counts, label = self.outcome.counts[name], group_label(self.groups[gid][0])
+        if row["error"] is not None:
+            counts.failed[gid] = row["error"]
+            console.print(f"[red]{name} of group {gid} ({label}) failed: {row['error']}[/]")
+        else:
+            counts.reduced += 1
+            for warning in row.get("warnings") or []:
+                console.print(f"[yellow]warning:[/] {name} of group {gid} ({label}): {warning}")
+        if self.sink is not None and not REGISTRY[name].sweep_step:  # those wait for the sweep-wide step
+            log_group(self.sink, self.stores[name], row, self.keys[name], self.outcome, result["runs"],
+                      result["pictures"])
 
 
 def _diagram_axes(settings: ReduceSpec, store: SweepStore, groups) -> tuple[str, str, list[str]]:
