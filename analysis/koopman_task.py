@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from doodl.analysis.koopman import conjugacy, koopman_eigenvalues, spectral_distance
+from doodl.analysis.registry import error_runs, task_error
 
 LEADING = 3  # eigenvalue moduli reported as columns and metrics
 
@@ -45,7 +46,7 @@ def koopman_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], v
     started = time.perf_counter()
     run_ids = [v["run_id"] for v in variants]
     row: dict = {"group_id": group_id, "run_ids": run_ids, "n_runs": len(variants), "error": None, "warnings": []}
-    runs = [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids]
+    runs = error_runs(group_id, run_ids)
     delays, rank, seed = int(settings["delays"]), int(settings["rank"]), int(settings["seed"])
     try:
         trajectories = read_group_runs(sweep_root_uri, unit_ids, variants)
@@ -78,7 +79,7 @@ def koopman_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], v
             runs.append({"run_id": rid, "group_id": group_id, "status": status.get(rid, "error"),
                          **_eigs_columns(eigs), "modulus_1": float(np.abs(eigs[0])) if eigs is not None else None})
     except Exception as exc:  # reported per group; the reduction goes on
-        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        row["error"] = task_error(exc)
     row["seconds"] = time.perf_counter() - started
     return {"row": row, "runs": runs, "pictures": {}}
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from doodl.analysis._connection import connection_matrix, data_images, grid_images, set_of_points
 from doodl.analysis.dynamics import GroupMorse, MorseSettings, RunTrajectory, group_morse
+from doodl.analysis.registry import error_runs, task_error
 
 PROBE_POINTS = 200  # held-out points the function-space coordinates are the outputs on
 PROBE_SEED = 0
@@ -145,9 +146,9 @@ def morse_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
         result = group_morse(runs, cfg)
         check = cross_check(result, runs, cfg)
     except Exception as exc:  # reported per group; the reduction goes on
-        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        row["error"] = task_error(exc)
         row["seconds"] = time.perf_counter() - started
-        return {"row": row, "runs": [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids],
+        return {"row": row, "runs": error_runs(group_id, run_ids),
                 "pictures": {}}
     warnings = list(result.warnings)
     n_diverged = sum(1 for v in result.verdicts if v.status == "diverged")

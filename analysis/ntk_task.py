@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from doodl.analysis.ntk import kernel_path
+from doodl.analysis.registry import error_runs, task_error
 
 _PROBE_STREAM = 0x7E6C  # spawn key of the probe's permutation, apart from every other use of the seed
 
@@ -58,7 +59,7 @@ def ntk_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], varia
     started = time.perf_counter()
     run_ids = [v["run_id"] for v in variants]
     row: dict = {"group_id": group_id, "run_ids": run_ids, "n_runs": len(variants), "error": None}
-    runs = [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids]
+    runs = error_runs(group_id, run_ids)
     pictures = {}
     try:
         if int(variants[0].get("projection_dim") or 0):
@@ -86,7 +87,7 @@ def ntk_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], varia
                              "transition_step": p.transition} if p is not None else {})})
         pictures["ntk.png"] = plot_kernel_paths(paths, row, title or group_id)
     except Exception as exc:  # reported per group; the reduction goes on
-        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        row["error"] = task_error(exc)
     row["seconds"] = time.perf_counter() - started
     return {"row": row, "runs": runs, "pictures": pictures}
 

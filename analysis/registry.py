@@ -96,6 +96,16 @@ REGISTRY: dict[str, Analysis] = {a.name: a for a in (
 )}
 
 
+def task_error(exc: BaseException) -> str:
+    """A failed group's ``row["error"]``: the exception in one line (the contract of a group task)."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+
+
+def error_runs(group_id: str, run_ids: list[str]) -> list[dict]:
+    """A failed group's ``runs``: each of its runs with status ``error``."""
+    return [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids]
+
+
 def analyses() -> tuple[str, ...]:
     """The registered analyses' names, in the order they run and are shown."""
     return tuple(REGISTRY)

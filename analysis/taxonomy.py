@@ -45,6 +45,7 @@ from doodl.workers.config import VariantConfig
 from doodl.workers.datasets import dataset_split, variant_data
 from doodl.workers.models import build_model, init_params
 from doodl.workers.seeds import seed_stream
+from doodl.analysis.registry import error_runs, task_error
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 METHOD_VERSION = 2  # bump when a change alters results: stored results of older versions are redone
@@ -221,7 +222,7 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
     row: dict = {"group_id": group_id, "run_ids": run_ids, "error": None,
                  **{f"threshold_{k}": v for k, v in thresholds.model_dump().items()},
                  **{f"param_{k}": v for k, v in cfg.computation().items() if k != "thresholds"}}
-    runs = [{"run_id": r, "group_id": group_id, "status": "error"} for r in run_ids]
+    runs = error_runs(group_id, run_ids)
     try:
         fs, root = shards.resolve_filesystem(sweep_root_uri)
         table = shards.read_units(fs, root, shards.FINALS, unit_ids, filter=pc.field("run_id").isin(run_ids))
@@ -232,7 +233,7 @@ def taxonomy_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], 
             else np.empty((0, 0))
         result = group_taxonomy(configs, thetas, [finals[v["run_id"]] for v in ok], cfg)
     except Exception as exc:  # reported per group; the reduction goes on
-        row.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], seconds=time.perf_counter() - started)
+        row.update(error=task_error(exc), seconds=time.perf_counter() - started)
         return {"row": row, "runs": runs, "pictures": {}}
     row.update(result, seconds=time.perf_counter() - started)
     seeds = {v["run_id"]: k for k, v in enumerate(ok)}

@@ -22,7 +22,8 @@ import ray
 
 from doodl.orchestrator.session import Meter, connect
 from doodl.orchestrator.expand import AXES
-from doodl.analysis.registry import REGISTRY, analyses as registered, load, method_version
+from doodl.analysis.registry import REGISTRY, error_runs, load, method_version
+from doodl.analysis.registry import analyses as registered
 from doodl.orchestrator.spec import ReduceSpec
 from doodl.orchestrator.store import ReductionStore, SweepLease, SweepStore, UnitState
 from doodl.orchestrator.results import sweep_columns, sweep_pictures_in_store
@@ -194,7 +195,7 @@ def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: st
 
 def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
     return {"row": {"group_id": gid, "n_runs": len(rows), "error": error, "run_ids": [r["run_id"] for r in rows]},
-            "runs": [{"run_id": r["run_id"], "group_id": gid, "status": "error"} for r in rows], "pictures": {}}
+            "runs": error_runs(gid, [r["run_id"] for r in rows]), "pictures": {}}
 
 
 def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress) -> None:
