@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 import sys
 
 from doodl.orchestrator.tracking import DEFAULT_TRACKING_URI
 from doodl.analysis.registry import analyses
 from doodl.orchestrator.store import DEFAULT_STORE
 from doodl.orchestrator.store.layout import AUDIT_REPORT
+from doodl.orchestrator.store.sweep import doodl_version
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_VIEW_INCOMPLETE = 3  # the store is complete, the MLflow view is not (`doodl sync` catches up)
@@ -22,6 +24,7 @@ EXIT_VIEW_INCOMPLETE = 3  # the store is complete, the MLflow view is not (`dood
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="doodl", description="Loss-landscape sweeps on Ray, recorded in Parquet and MLflow.")
+    p.add_argument("--version", action="version", version=f"doodl {doodl_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def store_args(sp):
@@ -269,8 +272,16 @@ def _report(args) -> int:
     from doodl.orchestrator.report import write_report
     from doodl.orchestrator.store import SweepStore
 
-    outcome = write_report(SweepStore(args.store, args.sweep), args.out, tracking_uri=args.tracking_uri,
-                           ui_url=args.mlflow_ui)
+    store = SweepStore(args.store, args.sweep)
+    store.read_sweep()  # an unknown sweep is refused before anything is written
+    out = Path(args.out or f"{args.sweep}-report")
+    try:  # refused in one line before any work: a place the report cannot be written
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(out))
+    except OSError as exc:
+        return _bad_input(f"cannot write the report to {out}: {exc.strerror or exc}")
+    outcome = write_report(store, out, tracking_uri=args.tracking_uri, ui_url=args.mlflow_ui)
     logged = f"; logged on MLflow run {outcome.mlflow_artifact}" if outcome.mlflow_artifact else ""
     print(f"report {args.sweep}: {outcome.n_groups} groups, {outcome.n_runs} runs, {outcome.n_pictures} pictures "
           f"in {outcome.index}{logged}")

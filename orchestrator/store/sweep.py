@@ -46,6 +46,16 @@ def _result_spec(spec: SweepSpec) -> dict:
     return spec.model_dump(mode="json", exclude={"resources", "reduce", "audit"})
 
 
+def _differences(a, b, path: str = "") -> set[str]:
+    """Dotted paths where two JSON documents differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for key in set(a) | set(b):
+            out |= _differences(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        return out
+    return set() if a == b else {path}
+
+
 class UnitState(str, Enum):
     """Where one unit stands in the store. A ``str``: it compares equal to its value and
     prints as it, so what the store's readers show is unchanged."""
@@ -138,10 +148,22 @@ class SweepStore:
         """Refuse a spec that trains something else than the recorded sweep (if there is one):
         its ids and data would not match."""
         if self.exists() and not self.matches(spec):
+            changed = self.changed_fields(spec)
+            what = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''} changed)" if changed else ""
             raise StoreError(
-                f"sweep {self.sweep_id!r} already exists in {self.store_uri} with a different spec; "
+                f"sweep {self.sweep_id!r} already exists in {self.store_uri} with a different spec{what}; "
                 "give the changed sweep a new name, or pass --new-sweep"
             )
+
+    def changed_fields(self, spec: SweepSpec) -> list[str]:
+        """The spec fields (dotted paths, e.g. ``optimizer.lr``) where ``spec`` trains something
+        else than the recorded sweep."""
+        doc = self.read_sweep()
+        try:  # read again by this version, as matches() does: fields added since take their defaults
+            recorded = _result_spec(SweepSpec.model_validate(doc.get("spec", {})))
+        except ValueError:
+            recorded = doc.get("spec_results") or {}
+        return sorted(_differences(recorded, _result_spec(spec)))
 
     def initialise(self, spec: SweepSpec, variants: list[VariantConfig], units: list[WorkUnit]) -> bool:
         """Create the sweep directory, or check that it belongs to this same spec.
@@ -284,7 +306,8 @@ def derived_sweep_id(spec: SweepSpec) -> str:
     """The id of a changed spec's new sweep (``--new-sweep``): its name and a hash of what
     it trains, so the same changed spec always lands in the same new sweep."""
     digest = hashlib.sha256(json.dumps(_result_spec(spec), sort_keys=True).encode()).hexdigest()[:8]
-    return f"{spec.name}-{digest}"[:100]
+    # the name gives way, never the hash: a long name's changed specs stay apart from it and each other
+    return f"{spec.name[:100 - len(digest) - 1]}-{digest}"
 
 
 CONFIG_COLUMNS = [f for f in VariantConfig.__dataclass_fields__ if f != "dataset_options"]

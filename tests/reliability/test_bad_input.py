@@ -58,7 +58,8 @@ def test_changed_spec_is_refused_unless_new_sweep(swept):
     args = ["sweep", str(changed), "--store", str(tmp / "store"), "--tracking-uri", db, "--no-progress"]
     code, _, err = _run(args)
     assert code == 2 and err == (f"doodl: error: sweep 'bad' already exists in {tmp / 'store'} with a different "
-                                 "spec; give the changed sweep a new name, or pass --new-sweep")
+                                 "spec (optimizer.steps changed); give the changed sweep a new name, or pass "
+                                 "--new-sweep")
     assert _files(tmp / "store") == before
     code, out, err = _run([*args, "--new-sweep"])
     new_id = derived_sweep_id(load_spec(changed))
