@@ -14,6 +14,8 @@ Input noise and augmentation act on each drawn batch, in the engine.
 from __future__ import annotations
 
 import itertools
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -120,13 +122,68 @@ def _load_raw(name: str, options: tuple[tuple[str, object], ...], path: str) -> 
         n = len(split.x_train)
         return _Raw(split.x_train.reshape(n, -1), split.y_train, tuple(split.x_train.shape[1:]),
                     test=(split.x_test.reshape(len(split.x_test), -1), split.y_test), per_channel=True)
-    file = Path(name)
-    with np.load(file, allow_pickle=False) as npz:
-        if "x" not in npz or "y" not in npz:
-            raise ValueError(f"{file}: an .npz data set needs arrays 'x' and 'y'")
-        x = np.asarray(npz["x"], dtype=np.float64).reshape(len(npz["x"]), -1)
-        y = np.asarray(npz["y"]).astype(np.int64)
-    return _Raw(x, y, (x.shape[1],))
+    return _load_npz(Path(name))
+
+
+def _load_npz(file: Path) -> _Raw:
+    """Read an ``.npz`` data set, refusing with ``ValueError("dataset file F: fault")`` any
+    file that would train on something else than it holds: unreadable, arrays of the wrong
+    shape or kind, non-finite features, or labels that are not one class index per sample."""
+    where = f"dataset file {file}"
+    if file.is_file() and file.stat().st_size == 0:
+        raise ValueError(f"{where}: empty file, not an .npz archive")
+    try:
+        npz = np.load(file, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"{where}: a single array, not an .npz archive with arrays 'x' and 'y'")
+        with npz:
+            if "x" not in npz or "y" not in npz:
+                found = ", ".join(npz.files) or "none"
+                raise ValueError(f"{where}: an .npz data set needs arrays 'x' and 'y' (found: {found})")
+            x, y = npz["x"], npz["y"]
+    except ValueError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ValueError(f"{where}: not a readable .npz archive ({_first_line(exc)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{where}: not a readable .npz archive ({_first_line(exc)})") from None
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"{where}: x holds no samples (shape {x.shape})")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+        raise ValueError(f"{where}: x must hold real numbers, got dtype {x.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{where}: y must be 1-D, one class label per sample; got shape {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{where}: x has {len(x)} rows but y has {len(y)}")
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        n_bad = int((~np.isfinite(x)).sum())
+        raise ValueError(f"{where}: x has {n_bad} NaN or infinite value{'s' if n_bad > 1 else ''} "
+                         f"(first in row {int(np.argmax(bad))})")
+    return _Raw(x, _class_labels(y, where), (x.shape[1],))
+
+
+def _class_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """``y`` as int64 class labels, if it holds whole non-negative numbers (floats included)."""
+    if y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            first, n_bad = int(np.argmin(whole)), int((~whole).sum())
+            raise ValueError(f"{where}: y must hold whole-number class labels; {n_bad} "
+                             f"{'is' if n_bad == 1 else 'are'} not (first {y[first]:g} in row {first})")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{where}: y must hold integer class labels, got dtype {y.dtype}")
+    if len(y) and y.min() < 0:
+        raise ValueError(f"{where}: y has negative labels (smallest {y.min():g}); classes are 0, 1, 2, ...")
+    return y.astype(np.int64)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _modular(p: int, op: str) -> _Raw:

@@ -286,8 +286,9 @@ def load_cifar_dir(uri: str, n_classes: int) -> ImageSplit:
 
     ``uri`` is the directory holding the ``.bin`` files, or its parent containing
     ``cifar-10-batches-bin`` / ``cifar-100-binary`` (where the tarballs extract to). For
-    CIFAR-10 any non-empty subset of ``data_batch_1.bin`` .. ``data_batch_5.bin`` is used,
-    in numeric order, plus ``test_batch.bin``; for CIFAR-100, ``train.bin`` and
+    CIFAR-10 the first k of ``data_batch_1.bin`` .. ``data_batch_5.bin`` are used, in
+    numeric order, plus ``test_batch.bin`` (a gap, such as batches 1, 2, 4 and 5 without
+    3, raises ``FileNotFoundError`` naming the missing file); for CIFAR-100, ``train.bin`` and
     ``test.bin`` with the fine labels. Images come out ``(N, 3, 32, 32)`` uint8.
     """
     subdir, _, _ = _cifar_layout(n_classes)
@@ -305,6 +306,12 @@ def load_cifar_dir(uri: str, n_classes: int) -> ImageSplit:
         raise FileNotFoundError(f"{_display(fs, directory)}: missing CIFAR-{n_classes} binary files: "
                                 f"expected {expected}, here or in {subdir}/")
     train_names, test_name = files
+    if n_classes == 10:  # a subset is the first k batches; a gap is a lost file, not a choice
+        gaps = [n for n in CIFAR10_TRAIN[:CIFAR10_TRAIN.index(train_names[-1])] if n not in train_names]
+        if gaps:
+            raise FileNotFoundError(f"{_display(fs, directory)}: missing {', '.join(gaps)}: CIFAR-10 training "
+                                    f"batches must run from data_batch_1.bin without gaps "
+                                    f"(found {', '.join(train_names)})")
 
     def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         path = _join(directory, name)

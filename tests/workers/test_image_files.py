@@ -275,17 +275,26 @@ def test_cifar100_uses_the_fine_label_of_a_hand_built_record(tmp_path):
 
 def test_cifar10_round_trip_uses_existing_batches_in_numeric_order(tmp_path):
     rng = np.random.default_rng(8)
-    batches = {i: (random_images(rng, 3 + i, 3, 32), rng.integers(0, 10, 3 + i)) for i in (4, 2)}
+    batches = {i: (random_images(rng, 3 + i, 3, 32), rng.integers(0, 10, 3 + i)) for i in (3, 1, 2)}
     for i, (x, y) in batches.items():  # written out of order: the order must come from the number
         write_cifar_bin(str(tmp_path / f"data_batch_{i}.bin"), x, y)
     x_test, y_test = random_images(rng, 4, 3, 32), rng.integers(0, 10, 4)
     write_cifar_bin(str(tmp_path / "test_batch.bin"), x_test, y_test)
     split = load_cifar_dir(str(tmp_path), 10)
     assert split.x_train.dtype == np.uint8 and split.y_train.dtype == np.int64
-    np.testing.assert_array_equal(split.x_train, np.concatenate([batches[2][0], batches[4][0]]))
-    np.testing.assert_array_equal(split.y_train, np.concatenate([batches[2][1], batches[4][1]]))
+    np.testing.assert_array_equal(split.x_train, np.concatenate([batches[i][0] for i in (1, 2, 3)]))
+    np.testing.assert_array_equal(split.y_train, np.concatenate([batches[i][1] for i in (1, 2, 3)]))
     np.testing.assert_array_equal(split.x_test, x_test)
     np.testing.assert_array_equal(split.y_test, y_test)
+
+
+def test_cifar10_batches_with_a_gap_name_the_missing_one(tmp_path):
+    """The first k batches are a subset; batches 2 and 4 without 3 are a lost file."""
+    rng = np.random.default_rng(8)
+    for name in ("data_batch_2.bin", "data_batch_4.bin", "test_batch.bin"):
+        write_cifar_bin(str(tmp_path / name), random_images(rng, 2, 3, 32), rng.integers(0, 10, 2))
+    with pytest.raises(FileNotFoundError, match="missing data_batch_1.bin, data_batch_3.bin: CIFAR-10"):
+        load_cifar_dir(str(tmp_path), 10)
 
 
 def test_cifar100_round_trip(tmp_path):
