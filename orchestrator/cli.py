@@ -234,7 +234,7 @@ def _sweep(args) -> int:
     if outcome.failed_units:
         return EXIT_FAILED
     if args.reduce:
-        return _reduce(store, args, spec.reduce)  # which checks the MLflow view at its end
+        return _reduce(store, args, None)  # the sweep's recorded settings; checks the MLflow view at its end
     return _view_checked(EXIT_OK, store, args)
 
 

@@ -76,7 +76,8 @@ def run_sweep(
 
 def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, address: str | None,
                show_progress: bool, verify: str, start: float) -> SweepOutcome:
-    store.initialise(spec, variants, plan_units(spec, variants))
+    if not store.initialise(spec, variants, plan_units(spec, variants)):
+        _reduce_settings_changed(store, spec)
     units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
@@ -107,6 +108,23 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
         log.finish([u.unit_id for u in units], complete=not outcome.failed_units and outcome.trained_units == len(todo))
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _reduce_settings_changed(store: SweepStore, spec: SweepSpec) -> None:
+    """Record the spec's ``reduce`` section as the sweep's, saying what changed and which
+    analyses' stored results the next reduction redoes."""
+    from doodl.analysis.registry import REGISTRY
+
+    changed = store.record_reduce_settings(spec)
+    if not changed:
+        return
+    redone = []
+    for path in changed:  # a presentation field (the phase diagram's axes) redoes no result
+        name, _, rest = path.partition(".")
+        if name in REGISTRY and rest.split(".")[0] not in REGISTRY[name].settings.presentation and name not in redone:
+            redone.append(name)
+    console.print(f"reduce settings of sweep {store.sweep_id} changed ({', '.join(changed)}); recorded for "
+                  f"`doodl reduce`" + (f": it redoes {', '.join(redone)}" if redone else ": pictures only"))
 
 
 def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already: int, total: int,

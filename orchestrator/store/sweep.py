@@ -194,6 +194,20 @@ class SweepStore:
         write_atomic(self.fs, self.layout.sweep_json, json.dumps(doc, indent=1).encode())
         return True
 
+    def record_reduce_settings(self, spec: SweepSpec) -> list[str]:
+        """Make ``spec``'s ``reduce`` section the sweep's (``sweep.json`` holds the one source of
+        reduce settings that ``doodl reduce`` and ``doodl sweep --reduce`` both read). Returns
+        the settings that changed (dotted paths, e.g. ``morse.dims``); nothing is written
+        when none did."""
+        doc = self.read_sweep()
+        recorded = doc.get("spec", {}).get("reduce", {})
+        wanted = spec.reduce.model_dump(mode="json")
+        changed = sorted(_differences(recorded, wanted))
+        if changed:
+            doc["spec"] = {**doc.get("spec", {}), "reduce": wanted}
+            write_atomic(self.fs, self.layout.sweep_json, json.dumps(doc, indent=1).encode())
+        return changed
+
     def read_variants(self) -> pa.Table:
         """variants.parquet, checked: ids are used in paths, so each must be a plain hash."""
         path = self.layout.variants
