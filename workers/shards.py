@@ -7,6 +7,8 @@ Layout under a sweep root (any ``pyarrow.fs`` filesystem)::
     snapshots/unit=UNIT_ID/part-0.parquet      one row per variant and recorded step
     finals/unit=UNIT_ID/part-0.parquet         one row per variant
     _commits/UNIT_ID.json     written last, atomically
+    _tmp/UNIT_ID.KIND.tmp-*   a shard being written (outside the dataset folders, so that
+                              a killed writer's leftover never breaks a reader of a folder)
 
 A unit's data counts only once its marker exists and matches its files (sizes, row counts
 and SHA-256 checksums); readers go through :func:`committed_units` and ignore the rest.
@@ -34,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from doodl.workers.store_files import write_atomic
+from doodl.workers.store_files import remove_leftovers, write_atomic
 from doodl.workers.timestamps import utc_timestamp
 
 if TYPE_CHECKING:  # the shard format reads a result's arrays; it needs no torch to do so
@@ -44,6 +46,7 @@ TRAJECTORIES = "trajectories"
 SNAPSHOTS = "snapshots"
 FINALS = "finals"
 COMMITS = "_commits"
+TMP = "_tmp"  # temporaries of writes into dataset folders (reduction parts too)
 PART = "part-0.parquet"
 FLOAT_COLUMNS = ["train_loss", "train_acc", "grad_norm", "lr"]
 HELD_OUT_COLUMNS = ["test_loss", "test_acc"]  # in snapshot rows: measured at recorded steps
@@ -221,6 +224,11 @@ def unit_paths(root: str, unit_id: str) -> dict[str, str]:
     }
 
 
+def unit_tmp_prefix(root: str, unit_id: str, kind: str) -> str:
+    """Where a unit's ``kind`` shard is written before it is moved into place."""
+    return f"{root}/{TMP}/{unit_id}.{kind}"
+
+
 def write_unit(
     fs: pafs.FileSystem, root: str, unit_id: str, result: UnitResult, *, attempt: int = 1
 ) -> dict:
@@ -237,7 +245,10 @@ def write_unit(
     }
     for kind, table in tables.items():
         payload = _parquet_bytes(table)
-        write_atomic(fs, paths[kind], payload)
+        tmp_prefix = unit_tmp_prefix(root, unit_id, kind)
+        for prefix in (tmp_prefix, paths[kind]):  # an earlier attempt killed mid-write (and
+            remove_leftovers(fs, prefix)  # the temporaries of older versions, inside the folder)
+        write_atomic(fs, paths[kind], payload, tmp_prefix=tmp_prefix)
         marker["files"][kind] = {
             "path": paths[kind][len(root) + 1 :],
             "rows": table.num_rows,

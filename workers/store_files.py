@@ -4,7 +4,11 @@ not at all, and a create-only write for leases.
 On object stores (S3, GCS) one PUT is already atomic: an upload that dies is never
 completed, so nothing appears. Elsewhere (a local disk, a shared mount) the payload goes to
 a temporary name unique to this write (a UUID: process ids repeat across pods on one
-mount) and is renamed into place.
+mount) and is renamed into place. A caller writing into a Parquet dataset folder passes
+``tmp_prefix``, a name outside the folder (``SWEEP/_tmp/...``): a writer killed mid-write
+leaves its temporary there, and pandas, ``pyarrow.dataset`` and Polars (which refuses a folder
+holding any file of another extension, hidden or not) still read the folder.
+:func:`remove_leftovers` sweeps the temporaries of a prefix whose writer is known dead.
 """
 
 from __future__ import annotations
@@ -28,14 +32,35 @@ def _tmp_name(path: str) -> str:
     return f"{path}{TMP_MARK}{uuid.uuid4().hex}"
 
 
-def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file, or the whole new one."""
+def remove_leftovers(fs: pafs.FileSystem, tmp_prefix: str) -> int:
+    """Delete the temporaries of ``tmp_prefix`` (as given to :func:`write_atomic`) that killed
+    writers left; returns how many. Only when no writer of that prefix is alive."""
+    if is_object_store(fs):  # a PUT that dies leaves nothing: no listing to pay for
+        return 0
+    folder, name = tmp_prefix.rsplit("/", 1)
+    removed = 0
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.base_name.startswith(f"{name}{TMP_MARK}"):
+            try:
+                fs.delete_file(info.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes, *, tmp_prefix: str | None = None) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file, or the whole new one;
+    the temporary is ``tmp_prefix`` (default ``path``) with a unique suffix, on the same
+    filesystem so that the rename is atomic."""
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if is_object_store(fs):
         with fs.open_output_stream(path) as f:
             f.write(payload)
         return
-    tmp = _tmp_name(path)
+    if tmp_prefix is not None:
+        fs.create_dir(tmp_prefix.rsplit("/", 1)[0], recursive=True)
+    tmp = _tmp_name(tmp_prefix or path)
     try:
         with fs.open_output_stream(tmp) as f:
             f.write(payload)

@@ -10,6 +10,7 @@
       finals/unit=UNIT_ID/part-0.parquet          │ doodl.workers.shards (the Ray actors write them),
       _commits/UNIT_ID.json                       ┘ re-exported here
       _leases/PURPOSE.json                        one driver per sweep and purpose (training, reducing, auditing)
+      _tmp/                                       files being written into the dataset folders above and below
       reduction/NAME/groups/GROUP_ID.parquet      an analysis's row of one group (NAME: morse, taxonomy, ...)
       reduction/NAME/runs/GROUP_ID.parquet        its rows of the group's runs
       reduction/NAME.parquet                      all groups
@@ -31,11 +32,11 @@ only says where pictures go.
 
 from __future__ import annotations
 
-from doodl.workers.shards import COMMITS, FINALS, PART, SNAPSHOTS, TRAJECTORIES, unit_paths
+from doodl.workers.shards import COMMITS, FINALS, PART, SNAPSHOTS, TMP, TRAJECTORIES, unit_paths
 
 __all__ = ["AUDITS", "AUDIT_PICTURE", "AUDIT_RECORD", "AUDIT_REPORT", "COMMITS", "FINALS", "GROUPS",
            "LEASES", "PART", "PLOTS", "REDUCTION", "RUNS", "SNAPSHOTS", "SWEEP_JSON",
-           "SweepLayout", "TRAJECTORIES", "VARIANTS", "sweep_root"]
+           "SweepLayout", "TMP", "TRAJECTORIES", "VARIANTS", "sweep_root"]
 
 SWEEP_JSON = "sweep.json"
 VARIANTS = "variants.parquet"
@@ -108,6 +109,10 @@ class SweepLayout:
     def reduction_part(self, analysis: str, kind: str, group_id: str) -> str:
         """One group's part (``kind`` :data:`GROUPS` or :data:`RUNS`) of an analysis."""
         return f"{self.reduction_parts_dir(analysis, kind)}/{group_id}{PARQUET}"
+
+    def reduction_part_tmp(self, analysis: str, kind: str, group_id: str) -> str:
+        """Where a part is written before it is moved into place: outside its dataset folder."""
+        return f"{self.root}/{TMP}/{analysis}.{kind}.{group_id}"
 
     @property
     def plots_dir(self) -> str:

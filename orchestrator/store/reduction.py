@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from doodl.analysis.registry import REGISTRY
 from doodl.orchestrator.store.layout import GROUPS, PARQUET, RUNS, SweepLayout
-from doodl.workers.store_files import write_atomic
+from doodl.workers.store_files import remove_leftovers, write_atomic
 
 class ReductionStore:
     """Reads and writes one analysis's files in ``SWEEP/reduction`` (any ``pyarrow.fs``)."""
@@ -40,10 +40,17 @@ class ReductionStore:
     def _write(self, path: str, payload: bytes) -> None:
         write_atomic(self.fs, path, payload)
 
-    def _write_table(self, path: str, table: pa.Table) -> None:
+    def _write_table(self, path: str, table: pa.Table, tmp_prefix: str | None = None) -> None:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        self._write(path, sink.getvalue().to_pybytes())
+        write_atomic(self.fs, path, sink.getvalue().to_pybytes(), tmp_prefix=tmp_prefix)
+
+    def _write_part(self, kind: str, group_id: str, table: pa.Table) -> None:
+        """A group's part, its temporary outside the parts' dataset folder; a group is reduced
+        by one task at a time, so an earlier attempt's leftovers are swept first."""
+        tmp_prefix = self.layout.reduction_part_tmp(self.name, kind, group_id)
+        remove_leftovers(self.fs, tmp_prefix)
+        self._write_table(self.layout.reduction_part(self.name, kind, group_id), table, tmp_prefix)
 
     def group_part(self, group_id: str) -> str:
         return self.layout.reduction_part(self.name, GROUPS, group_id)
@@ -80,9 +87,9 @@ class ReductionStore:
         for name, payload in pictures.items():
             paths[name] = self.picture_path(name, gid)
             self._write(paths[name], payload)
-        self._write_table(self.run_part(gid), pa.Table.from_pylist(runs, self.run_schema))
+        self._write_part(RUNS, gid, pa.Table.from_pylist(runs, self.run_schema))
         full = {name: row.get(name) for name in self.group_schema.names}
-        self._write_table(self.group_part(gid), pa.Table.from_pylist([full], self.group_schema))
+        self._write_part(GROUPS, gid, pa.Table.from_pylist([full], self.group_schema))
         return paths
 
     def reduced_groups(self) -> dict[str, dict]:

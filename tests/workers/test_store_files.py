@@ -78,3 +78,20 @@ def test_create_only_creates_once(tmp_path):
     assert read_bytes(fs, path) == b"first"
     assert read_bytes(fs, str(tmp_path / "absent")) is None
     assert [p.name for p in (tmp_path / "_leases").iterdir()] == ["training.json"]
+
+
+
+def test_a_temporary_goes_where_the_caller_says_and_leftovers_are_swept(tmp_path):
+    """With ``tmp_prefix`` the temporary is written outside the target's folder (a killed
+    writer leaves it there); remove_leftovers deletes that prefix's temporaries only."""
+    from doodl.workers.store_files import remove_leftovers
+
+    fs, path = pafs.LocalFileSystem(), str(tmp_path / "finals" / "unit=u" / "part-0.parquet")
+    prefix = str(tmp_path / "_tmp" / "u.finals")
+    write_atomic(fs, path, b"whole", tmp_prefix=prefix)
+    assert read_bytes(fs, path) == b"whole" and list((tmp_path / "_tmp").iterdir()) == []
+    for name in (f"u.finals{TMP_MARK}0123", f"v.finals{TMP_MARK}0123", "u.finals"):
+        (tmp_path / "_tmp" / name).write_bytes(b"x")
+    assert remove_leftovers(fs, prefix) == 1
+    assert sorted(p.name for p in (tmp_path / "_tmp").iterdir()) == ["u.finals", f"v.finals{TMP_MARK}0123"]
+    assert remove_leftovers(fs, str(tmp_path / "absent" / "u.finals")) == 0
