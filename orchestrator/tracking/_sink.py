@@ -70,6 +70,23 @@ def _locked(exc: BaseException) -> bool:
     return "database is locked" in str(exc)
 
 
+class _HandledByDoodl(logging.Filter):
+    """Drops MLflow's log record of a locked SQLite database (``mlflow.store.db.utils`` logs
+    the error with two tracebacks, about 30 lines, on every attempt, then raises it): doodl
+    retries the call and says so in one line, and if it still fails, defers logging in one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not _locked(exc)
+
+
+def _quiet_mlflow_errors() -> None:
+    """Install :class:`_HandledByDoodl` on MLflow's SQL store logger, once per process."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _HandledByDoodl) for f in logger.filters):
+        logger.addFilter(_HandledByDoodl())
+
+
 class _RetryOnLock:
     """An MlflowClient whose calls are retried with backoff while SQLite says "database is
     locked". A failed call's transaction was rolled back, so trying it again is safe."""
@@ -143,6 +160,7 @@ class MlflowSink:
 
         if tracking_uri.startswith("sqlite:"):
             _fast_sqlite()
+            _quiet_mlflow_errors()
         self.workers = workers if workers is not None else (
             SERVER_WORKERS if tracking_uri.startswith(("http://", "https://")) else 1)
 
