@@ -11,6 +11,7 @@ only MLflow writer) logs that unit's variants. One driver per sweep at a time
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from doodl.orchestrator.expand import WorkUnit, expand, plan_units
 from doodl.orchestrator.session import Meter, connect
 from doodl.orchestrator.spec import SweepSpec
 from doodl.orchestrator.store import SweepLease, SweepStore, UnitState, sweep_store_for
-from doodl.orchestrator.tracking import SweepLog, console, one_line
+from doodl.orchestrator.tracking import SweepLog, console
 from doodl.workers.actor import UNITS_IN_FLIGHT, UnitTrainer
 
 POLL_S = 1.0  # how long the driver waits on results before looking at the pool again
@@ -110,6 +111,18 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
     return outcome
 
 
+def failure_cause(exc: BaseException) -> str:
+    """Why a unit failed, in one line: the worker's own exception (``No space left on
+    device``, ``can't allocate memory``), not Ray's wrapper with its process id and colour
+    codes; for a dead actor, Ray's first line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        exc = cause
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}").strip()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("ray::")]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 def _reduce_settings_changed(store: SweepStore, spec: SweepSpec) -> None:
     """Record the spec's ``reduce`` section as the sweep's, saying what changed and which
     analyses' stored results the next reduction redoes."""
@@ -157,6 +170,7 @@ class _Training:
             num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0,
             max_concurrency=UNITS_IN_FLIGHT)
         self.pool = ActorPool(actor_cls, (store.uri,), res, len(todo))
+        self.store = store
         self.max_retries = res.max_retries
         self.log, self.outcome = log, outcome
         self.queue = deque(todo)
@@ -217,9 +231,10 @@ class _Training:
     def on_unit_failed(self, actor, unit_id: str, exc: Exception) -> None:
         """Retry the unit (first in the queue) up to ``resources.max_retries`` times; an
         actor that died is replaced, one whose task alone failed goes on."""
-        reason = one_line(exc)
         actor_lives = (isinstance(exc, ray.exceptions.RayTaskError)
                        and not isinstance(exc, ray.exceptions.RayActorError))
+        reason = failure_cause(exc)
+        self.store.record_failure(unit_id, self.attempts[unit_id], reason)
         if self.attempts[unit_id] <= self.max_retries:
             console.print(f"[yellow]unit {unit_id} failed ({reason}); retry {self.attempts[unit_id]}"
                           f"/{self.max_retries}[/]")

@@ -2,10 +2,10 @@
 
 A variant is ``ok`` or ``diverged`` once its unit is committed (its final row says which),
 ``torn`` when its unit's shards are not sound, ``training`` while a driver holds the sweep's
-training lease and its unit is not yet committed, and ``pending`` when it is not trained and
-no driver is at work (the store keeps no record of failures: a unit that failed after its
-retries, a cancelled sweep's rest and a unit never started all look alike; the next
-``doodl sweep`` trains them).
+training lease and its unit is not yet committed, ``failed`` when it is not trained, no
+driver is at work and its unit's attempts failed (the store keeps each failed attempt's
+cause), and ``pending`` when it is not trained and nothing was tried (a cancelled sweep's
+rest, a unit never started). The next ``doodl sweep`` trains the failed and the pending.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from doodl.workers.config import group_label, shown_axes
 from doodl.workers.shards import FINAL_METRICS
 
 # the summary's columns, in this order: a committed unit's runs by their final row, else its unit's state
-STATES = ("ok", "diverged", "training", UnitState.TORN.value, UnitState.PENDING.value)
+STATES = ("ok", "diverged", "training", "failed", UnitState.TORN.value, UnitState.PENDING.value)
 
 
 def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
@@ -34,6 +34,7 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
     unit_ids = sorted({v["unit_id"] for v in variants})
     states = store.unit_states(unit_ids, verify)
     at_work = live_holder(store, "training") is not None
+    failed = store.failures([u for u in unit_ids if states[u].state != UnitState.COMMITTED])
     committed = [u for u in unit_ids if states[u].state == UnitState.COMMITTED]
     finals = {}
     if committed:
@@ -52,6 +53,12 @@ def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:
                        train_acc=f["final_train_acc"], test_acc=f["final_test_acc"])
         else:
             state = "training" if st.state == UnitState.PENDING and at_work else st.state.value
+            attempts = failed.get(v["unit_id"])
+            if attempts and st.state == UnitState.PENDING and not at_work:
+                last = attempts[-1]
+                state = "failed"
+                row.update(attempt=last["attempt"],
+                           problem=f"failed {len(attempts)} attempt(s), last at {last['time']}: {last['cause']}")
             row.update(status=state, steps=None, train_loss=None, train_acc=None, test_acc=None)
         out.append(row)
     return out
@@ -92,9 +99,12 @@ def print_status(store: SweepStore, console: Console | None = None, verify: str 
     summary.add_row("all groups", str(len(rows)), *(str(total[s]) for s in STATES), style="bold")
     console.print(summary)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(total.items())) + f" of {len(rows)} variants")
+    if total["failed"]:
+        console.print(f"{total['failed']} failed: their unit's attempts failed (the cause is below); "
+                      "`doodl sweep SPEC` trains them again")
     if total["pending"]:
-        console.print(f"{total['pending']} pending: not trained and no driver at work (failed after their retries, "
-                      "cancelled, or not yet started); `doodl sweep SPEC` trains them")
+        console.print(f"{total['pending']} pending: not trained and no driver at work (cancelled, or not yet "
+                      "started); `doodl sweep SPEC` trains them")
     for r in {r["unit_id"]: r for r in rows if r["problem"]}.values():
         console.print(f"[yellow]unit {r['unit_id']}: {r['problem']}[/]")
     if show_all:

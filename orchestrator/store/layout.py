@@ -10,6 +10,7 @@
       finals/unit=UNIT_ID/part-0.parquet          │ doodl.workers.shards (the Ray actors write them),
       _commits/UNIT_ID.json                       ┘ re-exported here
       _leases/PURPOSE.json                        one driver per sweep and purpose (training, reducing, auditing)
+      _failures/UNIT_ID.json                      a unit's failed attempts: cause, attempt, time (doodl status)
       _tmp/                                       files being written into the dataset folders above and below
       reduction/NAME/groups/GROUP_ID.parquet      an analysis's row of one group (NAME: morse, taxonomy, ...)
       reduction/NAME/runs/GROUP_ID.parquet        its rows of the group's runs
@@ -35,12 +36,13 @@ from __future__ import annotations
 from doodl.workers.shards import COMMITS, FINALS, PART, SNAPSHOTS, TMP, TRAJECTORIES, unit_paths
 
 __all__ = ["AUDITS", "AUDIT_PICTURE", "AUDIT_RECORD", "AUDIT_REPORT", "COMMITS", "FINALS", "GROUPS",
-           "LEASES", "PART", "PLOTS", "REDUCTION", "RUNS", "SNAPSHOTS", "SWEEP_JSON",
+           "FAILURES", "LEASES", "PART", "PLOTS", "REDUCTION", "RUNS", "SNAPSHOTS", "SWEEP_JSON",
            "SweepLayout", "TMP", "TRAJECTORIES", "VARIANTS", "sweep_root"]
 
 SWEEP_JSON = "sweep.json"
 VARIANTS = "variants.parquet"
 LEASES = "_leases"
+FAILURES = "_failures"  # a unit's failed attempts, kept by the driver
 LEASE_SUFFIX = ".json"
 REDUCTION = "reduction"
 PARQUET = ".parquet"
@@ -87,6 +89,14 @@ class SweepLayout:
     def lease(self, purpose: str) -> str:
         """The lease of the sweep for ``purpose`` (``training``, ``reducing``, ``auditing``)."""
         return f"{self.leases_dir}/{purpose}{LEASE_SUFFIX}"
+
+    @property
+    def failures_dir(self) -> str:
+        return f"{self.root}/{FAILURES}"
+
+    def failure(self, unit_id: str) -> str:
+        """The record of a unit's failed attempts (cause, attempt, time)."""
+        return f"{self.failures_dir}/{unit_id}.json"
 
     # --- reduction ------------------------------------------------------------------------
     @property

@@ -22,7 +22,7 @@ from doodl.orchestrator.spec import SWEEP_NAME, SweepSpec
 from doodl.orchestrator.store.layout import SweepLayout, sweep_root
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
-from doodl.workers.store_files import write_atomic
+from doodl.workers.store_files import read_bytes, write_atomic
 from doodl.workers.timestamps import utc_timestamp
 
 DEFAULT_STORE = "./doodl-store"
@@ -250,6 +250,29 @@ class SweepStore:
         if sum(map(len, members.values())) != len(variants):
             raise StoreError(f"{self.layout.variants}: holds {table.num_rows} variants, the spec {len(variants)}")
         return [WorkUnit(unit_id=u, variants=tuple(vs)) for u, vs in members.items()]
+
+    def record_failure(self, unit_id: str, attempt: int, cause: str) -> None:
+        """Add a failed attempt of a unit (its cause in one line, the attempt, the time) to
+        its record in the store, where ``doodl status`` finds it. Only the driver writes it."""
+        attempts = self.failures([unit_id]).get(unit_id, [])
+        attempts.append({"attempt": int(attempt), "cause": cause, "time": utc_timestamp()})
+        write_atomic(self.fs, self.layout.failure(unit_id), json.dumps({"attempts": attempts}).encode())
+
+    def failures(self, unit_ids: list[str]) -> dict[str, list[dict]]:
+        """The recorded failed attempts of these units (those with any), oldest first; a
+        unit committed since keeps its record as history."""
+        wanted = set(unit_ids)
+        infos = self.fs.get_file_info(pafs.FileSelector(self.layout.failures_dir, allow_not_found=True))
+        out = {}
+        for info in infos:
+            unit = info.base_name.removesuffix(".json")
+            if unit in wanted and info.type == pafs.FileType.File:
+                payload = read_bytes(self.fs, info.path)
+                try:
+                    out[unit] = json.loads(payload)["attempts"] if payload else []
+                except (ValueError, KeyError):  # a record torn by a crash is no reason to fail a command
+                    out[unit] = []
+        return out
 
     def unit_states(self, unit_ids: list[str], verify: str = "size") -> dict[str, StoredUnit]:
         """The state of each unit: sound commits count, torn ones are reported and redone.

@@ -12,7 +12,7 @@ from doodl.orchestrator.store import SweepLease, SweepStore
 from tests.conftest import run_cli, tiny_spec_dict
 from tests.orchestrator.stores import train_in_process
 
-COLUMNS = ["variants", "ok", "diverged", "training", "torn", "pending"]
+COLUMNS = ["variants", "ok", "diverged", "training", "failed", "torn", "pending"]
 # group labels as the reduction names groups (doodl.workers.config.group_label), written out
 CALM = "width 8, depth 1, noise {:g}, frac 1, lr 0.05, batch 16"
 WILD = "width 8, depth 1, noise {:g}, frac 1, lr 1e+06, batch 16"
@@ -25,7 +25,7 @@ def _summary(out: str) -> dict[str, list[int]]:
     assert lines[start].split() == ["group", *COLUMNS]
     table = {}
     for line in lines[start + 1:]:
-        m = re.fullmatch(r"\s*(.+?)((?:\s+\d+){6})\s*", line)
+        m = re.fullmatch(r"\s*(.+?)((?:\s+\d+){" + str(len(COLUMNS)) + r"})\s*", line)
         if not m:
             break
         table[m.group(1)] = [int(x) for x in m.group(2).split()]
@@ -50,9 +50,9 @@ def test_summary_per_group_and_over_the_sweep(wild):
     out = _status(wild)
     assert out.splitlines()[0] == "sweep wild: 8 variants in 4 groups, 3 units"
     assert _summary(out) == {
-        CALM.format(0): [2, 2, 0, 0, 0, 0], WILD.format(0): [2, 0, 2, 0, 0, 0],
-        CALM.format(0.25): [2, 2, 0, 0, 0, 0], WILD.format(0.25): [2, 0, 2, 0, 0, 0],
-        "all groups": [8, 4, 4, 0, 0, 0],
+        CALM.format(0): [2, 2, 0, 0, 0, 0, 0], WILD.format(0): [2, 0, 2, 0, 0, 0, 0],
+        CALM.format(0.25): [2, 2, 0, 0, 0, 0, 0], WILD.format(0.25): [2, 0, 2, 0, 0, 0, 0],
+        "all groups": [8, 4, 4, 0, 0, 0, 0],
     }
     assert "4 diverged, 4 ok of 8 variants" in out
     store = SweepStore(str(wild), "wild")
@@ -61,7 +61,7 @@ def test_summary_per_group_and_over_the_sweep(wild):
 
 def test_all_prints_every_variant_too(wild):
     out = _status(wild, "--all")
-    assert _summary(out)["all groups"] == [8, 4, 4, 0, 0, 0]
+    assert _summary(out)["all groups"] == [8, 4, 4, 0, 0, 0, 0]
     for row in SweepStore(str(wild), "wild").read_variants().to_pylist():
         line = next(line for line in out.splitlines() if row["run_id"][:9] in line)
         assert ("diverged" if row["lr"] > 1 else " ok ") in line
@@ -78,13 +78,13 @@ def test_torn_pending_and_training_units(wild, tmp_path):
         shutil.rmtree(path)
     (tmp_path / "store" / "wild" / "_commits" / f"{lost}.json").unlink()
     label = {v["group_id"]: (WILD if v["lr"] > 1 else CALM).format(v["label_noise"]) for v in variants}
-    expected = {g: [0] * 6 for g in label.values()}
+    expected = {g: [0] * len(COLUMNS) for g in label.values()}
     for v in variants:
         counts = expected[label[v["group_id"]]]
         state = {torn: "torn", lost: "pending"}.get(v["unit_id"], "diverged" if v["lr"] > 1 else "ok")
         counts[0] += 1
         counts[COLUMNS.index(state)] += 1
-    total = [sum(c[i] for c in expected.values()) for i in range(6)]
+    total = [sum(c[i] for c in expected.values()) for i in range(len(COLUMNS))]
     assert total[COLUMNS.index("torn")] == 3 and total[COLUMNS.index("pending")] == 3
 
     out = _status(tmp_path / "store")
@@ -95,5 +95,5 @@ def test_torn_pending_and_training_units(wild, tmp_path):
     with SweepLease(store, "training"):  # a driver at work: what is not committed is being trained
         out = _status(tmp_path / "store")
     assert "; training now by " in out.splitlines()[0]
-    moved = {k: [c[0], c[1], c[2], c[3] + c[5], c[4], 0] for k, c in {**expected, "all groups": total}.items()}
+    moved = {k: [c[0], c[1], c[2], c[3] + c[6], c[4], c[5], 0] for k, c in {**expected, "all groups": total}.items()}
     assert _summary(out) == moved and "pending:" not in out
