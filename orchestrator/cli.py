@@ -224,7 +224,7 @@ def _sweep(args) -> int:
     print(
         f"sweep {outcome.sweep_id}: {outcome.n_variants} variants in {outcome.n_units} units; "
         f"trained {outcome.trained_units}, already done {outcome.skipped_units}, "
-        f"failed {len(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
+        f"failed {len(outcome.failed_units)}{_named(outcome.failed_units)}; logged {outcome.logged_runs} MLflow runs "
         f"in {outcome.seconds:.1f}s" + (f" (training {outcome.train_seconds:.1f}s, MLflow {outcome.mlflow_seconds:.1f}s)"
                                         if outcome.trained_units else "")
     )
@@ -236,6 +236,14 @@ def _sweep(args) -> int:
     if args.reduce:
         return _reduce(store, args, None)  # the sweep's recorded settings; checks the MLflow view at its end
     return _view_checked(EXIT_OK, store, args)
+
+
+def _named(failed: dict[str, str]) -> str:
+    """The failed units in the summary line (the first few; ``doodl status`` has them all)."""
+    if not failed:
+        return ""
+    shown = ", ".join(sorted(failed)[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    return f" (unit {shown}: see `doodl status`)"
 
 
 def _sync(args) -> int:

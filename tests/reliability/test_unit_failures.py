@@ -25,7 +25,7 @@ def test_a_unit_failing_in_its_worker_is_one_line_and_failed_in_status(tmp_path,
     text = " ".join(err.split())
     assert f"unit {blocked} failed (" in text and f"unit {blocked} failed after 2 attempts: " in text
     assert "ray::" not in err and "\x1b[" not in err and "pid=" not in err
-    assert "failed 1;" in out
+    assert f"failed 1 (unit {blocked}: see `doodl status`);" in out
 
     code, out, err = run_cli(["status", "fails", "--store", store_uri])
     text = " ".join(out.split())
