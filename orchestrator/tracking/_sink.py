@@ -11,7 +11,9 @@ runs by tag instead of creating new ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -68,6 +70,29 @@ _SQLITE_TUNED = False
 
 def _locked(exc: BaseException) -> bool:
     return "database is locked" in str(exc)
+
+
+@contextlib.contextmanager
+def _one_creator(tracking_uri: str):
+    """Hold an exclusive lock on ``DB.create-lock`` beside a SQLite database while the body
+    opens it: MLflow creates the tables and runs its migrations when it finds none, with no
+    lock of its own on that path, so two commands opening one new database at once both
+    migrate it and one fails (``table runs already exists``, alembic's "Online migration
+    expected"). With the lock the second waits, then finds the tables made. Other stores
+    (servers, databases with their own locking) are opened as they are."""
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if not tracking_uri.startswith("sqlite:///") or path in ("", ":memory:"):
+        yield
+        return
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(f"{path}.create-lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 class _HandledByDoodl(logging.Filter):
@@ -164,14 +189,15 @@ class MlflowSink:
         self.workers = workers if workers is not None else (
             SERVER_WORKERS if tracking_uri.startswith(("http://", "https://")) else 1)
 
-        self.client = _RetryOnLock(MlflowClient(tracking_uri=tracking_uri), lock_retry_delays)
         self.sweep_id = sweep_id
-        exp = self.client.get_experiment_by_name(experiment)
         kind, value = EXPERIMENT_KIND
-        if exp is None:
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=_artifact_location(tracking_uri), tags={kind: value})
-        else:
+        with _one_creator(tracking_uri):  # a new database: its tables, then the experiment, made once
+            self.client = _RetryOnLock(MlflowClient(tracking_uri=tracking_uri), lock_retry_delays)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=_artifact_location(tracking_uri), tags={kind: value})
+        if exp is not None:
             self.experiment_id = exp.experiment_id
             if kind not in exp.tags:  # an experiment made before doodl set it (a kind chosen by hand stays)
                 self.client.set_experiment_tag(self.experiment_id, kind, value)

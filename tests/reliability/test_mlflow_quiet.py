@@ -47,3 +47,65 @@ def test_a_locked_database_gives_one_line_and_no_traceback(tmp_path, ray_session
     assert "doodl: error: MLflow logging still failing: MlflowException: (sqlite3.OperationalError) " \
            "database is locked" in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+# one of two commands opening a new SQLite database through doodl's sink at once. Whichever
+# finds the database without its tables holds there until the other has found the same (or
+# is seen waiting to create it, as doodl serializes creation with a file lock): without that
+# lock, both then create the tables and run MLflow's migrations together.
+RACING_SINK = textwrap.dedent("""
+    import fcntl, os, sys, time
+
+    import mlflow.store.db.utils as db_utils
+
+    from doodl.orchestrator.tracking import MlflowSink
+
+    uri, signals, me, other = sys.argv[1:5]
+
+    def signal(name):
+        open(os.path.join(signals, name), "w").close()
+
+    def seen(name):
+        return os.path.exists(os.path.join(signals, name))
+
+    real_check, real_flock = db_utils._all_tables_exist, fcntl.flock
+
+    def check(engine):
+        found = real_check(engine)
+        if not found:
+            signal(f"checked-{me}")
+            deadline = time.monotonic() + 120  # a give-up only: the other never fails to show
+            while not (seen(f"checked-{other}") or seen(f"blocked-{other}")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return found
+
+    def flock(fd, op):
+        if op == fcntl.LOCK_EX:
+            try:
+                return real_flock(fd, op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                signal(f"blocked-{me}")
+        return real_flock(fd, op)
+
+    db_utils._all_tables_exist, fcntl.flock = check, flock
+    sink = MlflowSink(uri, f"race-{me}", f"sweep-{me}")
+    sink.log_parent({"n_variants": 1}, {"n_variants_done": 1.0})
+""")
+
+
+def test_two_commands_creating_one_new_database_at_once_both_log(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    racers = [subprocess.Popen([sys.executable, "-c", RACING_SINK, uri, str(signals), me, other],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for me, other in (("a", "b"), ("b", "a"))]
+    outcomes = [(r.wait(), r.stderr.read()) for r in racers]
+    for code, err in outcomes:
+        assert code == 0 and "Traceback" not in err, err
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for me in ("a", "b"):
+        exp = client.get_experiment_by_name(f"race-{me}")
+        assert len(client.search_runs([exp.experiment_id])) == 1
