@@ -30,6 +30,7 @@ from doodl.orchestrator.results import sweep_columns, sweep_pictures_in_store
 from doodl.orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
                                    open_sink)
 from doodl.workers.config import group_label
+from doodl.workers.shards import UnreadableShard
 
 
 
@@ -137,6 +138,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
             else:
                 todo.append((name, gid))
 
+    torn: set[str] = set()  # units found unreadable on the way
     experiment = store.read_sweep().get("name", store.sweep_id)
     sink = open_sink(tracking_uri, experiment, store.sweep_id, outcome) if tracking_uri else None
     if sink is not None:
@@ -144,14 +146,19 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
         for v in variants:
             rows_by_unit.setdefault(v["unit_id"], []).append(v)
         committed = sorted(u for u, s in states.items() if s.state == UnitState.COMMITTED)
-        log_units(sink, store, rows_by_unit, committed, outcome)  # children must exist to carry results
+        # children must exist to carry results; a unit found unreadable is marked torn and its groups wait
+        torn |= _readable(store, committed, lambda units: log_units(sink, store, rows_by_unit, units, outcome))
+        if torn:  # their groups wait for the retraining, as groups with units not yet trained do
+            hit = {gid for gid in ready if any(r["unit_id"] in torn for r in groups[gid])}
+            todo = [(name, gid) for name, gid in todo if gid not in hit]
+            outcome.waiting += len(hit)
         open_group_runs(sink, groups, outcome)
         if outcome.mlflow_error:
             sink = None
 
     if todo:
         connect(address)
-        _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress)
+        _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress, torn)
     tables = {name: consolidate(stores[name], groups, store.sweep_id) for name in analyses}
     # results reduced earlier but never logged (MLflow was down) are logged now, and
     # Koopman's, which wait for the sweep's classes
@@ -174,12 +181,34 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
         for r in tax_rows:
             if r["phase"]:
                 outcome.phases[r["phase"]] = outcome.phases.get(r["phase"], 0) + 1
-        committed = sorted(u for u, st in states.items() if st.state == UnitState.COMMITTED)
+        committed = sorted(u for u, st in states.items() if st.state == UnitState.COMMITTED and u not in torn)
         pictures.update(_sweep_pictures(stores["taxonomy"], tax_rows, groups, settings, store, committed))
     if sink is not None:
         log_summaries(sink, store, stores, tables, groups, pictures, outcome)
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _readable(store: SweepStore, units: list[str], read) -> set[str]:
+    """Call ``read(units)``, leaving out any unit whose shard turns out unreadable (bit rot:
+    its size matched its marker): that unit is marked torn, said in one line, and the read is
+    made again without it. Returns the units marked torn."""
+    units, torn = list(units), set()
+    while True:
+        try:
+            read(units)
+            return torn
+        except UnreadableShard as exc:
+            _mark_torn(store, exc.unit_id, str(exc))
+            units.remove(exc.unit_id)
+            torn.add(exc.unit_id)
+            if not units:
+                return torn
+
+
+def _mark_torn(store: SweepStore, unit_id: str, why: str) -> None:
+    store.mark_torn(unit_id)
+    console.print(f"[red]{why}: marked torn; its groups wait, and `doodl sweep` retrains it[/]")
 
 
 def _tasks(names) -> dict:
@@ -198,7 +227,7 @@ def _failed_result(gid: str, rows: list[dict], error: str) -> dict:
             "runs": error_runs(gid, [r["run_id"] for r in rows]), "pictures": {}}
 
 
-def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress) -> None:
+def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_progress, torn: set[str]) -> None:
     """One Ray task per (analysis, group) of ``todo``; each result is stored, counted and
     logged as it arrives. On Ctrl-C the finished groups stay."""
     tasks = _tasks({name for name, _ in todo})
@@ -208,7 +237,12 @@ def _run_tasks(store, stores, groups, todo, params, keys, sink, outcome, show_pr
         units = sorted({r["unit_id"] for r in rows})
         title = (group_label(rows[0]),) if REGISTRY[name].titled else ()
         inflight[tasks[name].remote(store.uri, gid, units, rows, params[name], *title)] = (name, gid)
-    on_result = _ResultHandler(stores, groups, params, keys, sink, outcome)
+    def mark(unit_id: str, why: str) -> None:
+        if unit_id not in torn:
+            _mark_torn(store, unit_id, why)
+            torn.add(unit_id)
+
+    on_result = _ResultHandler(stores, groups, params, keys, sink, outcome, mark)
     try:
         with Meter(f"reduce {store.sweep_id}", "group analyses", len(todo), show=show_progress, digits=2) as meter:
             while inflight:
@@ -239,6 +273,7 @@ class _ResultHandler:
     keys: dict[str, str]
     sink: object
     outcome: ReduceOutcome
+    torn: object  # called with (unit id, why) for a unit a task found unreadable
 
     def __call__(self, name: str, gid: str, result: dict) -> None:
         row = result["row"]
@@ -248,6 +283,8 @@ class _ResultHandler:
                 row.setdefault(f"param_{k}", v)
         self.stores[name].write_group(row, result["runs"], result["pictures"])
         counts, label = self.outcome.counts[name], group_label(self.groups[gid][0])
+        if row["error"] is not None and row["error"].startswith(f"{UnreadableShard.__name__}: unit "):
+            self.torn(row["error"].split()[2].rstrip(":"), row["error"].split(": ", 1)[1])
         if row["error"] is not None:
             counts.failed[gid] = row["error"]
             console.print(f"[red]{name} of group {gid} ({label}) failed: {row['error']}[/]")
@@ -293,8 +330,11 @@ def _learning_curves(store: SweepStore, groups, committed: list[str]) -> bytes |
 
     if not committed:
         return None
-    curves = run_curves(store.read_unit_rows("trajectories", committed, ["run_id", "step", "train_acc"]),
-                        store.read_snapshot_rows(committed, ["run_id", "step", "test_acc"]))
+    read: dict = {}  # the curves of the units that could be read (an unreadable one is marked torn)
+    _readable(store, committed, lambda units: read.update(curves=run_curves(
+        store.read_unit_rows("trajectories", units, ["run_id", "step", "train_acc"]),
+        store.read_snapshot_rows(units, ["run_id", "step", "test_acc"]))))
+    curves = read.get("curves", {})
     by_group = {group_label(rows[0]): [curves[v["run_id"]] for v in rows if v["run_id"] in curves]
                 for rows in groups.values()}
     by_group = {k: v for k, v in by_group.items() if v}

@@ -58,6 +58,15 @@ class ShardError(ValueError):
     """A shard or commit marker that is missing, torn or inconsistent."""
 
 
+class UnreadableShard(ShardError):
+    """A committed unit's shard whose bytes cannot be decoded (bit rot, a hand edit): its
+    size matched its marker, so only reading it finds out."""
+
+    def __init__(self, unit_id: str, kind: str, cause: str):
+        self.unit_id, self.kind = unit_id, kind
+        super().__init__(f"unit {unit_id}: its {kind} shard cannot be read ({cause})")
+
+
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return ``(filesystem, path)`` for a local path or any URI ``pyarrow.fs`` knows."""
     if "://" not in uri:
@@ -371,13 +380,30 @@ def read_units(
     paths = [unit_paths(root, u)[kind] for u in unit_ids]
     if not paths:
         raise ShardError(f"no committed units to read under {root}/{kind}")
-    dataset = ds.dataset(paths, filesystem=fs, format="parquet")
-    # units written before a column existed read it as nulls
-    missing = [c for c in columns or [] if c not in dataset.schema.names]
-    scan = dataset.to_table(columns=[c for c in columns if c not in missing] if columns else None, filter=filter)
+    try:
+        dataset = ds.dataset(paths, filesystem=fs, format="parquet")
+        # units written before a column existed read it as nulls
+        missing = [c for c in columns or [] if c not in dataset.schema.names]
+        scan = dataset.to_table(columns=[c for c in columns if c not in missing] if columns else None,
+                                filter=filter)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise _unreadable(fs, root, kind, list(unit_ids), exc) from None
     for c in missing:
         scan = scan.append_column(c, pa.nulls(scan.num_rows, pa.float32()))
     return _logical_table(scan)
+
+
+def _unreadable(fs: pafs.FileSystem, root: str, kind: str, unit_ids: list[str], exc: Exception) -> Exception:
+    """The unit whose ``kind`` shard made a read of many fail, found by reading them one by
+    one (only after a failure); the original error when none fails alone."""
+    for u in unit_ids:
+        try:
+            with fs.open_input_file(unit_paths(root, u)[kind]) as f:
+                pq.read_table(f)
+        except (OSError, pa.ArrowInvalid) as one:
+            cause = (str(one).splitlines() or [type(one).__name__])[0][:200]
+            return UnreadableShard(u, kind, f"{type(one).__name__}: {cause}")
+    return exc
 
 
 def read_snapshots(fs: pafs.FileSystem, root: str, unit_ids, columns: list[str] | None = None,

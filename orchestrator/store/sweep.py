@@ -108,6 +108,14 @@ class SweepStore:
         return f"{scheme}://{self.root}" + (f"?{query}" if query else "")
 
     # --- checks -------------------------------------------------------------------
+    def mark_torn(self, unit_id: str) -> None:
+        """Withdraw a unit's commit (a shard of it cannot be read): it counts as torn from now
+        on, readers leave it out, and the next ``doodl sweep`` retrains it."""
+        try:
+            self.fs.delete_file(self.layout.unit_files(unit_id)[shards.COMMITS])
+        except FileNotFoundError:
+            pass
+
     def check_writable(self) -> None:
         """Refuse a store that is a file or cannot be written, before writing anything."""
         info = self.fs.get_file_info(self.base)
