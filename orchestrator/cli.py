@@ -324,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterError, PlacementError) as exc:
         print(f"doodl: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as exc:  # the store's disk or network failing (a full disk): one line, not a traceback
+        print(f"doodl: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+              file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_CANCELLED
 

@@ -234,7 +234,10 @@ class _Training:
         actor_lives = (isinstance(exc, ray.exceptions.RayTaskError)
                        and not isinstance(exc, ray.exceptions.RayActorError))
         reason = failure_cause(exc)
-        self.store.record_failure(unit_id, self.attempts[unit_id], reason)
+        try:
+            self.store.record_failure(unit_id, self.attempts[unit_id], reason)
+        except OSError as why:  # the store itself failing (a full disk): said here instead
+            console.print(f"[yellow]could not record the failure of unit {unit_id} in the store: {why}[/]")
         if self.attempts[unit_id] <= self.max_retries:
             console.print(f"[yellow]unit {unit_id} failed ({reason}); retry {self.attempts[unit_id]}"
                           f"/{self.max_retries}[/]")

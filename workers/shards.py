@@ -252,21 +252,36 @@ def write_unit(
         "written_at": utc_timestamp(),
         "files": {},
     }
-    for kind, table in tables.items():
-        payload = _parquet_bytes(table)
-        tmp_prefix = unit_tmp_prefix(root, unit_id, kind)
-        for prefix in (tmp_prefix, paths[kind]):  # an earlier attempt killed mid-write (and
-            remove_leftovers(fs, prefix)  # the temporaries of older versions, inside the folder)
-        write_atomic(fs, paths[kind], payload, tmp_prefix=tmp_prefix)
-        marker["files"][kind] = {
-            "path": paths[kind][len(root) + 1 :],
-            "rows": table.num_rows,
-            "bytes": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-        }
-    marker["rows"] = marker["files"][TRAJECTORIES]["rows"]
-    write_atomic(fs, paths[COMMITS], json.dumps(marker, indent=1).encode())  # last: the unit now counts
+    try:
+        for kind, table in tables.items():
+            payload = _parquet_bytes(table)
+            tmp_prefix = unit_tmp_prefix(root, unit_id, kind)
+            for prefix in (tmp_prefix, paths[kind]):  # an earlier attempt killed mid-write (and
+                remove_leftovers(fs, prefix)  # the temporaries of older versions, inside the folder)
+            _delete(fs, paths[kind])  # an earlier attempt's shard: its space first (a full disk)
+            write_atomic(fs, paths[kind], payload, tmp_prefix=tmp_prefix)
+            marker["files"][kind] = {
+                "path": paths[kind][len(root) + 1 :],
+                "rows": table.num_rows,
+                "bytes": len(payload),
+                "sha256": hashlib.sha256(payload).hexdigest(),
+            }
+        marker["rows"] = marker["files"][TRAJECTORIES]["rows"]
+        write_atomic(fs, paths[COMMITS], json.dumps(marker, indent=1).encode())  # last: the unit now counts
+    except BaseException:
+        # a failed attempt leaves nothing of itself (on a full disk its shards would make
+        # every retry fail too); without its marker nothing counted them anyway
+        for kind in tables:
+            _delete(fs, paths[kind])
+        raise
     return marker
+
+
+def _delete(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except OSError:  # absent, or nothing more to do on a failing disk
+        pass
 
 
 @dataclass(frozen=True)
