@@ -74,20 +74,24 @@ def _locked(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def _one_creator(tracking_uri: str):
-    """Hold an exclusive lock on ``DB.create-lock`` beside a SQLite database while the body
-    opens it: MLflow creates the tables and runs its migrations when it finds none, with no
-    lock of its own on that path, so two commands opening one new database at once both
-    migrate it and one fails (``table runs already exists``, alembic's "Online migration
-    expected"). With the lock the second waits, then finds the tables made. Other stores
-    (servers, databases with their own locking) are opened as they are."""
+    """Hold an exclusive file lock, one per SQLite database, while the body opens it: MLflow
+    creates the tables and runs its migrations when it finds none, with no lock of its own
+    on that path, so two commands opening one new database at once both migrate it and one
+    fails (``table runs already exists``, alembic's "Online migration expected"). With the
+    lock the second waits, then finds the tables made. The lock file is in the temporary
+    directory, named by the database's absolute path (the database is meant for a local
+    disk, as :func:`_fast_sqlite` says), so nothing is left beside it. Other stores are
+    opened as they are."""
     path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
     if not tracking_uri.startswith("sqlite:///") or path in ("", ":memory:"):
         yield
         return
     import fcntl
+    import hashlib
+    import tempfile
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(f"{path}.create-lock", "a") as lock:
+    key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), f"doodl-mlflow-create-{key}.lock"), "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             yield
