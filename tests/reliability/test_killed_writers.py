@@ -30,7 +30,7 @@ KILLED_WRITER = textwrap.dedent("""
     from doodl.workers import shards
     from doodl.workers.engine import UnitResult
 
-    what, root, ident, die_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    what, root, ident, die_at, pristine = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     local = pafs.LocalFileSystem()
     writes = []
 
@@ -61,8 +61,8 @@ KILLED_WRITER = textwrap.dedent("""
         def open_output_stream(self, p):
             return Dies(local.open_output_stream(p))
 
-    if what == "unit":  # an attempt at a unit already committed, its own shapes
-        paths = shards.unit_paths(root, ident)
+    if what == "unit":  # another attempt at a committed unit, of its shapes (from an intact copy)
+        paths = shards.unit_paths(pristine, ident)
         finals = pq.read_table(paths[shards.FINALS]).to_pylist()
         snaps = pq.read_table(paths[shards.SNAPSHOTS]).to_pylist()
         V, T, S, P, D = len(finals), 3, 2, len(finals[0]["theta"]), len(snaps[0]["theta"])
@@ -118,13 +118,13 @@ def test_every_dataset_folder_reads_after_a_writer_is_killed_at_each_write_point
     import shutil
 
     shutil.copytree(store[0] / "store", tmp_path / "store")
-    store = SweepStore(str(tmp_path / "store"), "killed")
+    pristine, store = store[2].root, SweepStore(str(tmp_path / "store"), "killed")
     variants = store.read_variants().to_pylist()
     unit, group = variants[0]["unit_id"], variants[0]["group_id"]
     # the unit's trajectories, snapshots, finals; the group's runs part, then its group part
     points = [("unit", unit, n) for n in (1, 2, 3)] + [("group", group, n) for n in (1, 2)]
     for what, ident, n in points:  # each writer killed halfway: its temporary stays where it put it
-        done = subprocess.run([sys.executable, "-c", KILLED_WRITER, what, store.root, ident, str(n)],
+        done = subprocess.run([sys.executable, "-c", KILLED_WRITER, what, store.root, ident, str(n), pristine],
                               capture_output=True, text=True)
         assert done.returncode == 9, done.stderr
     for folder in _dataset_folders(store):
