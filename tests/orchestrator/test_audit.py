@@ -135,6 +135,7 @@ def test_a_second_audit_of_a_spec_refuses_while_the_first_runs(audited):
         first.release()
 
 
+@pytest.mark.slow  # in the nightly run (.ci/nightly): determinism is also checked by the driver-death resume tests
 def test_fresh_audit_retrains_and_matches_its_deterministic_baseline(audited):
     tmp, base, _, common = audited
     code, out, err = run_cli(["audit", str(base), "--baseline", "base", "--fresh", *common])

@@ -102,6 +102,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # in the nightly run (.ci/nightly): CI joins a real two-node cluster in deploy/local/run.sh
 def test_sweep_joins_a_cluster_started_with_ray_start(tmp_path):
     """`ray start --head` then `doodl sweep --address HOST:PORT`: the cluster path."""
     ray_bin = Path(sys.executable).with_name("ray")

@@ -57,6 +57,7 @@ def _family_spec(name, dataset, model, **extra):
 
 
 @pytest.mark.usefixtures("ray_session")
+@pytest.mark.slow  # in the nightly run (.ci/nightly): the families train in tests/workers; end to end nightly
 def test_resnet_trains_and_reduces_on_a_cifar10_directory(tmp_path):
     spec = _family_spec("resnet", {"name": "cifar10", "path": _cifar_dir(tmp_path)},
                         {"family": "resnet", "width": [2, 4], "depth": 1},

@@ -4,6 +4,8 @@ a plain ``doodl sweep`` retrains it."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 from tests.orchestrator.stores import train_in_process
 
@@ -38,6 +40,7 @@ def test_reduce_names_a_rotten_unit_marks_it_torn_and_a_plain_sweep_retrains_it(
     assert store.unit_states([rotten])[rotten].state == "committed"
 
 
+@pytest.mark.slow  # in the nightly run (.ci/nightly): the reduction path is tested in the default run
 def test_a_group_task_that_meets_a_rotten_shard_marks_its_unit_torn(tmp_path, ray_session):
     """Without MLflow nothing reads the shards before the tasks: the group's task finds it."""
     from doodl.orchestrator.reduce import run_reduce

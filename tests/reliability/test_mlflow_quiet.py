@@ -4,6 +4,8 @@ log (the second waits for the first)."""
 
 from __future__ import annotations
 
+import pytest
+
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +27,7 @@ DOODL_NO_LOCK_RETRIES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # in the nightly run (.ci/nightly): waits out MLflow's retries (about 25 s)
 def test_a_locked_database_gives_one_line_and_no_traceback(tmp_path, ray_session):
     spec = write_spec(tmp_path, tiny_spec_dict(name="locked"))
     store = ["--store", str(tmp_path / "store")]

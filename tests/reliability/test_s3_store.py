@@ -251,6 +251,7 @@ def test_reduce_on_s3(s3, reduced):
         assert s3.read_bytes(f"{root}/plots/{g}/ntk.png")[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # in the nightly run (.ci/nightly): audits are tested on a local store in the default run
 def test_audit_against_a_baseline_in_the_same_s3_store(s3, resumed, reduced):
     """Audit the resumed sweep against "base", reduced in the same store: the same data, so
     no drift. The audit reduces "resumed" itself and writes its report to S3."""
