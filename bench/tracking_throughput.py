@@ -105,9 +105,9 @@ def measure(backend: str, uri: str, n: int, steps: int, workers: int, groups: in
     from doodl.orchestrator.tracking._views import varying_axes
 
     if backend == "sqlite-default":
-        import doodl.orchestrator.tracking._sink as sink_module
+        import doodl.orchestrator.tracking._client as client_module
 
-        sink_module._SQLITE_TUNED = True  # the peer: MLflow's own SQLite settings
+        client_module._SQLITE_TUNED = True  # the peer: MLflow's own SQLite settings
     rng = np.random.default_rng(0)
     rows = _variant_rows(n)
     varying = varying_axes(rows)

@@ -140,7 +140,7 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
 
     torn: set[str] = set()  # units found unreadable on the way
     experiment = store.read_sweep().get("name", store.sweep_id)
-    sink = open_sink(tracking_uri, experiment, store.sweep_id, outcome) if tracking_uri else None
+    sink = open_sink(tracking_uri, experiment, store.sweep_id, outcome, store) if tracking_uri else None
     if sink is not None:
         rows_by_unit: dict[str, list[dict]] = {}
         for v in variants:

@@ -15,6 +15,11 @@ fault is planned.
   created holds until the actor is killed; the hold gives up after
   ``HOLD_GIVE_UP_SECONDS`` so a leaked actor does not poll forever. The unit being written
   (the actor's write lock held) is waited for first, so it counts once it is committed.
+
+One hook is the driver's: ``DOODL_FAULT_HOLD_LOGGING_FILE=<path>`` holds its MLflow logging
+thread (:func:`hold_logging`) before it logs committed units, after it has read the MLflow
+view, until a file exists at ``<path>``; ``<path>.held`` appears when the hold begins. A test
+of two processes logging one sweep uses it to make the logger's view stale on purpose.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from doodl.workers import shards
 EXIT_UNIT = "DOODL_FAULT_EXIT_UNIT"
 HOLD_FILE = "DOODL_FAULT_HOLD_FILE"
 HOLD_AFTER = "DOODL_FAULT_HOLD_AFTER"
+HOLD_LOGGING_FILE = "DOODL_FAULT_HOLD_LOGGING_FILE"
+HELD_SUFFIX = ".held"
 EXIT_CODE = 17
 HOLD_POLL_SECONDS = 0.05
 HOLD_GIVE_UP_SECONDS = 600.0
@@ -81,3 +88,15 @@ def fault_plan(fs: pafs.FileSystem, root: str, writing: threading.Lock,
         return NoFaults()
     hold_after = int(environ.get(HOLD_AFTER, "1")) if hold_file else 1
     return FaultPlan(fs, root, writing, exit_unit=exit_unit, hold_file=hold_file, hold_after=hold_after)
+
+
+def hold_logging(environ: Mapping[str, str] = os.environ) -> None:
+    """The driver's hook: hold until ``DOODL_FAULT_HOLD_LOGGING_FILE`` exists (no-op unset)."""
+    path = environ.get(HOLD_LOGGING_FILE)
+    if not path:
+        return
+    with open(path + HELD_SUFFIX, "a"):
+        pass
+    deadline = time.monotonic() + HOLD_GIVE_UP_SECONDS
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL_SECONDS)

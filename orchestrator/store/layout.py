@@ -10,6 +10,7 @@
       finals/unit=UNIT_ID/part-0.parquet          │ doodl.workers.shards (the Ray actors write them),
       _commits/UNIT_ID.json                       ┘ re-exported here
       _leases/PURPOSE.json                        one driver per sweep and purpose (training, reducing, auditing)
+      _leases/PURPOSE.last                        a shared lock's last holder (tracking: MLflow run creation)
       _failures/UNIT_ID.json                      a unit's failed attempts: cause, attempt, time (doodl status)
       _tmp/                                       files being written into the dataset folders above and below
       reduction/NAME/groups/GROUP_ID.parquet      an analysis's row of one group (NAME: morse, taxonomy, ...)
@@ -44,6 +45,7 @@ VARIANTS = "variants.parquet"
 LEASES = "_leases"
 FAILURES = "_failures"  # a unit's failed attempts, kept by the driver
 LEASE_SUFFIX = ".json"
+HANDOFF_SUFFIX = ".last"
 REDUCTION = "reduction"
 PARQUET = ".parquet"
 GROUPS = "groups"  # reduction/NAME/groups/: one part per group
@@ -89,6 +91,10 @@ class SweepLayout:
     def lease(self, purpose: str) -> str:
         """The lease of the sweep for ``purpose`` (``training``, ``reducing``, ``auditing``)."""
         return f"{self.leases_dir}/{purpose}{LEASE_SUFFIX}"
+
+    def lease_handoff(self, purpose: str) -> str:
+        """Who last held the sweep's lock for ``purpose`` (:class:`.lease.SweepMutex`)."""
+        return f"{self.leases_dir}/{purpose}{HANDOFF_SUFFIX}"
 
     @property
     def failures_dir(self) -> str:

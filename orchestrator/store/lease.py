@@ -11,6 +11,10 @@ longer exists (a driver killed a moment ago need not wait for the expiry).
 On object stores pyarrow has no conditional PUT, so a new lease is read back after
 :data:`SETTLE_S` and trusted only if it is still this driver's: of two drivers that wrote
 within that window, the later write wins and the other refuses.
+
+A :class:`SweepMutex` is the same lease held for a moment and waited for instead of refused:
+processes of one sweep that may run at once (the training driver, ``doodl reduce``,
+``doodl sync``) take it around each creation of MLflow runs, so a run is never created twice.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from doodl.orchestrator.store.sweep import StoreError, SweepStore
@@ -31,6 +37,10 @@ TTL_S = 60.0  # a lease not renewed for this long is stale
 HEARTBEAT_S = 15.0
 SETTLE_S = 2.0  # object stores: how long a written lease must survive before it is trusted
 TAKEOVER_TRIES = 3
+# How long a SweepMutex waits for its holder: past TTL_S, so a holder killed on another host
+# (its lock expires) is waited out rather than refused.
+MUTEX_WAIT_S = 2 * TTL_S
+MUTEX_POLL_S = 0.05
 
 
 class LeaseHeld(StoreError):
@@ -98,8 +108,19 @@ class SweepLease:
     def _holder(self) -> Holder | None:
         return Holder.parse(read_bytes(self.store.fs, self.path))
 
-    def acquire(self) -> SweepLease:
-        """Take the lease or raise :class:`LeaseHeld`; start renewing it."""
+    def acquire(self, wait: float = 0.0) -> SweepLease:
+        """Take the lease or raise :class:`LeaseHeld`; start renewing it. While another
+        driver holds it, try again every :data:`MUTEX_POLL_S` for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._take()
+            except LeaseHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(MUTEX_POLL_S)
+
+    def _take(self) -> SweepLease:
         fs = self.store.fs
         for _ in range(TAKEOVER_TRIES):
             try:
@@ -167,3 +188,31 @@ class SweepLease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class SweepMutex:
+    """A lock of one sweep shared by the processes that may work on it at once, through the
+    store (local or object store alike, so across hosts): :meth:`hold` takes the sweep's
+    ``purpose`` lease, waiting up to ``wait`` seconds for another holder, and says whether
+    another process held it since this mutex last did. A holder that reads a view of shared
+    state once and updates it only under the lock needs to read it again only then."""
+
+    def __init__(self, store: SweepStore, purpose: str, wait: float = MUTEX_WAIT_S, **lease_options):
+        self.store, self.purpose, self.wait = store, purpose, wait
+        self.lease_options = lease_options
+        self.id = uuid.uuid4().hex
+        self.handoff = store.layout.lease_handoff(purpose)
+
+    @contextmanager
+    def hold(self) -> Iterator[bool]:
+        """Hold the lock for the body; yields True when another mutex held it since this one
+        last did (or since it was made, for the first hold). Raises :class:`LeaseHeld` when
+        the wait runs out."""
+        lease = SweepLease(self.store, self.purpose, **self.lease_options).acquire(wait=self.wait)
+        try:
+            last = read_bytes(self.store.fs, self.handoff)
+            if last != self.id.encode():  # written first: a body that fails halfway still counts
+                write_atomic(self.store.fs, self.handoff, self.id.encode())
+            yield last is not None and last != self.id.encode()
+        finally:
+            lease.release()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from doodl.orchestrator.tracking.tags import TAG_BASELINE, TAG_ROLE, TAG_RUN, TAG_SWEEP, TAG_VERDICT
 from doodl.workers.timestamps import READABLE_UTC, utc_timestamp
+from doodl.orchestrator.tracking._client import tracking_client
 
 PAGE = 1000  # MLflow's largest page of search results
 
@@ -27,9 +28,7 @@ def search_all(client, experiment_ids: list[str], filter_string: str = "", order
 
 def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> tuple[str | None, dict[str, str], str | None]:
     """(experiment id, doodl run id -> MLflow run id, parent run id) of the sweep."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracking_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None, {}, None
@@ -42,9 +41,7 @@ def sweep_run_ids(tracking_uri: str, experiment: str, sweep_id: str) -> tuple[st
 
 def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
     """Past audits of a spec, newest first, from MLflow (all of them: every page)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracking_client(tracking_uri)
     exp = client.get_experiment_by_name(spec_name)
     if exp is None:
         return []
@@ -57,6 +54,4 @@ def audit_history(spec_name: str, tracking_uri: str) -> list[dict]:
 
 def log_report(tracking_uri: str, parent_run_id: str, directory) -> None:
     """Upload a report directory under ``report/`` on the sweep's parent run."""
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent_run_id, str(directory), artifact_path="report")
+    tracking_client(tracking_uri).log_artifacts(parent_run_id, str(directory), artifact_path="report")

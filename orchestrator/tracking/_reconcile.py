@@ -11,6 +11,7 @@ from doodl.analysis.registry import REGISTRY
 from doodl.orchestrator.store import ReductionStore, SweepStore, UnitState
 from doodl.orchestrator.tracking._probe import TrackingUnavailable, one_line, probe, tracking_errors, use_short_http_timeouts
 from doodl.orchestrator.tracking._sink import SweepView, read_view
+from doodl.orchestrator.tracking._client import tracking_client
 
 
 @dataclass
@@ -71,9 +72,7 @@ def view_gap(tracking_uri: str, experiment: str, store: SweepStore) -> ViewGap:
     use_short_http_timeouts()
     try:
         probe(tracking_uri)
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = tracking_client(tracking_uri)
         exp = client.get_experiment_by_name(experiment)
         view = read_view(client, exp.experiment_id, store.sweep_id) if exp is not None else SweepView()
     except TrackingUnavailable as exc:

@@ -7,13 +7,18 @@ metrics and tags one after another, the tag last, so a child carrying ``doodl.lo
 fully logged and one without it is logged again (after a crash between those commits its
 curve points can then appear twice in its history). Re-running a sweep finds the existing
 runs by tag instead of creating new ones.
+
+Processes of one sweep may log at once (the training driver, ``doodl reduce`` while it
+trains, ``doodl sync``). Each reads the view once and creates runs only while holding the
+sweep's ``tracking`` lock in the store (:class:`doodl.orchestrator.store.SweepMutex`),
+reading the view again first when another process held it since: so no run is created
+twice. A child another process created is that process's to log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from doodl.orchestrator.tracking._client import LOCK_RETRY_DELAYS, one_creator, tracking_client
 from doodl.orchestrator.tracking._queries import search_all
 from doodl.analysis.registry import REGISTRY
 from doodl.orchestrator.tracking._views import (CURVES, HELD_OUT_CURVES, PARAM_FIELDS, group_results,
@@ -32,115 +38,13 @@ from doodl.orchestrator.tracking.tags import (EXPERIMENT_KIND, TAG_GROUP, TAG_GR
 from doodl.workers.shards import FINAL_METRICS
 
 DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
-# Seconds to wait before each retry of a call that found the SQLite database locked (by
-# another writer). Each attempt itself waits up to 20 s for the lock (MLflow's busy_timeout).
-LOCK_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0)
 log = logging.getLogger("doodl.mlflow")
 SERVER_WORKERS = 4  # threads logging runs to a tracking server at once
 
 
-def _fast_sqlite() -> None:
-    """Make SQLite tracking databases commit without waiting for the disk each time: WAL
-    journal, ``synchronous=NORMAL``. A commit then costs a write to the journal, not an
-    fsync. On power loss the last commits can be lost; the MLflow view is rebuilt from the
-    store by ``doodl sync``, so doodl trades that for several times faster logging. WAL also
-    lets ``mlflow ui`` read while a sweep writes. It is meant for a database on a local disk.
-    Registered once per process, for SQLite connections only."""
-    global _SQLITE_TUNED
-    if _SQLITE_TUNED:
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _tune(dbapi_connection, _record) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    _SQLITE_TUNED = True
-
-
-_SQLITE_TUNED = False
-
-
-def _locked(exc: BaseException) -> bool:
-    return "database is locked" in str(exc)
-
-
-@contextlib.contextmanager
-def _one_creator(tracking_uri: str):
-    """Hold an exclusive file lock, one per SQLite database, while the body opens it: MLflow
-    creates the tables and runs its migrations when it finds none, with no lock of its own
-    on that path, so two commands opening one new database at once both migrate it and one
-    fails (``table runs already exists``, alembic's "Online migration expected"). With the
-    lock the second waits, then finds the tables made. The lock file is in the temporary
-    directory, named by the database's absolute path (the database is meant for a local
-    disk, as :func:`_fast_sqlite` says), so nothing is left beside it. Other stores are
-    opened as they are."""
-    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
-    if not tracking_uri.startswith("sqlite:///") or path in ("", ":memory:"):
-        yield
-        return
-    import fcntl
-    import hashlib
-    import tempfile
-
-    key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:16]
-    with open(os.path.join(tempfile.gettempdir(), f"doodl-mlflow-create-{key}.lock"), "a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-class _HandledByDoodl(logging.Filter):
-    """Drops MLflow's log record of a locked SQLite database (``mlflow.store.db.utils`` logs
-    the error with two tracebacks, about 30 lines, on every attempt, then raises it): doodl
-    retries the call and says so in one line, and if it still fails, defers logging in one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return exc is None or not _locked(exc)
-
-
-def _quiet_mlflow_errors() -> None:
-    """Install :class:`_HandledByDoodl` on MLflow's SQL store logger, once per process."""
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _HandledByDoodl) for f in logger.filters):
-        logger.addFilter(_HandledByDoodl())
-
-
-class _RetryOnLock:
-    """An MlflowClient whose calls are retried with backoff while SQLite says "database is
-    locked". A failed call's transaction was rolled back, so trying it again is safe."""
-
-    def __init__(self, client, delays=LOCK_RETRY_DELAYS):
-        self._client = client
-        self._delays = tuple(delays)
-
-    def __getattr__(self, name):
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            for delay in (*self._delays, None):
-                try:
-                    return attr(*args, **kwargs)
-                except Exception as exc:
-                    if delay is None or not _locked(exc):
-                        raise
-                    log.warning("MLflow database is locked (%s); retrying in %.0f s", name, delay)
-                    time.sleep(delay)
-            raise AssertionError("unreachable")
-
-        return call
+class TrackingBusy(TimeoutError):
+    """Another process held the sweep's run-creation lock past the wait: logging is
+    deferred (a :func:`tracking_errors` kind, as a server that is down)."""
 
 
 @dataclass
@@ -184,19 +88,19 @@ class MlflowSink:
     """Parent and child runs of one sweep in one experiment; idempotent by tags."""
 
     def __init__(self, tracking_uri: str, experiment: str, sweep_id: str, lock_retry_delays=LOCK_RETRY_DELAYS,
-                 workers: int | None = None):
-        from mlflow.tracking import MlflowClient
-
-        if tracking_uri.startswith("sqlite:"):
-            _fast_sqlite()
-            _quiet_mlflow_errors()
+                 workers: int | None = None, creation_lock=None):
+        """``creation_lock``: the sweep's :class:`doodl.orchestrator.store.SweepMutex`, held
+        around every creation of runs; None when no other process logs this sweep."""
         self.workers = workers if workers is not None else (
             SERVER_WORKERS if tracking_uri.startswith(("http://", "https://")) else 1)
 
         self.sweep_id = sweep_id
+        self._creation_lock = creation_lock
+        self._theirs: set[str] = set()  # variants whose child another process created (and logs)
+        self._read_children(SweepView())  # nothing known until the view is read, after the parent
         kind, value = EXPERIMENT_KIND
-        with _one_creator(tracking_uri):  # a new database: its tables, then the experiment, made once
-            self.client = _RetryOnLock(MlflowClient(tracking_uri=tracking_uri), lock_retry_delays)
+        self.client = tracking_client(tracking_uri, lock_retry_delays)
+        with one_creator(tracking_uri):  # a new experiment, made once
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 self.experiment_id = self.client.create_experiment(
@@ -208,10 +112,30 @@ class MlflowSink:
         self.parent_id = self._find_or_create_parent()
         self._read_children()
 
-    def _read_children(self) -> None:
-        view = read_view(self.client, self.experiment_id, self.sweep_id)
+    def _read_children(self, view: SweepView | None = None) -> None:
+        view = view or read_view(self.client, self.experiment_id, self.sweep_id)
         self.children, self.groups, self.logged = view.children, view.groups, view.logged
         self.reduction_logged = view.reduction_logged
+
+    @contextlib.contextmanager
+    def _creating(self):
+        """Hold the sweep's run-creation lock for the body, with the view read again first
+        when another process held the lock since this sink last did."""
+        if self._creation_lock is None:
+            yield
+            return
+        from doodl.orchestrator.store import LeaseHeld
+
+        with contextlib.ExitStack() as stack:
+            try:
+                stale = stack.enter_context(self._creation_lock.hold())
+            except LeaseHeld as exc:
+                raise TrackingBusy(f"another process creates this sweep's MLflow runs: {exc}") from None
+            if stale:
+                known = set(self.children)
+                self._read_children()
+                self._theirs |= set(self.children) - known
+            yield
 
     def _role_filter(self, role: str) -> str:
         return f"tags.`{TAG_SWEEP}` = '{self.sweep_id}' and tags.`{TAG_ROLE}` = '{role}'"
@@ -221,6 +145,10 @@ class MlflowSink:
         at once before sweeps had a lease): per variant the fully logged, earliest child is
         kept, and the earliest parent; kept children are re-pointed at the kept parent.
         Returns how many runs were deleted."""
+        with self._creating():
+            return self._merge_duplicates()
+
+    def _merge_duplicates(self) -> int:
         deleted = 0
         parents = sorted(self._search(self._role_filter("parent")), key=_keep_order)
         self.parent_id = parents[0].info.run_id if parents else self.parent_id
@@ -240,6 +168,17 @@ class MlflowSink:
         self._read_children()
         return deleted
 
+    def _look_up_children(self, run_ids: list[str]) -> None:
+        """Find the children of ``run_ids`` made since the view was read (by another process:
+        the training driver logs units while ``doodl reduce`` runs), one search per run."""
+        for rid in run_ids:
+            found = sorted(self._search(f"{self._role_filter('child')} and tags.`{TAG_RUN}` = '{rid}'"),
+                           key=_keep_order)
+            if found:
+                self.children[rid] = found[0].info.run_id
+                if found[0].data.tags.get(TAG_LOGGED) == "1":
+                    self.logged.add(rid)
+
     def _search(self, filter_string: str):
         return search_all(self.client, [self.experiment_id], filter_string)
 
@@ -247,10 +186,14 @@ class MlflowSink:
         found = sorted(self._search(self._role_filter("parent")), key=_keep_order)
         if found:
             return found[0].info.run_id
-        run = self.client.create_run(
-            self.experiment_id, run_name=self.sweep_id, tags={TAG_SWEEP: self.sweep_id, TAG_ROLE: "parent"}
-        )
-        return run.info.run_id
+        with self._creating():
+            found = sorted(self._search(self._role_filter("parent")), key=_keep_order)
+            if found:  # another process made it while this one waited
+                return found[0].info.run_id
+            run = self.client.create_run(
+                self.experiment_id, run_name=self.sweep_id, tags={TAG_SWEEP: self.sweep_id, TAG_ROLE: "parent"}
+            )
+            return run.info.run_id
 
     def log_parent(self, params: dict, metrics: dict | None = None, finished: bool = False) -> None:
         """Sweep-level params (logged once; MLflow refuses changed values) and metrics."""
@@ -286,18 +229,24 @@ class MlflowSink:
 
         ``trajectories``, ``finals`` and ``snapshots`` (without ``theta``: the held-out
         curves) hold their committed rows; ``varying``: the sweep's axes that vary (run names).
-        Returns how many child runs were logged now.
+        Returns how many child runs were logged now. A variant whose child another process
+        created meanwhile is left to that process.
         """
         from mlflow.entities import Metric, Param, RunTag
 
         todo = [v for v in variants if v["run_id"] not in self.logged]
+        varying = list(varying)
+        if any(v["run_id"] not in self.children for v in todo):
+            with self._creating():
+                self._each(lambda cfg: self._create_child(cfg, varying),
+                           [v for v in todo if v["run_id"] not in self.children])
+            todo = [v for v in todo if v["run_id"] not in self.logged and v["run_id"] not in self._theirs]
         if not todo:
             return 0
         traj = _rows_by_run(trajectories, CURVES)
         held_out = _rows_by_run(snapshots, HELD_OUT_CURVES) if snapshots is not None else {}
         fin = {r["run_id"]: r for r in finals.to_pylist()}
         now = int(time.time() * 1000)
-        varying = list(varying)
 
         def log_one(cfg: dict) -> None:
             rid = cfg["run_id"]
@@ -313,14 +262,7 @@ class MlflowSink:
             metrics += [Metric(k, float(final[k]), now, int(final["steps"]))
                         for k in FINAL_METRICS
                         if final[k] is not None and np.isfinite(final[k])]
-            child = self.children.get(rid)
-            if child is None:
-                child = self.client.create_run(
-                    self.experiment_id, run_name=run_name(cfg, varying),
-                    tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep_id, TAG_RUN: rid,
-                          TAG_GROUP: cfg["group_id"], TAG_GROUP_LABEL: group_name(cfg, varying),
-                          TAG_ROLE: "child"}).info.run_id
-                self.children[rid] = child  # one key per thread: dict assignment is atomic
+            child = self.children[rid]
             params = [Param(k, param_text(cfg[k])) for k in PARAM_FIELDS] + [Param("unit_id", cfg["unit_id"])]
             tags = [RunTag("doodl.status", final["status"]), RunTag(TAG_LOGGED, "1")]
             # params, metrics and the logged tag in one call; the tag is committed last, so a run
@@ -332,11 +274,25 @@ class MlflowSink:
         self._each(log_one, todo)
         return len(todo)
 
+    def _create_child(self, cfg: dict, varying: list[str]) -> None:
+        """Create the variant's child run (tags only; it is logged after the lock is let go)."""
+        rid = cfg["run_id"]
+        self.children[rid] = self.client.create_run(  # one key per thread: dict assignment is atomic
+            self.experiment_id, run_name=run_name(cfg, varying),
+            tags={"mlflow.parentRunId": self.parent_id, TAG_SWEEP: self.sweep_id, TAG_RUN: rid,
+                  TAG_GROUP: cfg["group_id"], TAG_GROUP_LABEL: group_name(cfg, varying),
+                  TAG_ROLE: "child"}).info.run_id
 
     def ensure_group_runs(self, groups: dict[str, list[dict]], varying: list[str]) -> None:
         """A run per group (tag ``doodl.role = group``, a child of the parent, the group's
         config as params), created once: it carries the group's results of every analysis,
         so they are logged once and compare group against group in MLflow's runs table."""
+        if all(gid in self.groups for gid in groups):
+            return
+        with self._creating():
+            self._create_group_runs(groups, varying)
+
+    def _create_group_runs(self, groups: dict[str, list[dict]], varying: list[str]) -> None:
         from mlflow.entities import Param
 
         for gid, rows in groups.items():
@@ -375,6 +331,7 @@ class MlflowSink:
         from mlflow.entities import RunTag
 
         now = int(time.time() * 1000)
+        self._look_up_children([r["run_id"] for r in runs if r["run_id"] not in self.children])
         logged = self.reduction_logged[name]
         key_tag = RunTag(REGISTRY[name].tag, settings_key)
         done = 0

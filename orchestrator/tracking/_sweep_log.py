@@ -14,11 +14,12 @@ import threading
 
 from rich.console import Console
 
-from doodl.orchestrator.store import SweepStore
+from doodl.orchestrator.store import SweepMutex, SweepStore
 from doodl.orchestrator.tracking._probe import TrackingUnavailable, is_server, one_line, probe, tracking_errors, \
     use_short_http_timeouts
 from doodl.orchestrator.tracking._sink import MlflowSink
 from doodl.orchestrator.tracking._views import CURVES, HELD_OUT_CURVES, varying_axes
+from doodl.workers.faults import hold_logging
 from doodl.workers.shards import FINAL_METRICS
 
 console = Console(stderr=True)
@@ -55,14 +56,21 @@ def defer(outcome, exc: BaseException, what: str = "MLflow logging failed") -> N
                   f"deferred: run `doodl sync {sweep}` later to log it.")
 
 
+CREATION_LOCK = "tracking"  # the purpose of the sweep's lease held around creating MLflow runs
+
+
 @timed
-def open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome) -> MlflowSink | None:
+def open_sink(tracking_uri: str, experiment: str, sweep_id: str, outcome,
+              store: SweepStore | None = None) -> MlflowSink | None:
     """The sweep's MLflow view, or None (with one warning, in ``outcome.mlflow_error``) when
-    the tracking store cannot be reached within :data:`PROBE_TIMEOUT_S`."""
+    the tracking store cannot be reached within :data:`PROBE_TIMEOUT_S`. With the sweep's
+    ``store``, runs are created under its :data:`CREATION_LOCK`, so processes of one sweep
+    logging at once never create a run twice."""
     use_short_http_timeouts()
+    lock = SweepMutex(store, CREATION_LOCK) if store is not None else None
     try:
         probe(tracking_uri)
-        return MlflowSink(tracking_uri, experiment, sweep_id)
+        return MlflowSink(tracking_uri, experiment, sweep_id, creation_lock=lock)
     except TrackingUnavailable as exc:
         defer(outcome, exc, f"MLflow at {tracking_uri} {_STATE[exc.kind]}")
         return None
@@ -177,11 +185,20 @@ class SweepLog:
     def _run(self) -> None:
         _yield_cpu_to_training()
         try:
-            self.sink = open_sink(self.tracking_uri, self.experiment, self.store.sweep_id, self.outcome)
+            self.sink = open_sink(self.tracking_uri, self.experiment, self.store.sweep_id, self.outcome, self.store)
             self._start_parent()
+            later = None
             while True:
-                kind, payload = self._work.get()
+                kind, payload = later or self._work.get()
+                later = None
                 if kind == "units":
+                    # every unit committed meanwhile goes in one call: one lock, one read of the shards
+                    while later is None and not self._work.empty():
+                        more = self._work.get()
+                        if more[0] == "units":
+                            payload = payload + more[1]
+                        else:
+                            later = more
                     self._log_units(payload)
                     with self._count_lock:
                         self._pending -= len(payload)
@@ -224,7 +241,7 @@ class SweepLog:
         """The server answered again: open the view and log everything committed so far."""
         self._thread, self.outcome.mlflow_error = None, None
         console.print(f"MLflow at {self.tracking_uri} is back: logging the {len(self.committed)} units committed so far")
-        self.sink = open_sink(self.tracking_uri, self.experiment, self.store.sweep_id, self.outcome)
+        self.sink = open_sink(self.tracking_uri, self.experiment, self.store.sweep_id, self.outcome, self.store)
         self._start_parent()
         log_units(self.sink, self.store, self.rows_by_unit, self.committed, self.outcome)
 
@@ -235,6 +252,7 @@ class SweepLog:
             if self._back.is_set():
                 self._reconnect()
             return
+        hold_logging()  # a no-op outside the tests of two processes logging one sweep
         log_units(self.sink, self.store, self.rows_by_unit, unit_ids, self.outcome)
         if self.outcome.mlflow_error:  # it went down mid-sweep
             self.sink = None

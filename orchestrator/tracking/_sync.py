@@ -36,7 +36,7 @@ def sync_sweep(store: SweepStore, tracking_uri: str) -> SyncOutcome:
     doc = store.read_sweep()
     variants = store.read_variants().to_pylist()
     outcome = SyncOutcome(store.sweep_id)
-    sink = open_sink(tracking_uri, doc.get("name", store.sweep_id), store.sweep_id, outcome)
+    sink = open_sink(tracking_uri, doc.get("name", store.sweep_id), store.sweep_id, outcome, store)
     if sink is None:
         return outcome
     try:

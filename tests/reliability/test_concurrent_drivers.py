@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from doodl.orchestrator.store import SweepStore
 from tests.conftest import tiny_spec_dict, write_spec
@@ -93,3 +94,54 @@ def test_sync_merges_duplicate_runs_left_by_drivers_that_ran_at_once(tmp_path, r
         parent.info.run_id}
     code, out, _ = run_cli(["sync", "twice", *common])
     assert "merged" not in out and "logged 0 MLflow runs" in out
+
+
+def test_reduce_while_the_sweep_trains_leaves_one_run_per_variant(tmp_path):
+    """`doodl reduce` while `doodl sweep` of the same sweep still trains (the README allows
+    it): both log the committed variants. The sweep's logging thread is held after it read
+    the (empty) MLflow view and training is held after two units, so the reduction creates
+    the runs of the committed variants first and the sweep's view is stale when it logs: it
+    must find them, not create them again. Checked through MLflow's API."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import FAST_REDUCE
+
+    spec_path = write_spec(tmp_path, tiny_spec_dict(name="twice", reduce=FAST_REDUCE,
+                                                    resources={"variants_per_unit": 2, "num_actors": 1}))
+    release, logging_release = tmp_path / "release", tmp_path / "logging-release"
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    sweep = subprocess.Popen(
+        [DOODL, "sweep", str(spec_path), "--store", str(tmp_path / "store"), "--no-progress", "--tracking-uri", db],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "DOODL_FAULT_HOLD_FILE": str(release), "DOODL_FAULT_HOLD_AFTER": "2",
+             "DOODL_FAULT_HOLD_LOGGING_FILE": str(logging_release)})
+    try:
+        _wait_for_commits(sweep, tmp_path / "store" / "twice" / "_commits", 2)
+        held = tmp_path / "logging-release.held"
+        for _ in range(1200):  # the logger has read the view and waits
+            if held.exists():
+                break
+            assert sweep.poll() is None
+            time.sleep(0.1)
+        assert held.exists()
+        reduce = subprocess.run(
+            [DOODL, "reduce", "twice", "--store", str(tmp_path / "store"), "--tracking-uri", db, "--no-progress"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert reduce.returncode == 0, reduce.stderr[-3000:]
+        assert "group(s) have units not yet trained" in reduce.stderr  # it ran mid-sweep
+        release.touch()
+        logging_release.touch()
+        out, err = sweep.communicate(timeout=300)
+    finally:
+        _stop(sweep)
+    assert sweep.returncode == 0, err[-3000:]
+    client = MlflowClient(db)
+    runs = client.search_runs([client.get_experiment_by_name("twice").experiment_id], max_results=1000)
+    children = [r.data.tags["doodl.run_id"] for r in runs if r.data.tags["doodl.role"] == "child"]
+    variants = SweepStore(str(tmp_path / "store"), "twice").read_variants()["run_id"].to_pylist()
+    assert sorted(children) == sorted(variants)  # exactly one run per variant
+    assert all(r.data.tags.get("doodl.logged") == "1" for r in runs if r.data.tags["doodl.role"] == "child")
+    assert _mlflow_roles(tmp_path / "m.db") == {"parent": 1, "child": 8, "group": 4}
+    # the sweep logged only what the reduction had not: 8 between them
+    n_sweep = int(out.split("logged ")[1].split(" MLflow runs")[0])
+    assert 0 < n_sweep < 8

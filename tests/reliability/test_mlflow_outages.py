@@ -12,7 +12,7 @@ import pytest
 
 from doodl.orchestrator.cli import main
 from doodl.orchestrator.tracking import MlflowSink
-from doodl.orchestrator.tracking._sink import _RetryOnLock
+from doodl.orchestrator.tracking._client import RetryOnLock
 from tests.conftest import FAST_REDUCE, tiny_spec_dict, write_spec
 
 
@@ -76,12 +76,12 @@ def test_lock_retries_back_off_then_give_up(caplog):
     caplog.set_level(logging.WARNING, "doodl.mlflow")
     flaky = _Flaky(failures=2)
     t0 = time.perf_counter()
-    assert _RetryOnLock(flaky, delays=(0.05, 0.1, 0.2)).log_batch() == "ok"
+    assert RetryOnLock(flaky, delays=(0.05, 0.1, 0.2)).log_batch() == "ok"
     assert flaky.calls == 3 and time.perf_counter() - t0 >= 0.15  # waited 0.05 then 0.1
     assert caplog.text.count("database is locked") == 2
     stuck = _Flaky(failures=100)
     with pytest.raises(RuntimeError, match="locked"):
-        _RetryOnLock(stuck, delays=(0.01, 0.01)).log_batch()
+        RetryOnLock(stuck, delays=(0.01, 0.01)).log_batch()
     assert stuck.calls == 3  # then the caller defers logging, as for any MLflow failure
 
 

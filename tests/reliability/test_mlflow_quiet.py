@@ -91,24 +91,30 @@ RACING_SINK = textwrap.dedent("""
         return real_flock(fd, op)
 
     db_utils._all_tables_exist, fcntl.flock = check, flock
-    sink = MlflowSink(uri, f"race-{me}", f"sweep-{me}")
-    sink.log_parent({"n_variants": 1}, {"n_variants_done": 1.0})
+    if sys.argv[5] == "sink":
+        sink = MlflowSink(uri, f"race-{me}", f"sweep-{me}")
+        sink.log_parent({"n_variants": 1}, {"n_variants_done": 1.0})
+    else:  # a command that only reads the view (doodl report's run links)
+        from doodl.orchestrator.tracking import sweep_run_ids
+
+        assert sweep_run_ids(uri, f"race-{me}", f"sweep-{me}") == (None, {}, None)
 """)
 
 
-def test_two_commands_creating_one_new_database_at_once_both_log(tmp_path):
+@pytest.mark.parametrize("second", ["sink", "reader"])
+def test_two_commands_creating_one_new_database_at_once_both_log(tmp_path, second):
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     signals = tmp_path / "signals"
     signals.mkdir()
-    racers = [subprocess.Popen([sys.executable, "-c", RACING_SINK, uri, str(signals), me, other],
+    racers = [subprocess.Popen([sys.executable, "-c", RACING_SINK, uri, str(signals), me, other, mode],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for me, other in (("a", "b"), ("b", "a"))]
+              for me, other, mode in (("a", "b", "sink"), ("b", "a", second))]
     outcomes = [(r.wait(), r.stderr.read()) for r in racers]
     for code, err in outcomes:
         assert code == 0 and "Traceback" not in err, err
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    for me in ("a", "b"):
+    for me in ("a", "b") if second == "sink" else ("a",):
         exp = client.get_experiment_by_name(f"race-{me}")
         assert len(client.search_runs([exp.experiment_id])) == 1

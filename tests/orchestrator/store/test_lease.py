@@ -7,10 +7,11 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from doodl.orchestrator.store import LeaseHeld, SweepLease, SweepStore
+from doodl.orchestrator.store import LeaseHeld, SweepLease, SweepMutex, SweepStore
 
 
 @pytest.fixture()
@@ -75,3 +76,41 @@ def test_an_unreadable_lease_protects_nothing(store):
         f.write(b"{torn")
     with SweepLease(store, "training"):
         pass
+
+
+def test_the_mutex_waits_for_its_holder_and_says_who_held_it_since(store):
+    mine, theirs = SweepMutex(store, "test-lock"), SweepMutex(store, "test-lock", wait=30)
+    with mine.hold() as stale:
+        assert not stale  # nobody held it before
+    with mine.hold() as stale:
+        assert not stale  # only this mutex since
+    holding, release, order = threading.Event(), threading.Event(), []
+
+    def hold_theirs():
+        with theirs.hold():
+            holding.set()
+            release.wait(30)
+            order.append("theirs released")
+
+    thread = threading.Thread(target=hold_theirs)
+    thread.start()
+    assert holding.wait(30)
+    waiter = threading.Thread(target=lambda: _hold_and_record(mine, order))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and order == []  # waiting: however long, it never holds it alongside
+    release.set()  # the waiter gets the lock only after this
+    thread.join(30)
+    waiter.join(30)
+    assert order == ["theirs released", "mine held (stale=True)"]
+
+
+def _hold_and_record(mutex, order):
+    with mutex.hold() as stale:
+        order.append(f"mine held (stale={stale})")
+
+
+def test_a_mutex_held_past_its_wait_refuses(store):
+    with SweepMutex(store, "test-wait").hold(), pytest.raises(LeaseHeld):
+        with SweepMutex(store, "test-wait", wait=0.2).hold():
+            pass
