@@ -11,6 +11,7 @@ only MLflow writer) logs that unit's variants. One driver per sweep at a time
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from doodl.orchestrator.actor_pool import ActorPool
 from doodl.orchestrator.expand import WorkUnit, expand, plan_units
 from doodl.orchestrator.session import Meter, connect
 from doodl.orchestrator.spec import SweepSpec
+from doodl.orchestrator.memory import check_fits, cluster_node_memory, largest_units, local_memory
 from doodl.orchestrator.store import SweepLease, SweepStore, UnitState, sweep_store_for
 from doodl.orchestrator.tracking import SweepLog, console
 from doodl.workers.actor import UNITS_IN_FLIGHT, UnitTrainer
@@ -77,7 +79,10 @@ def run_sweep(
 
 def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, address: str | None,
                show_progress: bool, verify: str, start: float) -> SweepOutcome:
-    if not store.initialise(spec, variants, plan_units(spec, variants)):
+    planned = plan_units(spec, variants)
+    if not store.exists():  # refused before the sweep is recorded, so a smaller unit size can follow
+        _check_memory(planned, address)
+    if not store.initialise(spec, variants, planned):
         _reduce_settings_changed(store, spec)
     units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
@@ -98,6 +103,7 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
     try:
         if todo:
             connect(address)
+            _check_memory(todo, address)  # before an actor allocates
             train_start = time.perf_counter()
             _train(spec, store, todo, log, outcome,
                    already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
@@ -109,6 +115,16 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
         log.finish([u.unit_id for u in units], complete=not outcome.failed_units and outcome.trained_units == len(todo))
     outcome.seconds = time.perf_counter() - start
     return outcome
+
+
+def _check_memory(units: list, address: str | None) -> None:
+    """Refuse (exit 2) units whose actor needs more memory than a node has: this machine's
+    for a local run, else the cluster's largest node (joined for it)."""
+    if address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        check_fits(largest_units(units), local_memory(), "this machine")
+        return
+    connect(address)
+    check_fits(largest_units(units), cluster_node_memory(), "the largest node")
 
 
 def failure_cause(exc: BaseException) -> str:

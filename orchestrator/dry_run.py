@@ -12,6 +12,9 @@ leave out units it already holds. The figures:
   trajectory row per step, and the final parameters. The values alone: Parquet adds a few kB
   a file (schema, statistics, run ids; 3 files a unit), which is most of a tiny model's
   shards, and compresses the rest a little (parameters are close to random bits);
+- the memory an actor needs for the largest unit of each shape class
+  (:mod:`doodl.orchestrator.memory`), refused (exit 2) before anything is trained when it is
+  more than this machine has;
 - the training time on this machine, from a short calibration: one unit of each shape class
   (units of one class train alike) is trained in this process for a few steps, on one torch
   thread as an actor trains, timed at two step counts (their difference is the time a step
@@ -31,12 +34,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from doodl.orchestrator.expand import WorkUnit, expand, plan_units
+from doodl.orchestrator.memory import check_fits, largest_units, local_memory
 from doodl.orchestrator.spec import SweepSpec
 from doodl.orchestrator.store import UnitState, sweep_store_for
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
 from doodl.workers.families import family
 from doodl.workers.timestamps import human_duration
+from doodl.workers.unit_memory import UnitMemory, human_bytes
 
 CALIBRATION_S = 4.0  # time budget of the calibration (the command answers in about this plus imports)
 WARM_STEPS, FIRST_STEPS = 1, 3  # a first call pays one-time costs (data, kernels); then two timed calls
@@ -80,6 +85,8 @@ class SweepPlan:
     n_actors: int
     calibrations: list[Calibration]
     n_classes: int  # shape classes with units to train
+    memory: list[UnitMemory]  # the largest unit of each shape class, largest first
+    node_memory: int  # this machine's
     train_seconds: float | None  # None: nothing to train, or no actor can be placed here
 
 
@@ -94,13 +101,16 @@ def plan_sweep(spec: SweepSpec, store_uri: str, *, new_sweep: bool = False,
         todo = [u for u in units if states[u.unit_id].state != UnitState.COMMITTED]
     else:
         units = todo = plan_units(spec, variants)
+    memory = sorted(largest_units(todo or units), key=lambda m: -m.actor_bytes)
+    node_memory = local_memory()
+    check_fits(memory, node_memory, "this machine")  # before a unit is trained to calibrate
     models = _models(variants)
     store_bytes, per_run = _store_bytes(variants)
     n_actors = _actors(spec, len(todo))
     calibrations, seconds = _training_time(todo, n_actors, budget_s) if todo and n_actors else ([], None)
     return SweepPlan(store.sweep_id, len(variants), len({v.group_id for v in variants}), len(units),
                      len(units) - len(todo), models, store_bytes, per_run, n_actors, calibrations,
-                     len({u.variants[0].shape_key for u in todo}), seconds)
+                     len({u.variants[0].shape_key for u in todo}), memory, node_memory, seconds)
 
 
 def format_plan(plan: SweepPlan, spec: SweepSpec) -> list[str]:
@@ -113,6 +123,8 @@ def format_plan(plan: SweepPlan, spec: SweepSpec) -> list[str]:
         lines.append(f"            the store already holds {plan.units_done}: {plan.n_units - plan.units_done} to train")
     for i, m in enumerate(plan.models):
         lines.append(f"{'models' if i == 0 else '':<12}{m.label}: {m.params:,} parameters ({m.variants} variants)")
+    if plan.memory:
+        lines.append(f"memory      {plan.memory[0].describe()}; this machine has {human_bytes(plan.node_memory)}")
     lines.append(f"store       ~{_size(plan.store_bytes)} estimated ({plan.store_bytes:,} bytes of values; Parquet adds "
                  f"a few kB a file, 3 files a unit, and compresses the rest a little): per run {plan.per_run}")
     if plan.train_seconds is None:
@@ -173,8 +185,12 @@ def _store_bytes(variants: list[VariantConfig]) -> tuple[int, str]:
         dim = v.projection_dim or n_params
         dtype = pa.float16() if v.record_dtype == "float16" else pa.float32()
         n_snaps = len(snapshot_steps(v.steps, v.record_every))
-        snap, traj, final = (_fixed_bytes(shards.snapshot_schema(dim, dtype)), _fixed_bytes(shards.trajectory_schema()),
-                             _fixed_bytes(shards.finals_schema(n_params)))
+        # the schemas with one value, then the values themselves (a fixed-size list of a huge
+        # model's length would overflow Arrow's 32-bit list size)
+        value, final_value = dtype.bit_width // 8, 4
+        snap = _fixed_bytes(shards.snapshot_schema(1, dtype)) + (dim - 1) * value
+        traj = _fixed_bytes(shards.trajectory_schema())
+        final = _fixed_bytes(shards.finals_schema(1)) + (n_params - 1) * final_value
         run = n_snaps * snap + (v.steps + 1) * traj + final
         total += run
         if n_params > largest[0]:

@@ -75,19 +75,24 @@ UNIT_WORKING_SET = 1 << 20
 AUTO_UNIT_RANGE = (8, 128)
 
 
-def auto_unit_size(cfg: VariantConfig) -> int:
+def auto_unit_size(cfg: VariantConfig, memory_per_actor: int | None = None) -> int:
     """Variants per unit for ``cfg``'s shape class: the power of two that keeps the unit's
-    working set near :data:`UNIT_WORKING_SET`, within :data:`AUTO_UNIT_RANGE`."""
+    working set near :data:`UNIT_WORKING_SET`, within :data:`AUTO_UNIT_RANGE`, halved
+    while its actor would need more than ``memory_per_actor`` bytes
+    (:mod:`doodl.orchestrator.memory`)."""
+    from doodl.orchestrator.memory import fitting_size
     from doodl.workers.datasets import dataset_split
     from doodl.workers.models import activation_count, param_count
 
     shape = dataset_split(cfg).shape
     per_variant = param_count(cfg, shape) + cfg.batch_size * activation_count(cfg, shape)
     size = 2 ** max(0, int(math.log2(max(1, UNIT_WORKING_SET // per_variant))))
-    return min(max(size, AUTO_UNIT_RANGE[0]), AUTO_UNIT_RANGE[1])
+    size = min(max(size, AUTO_UNIT_RANGE[0]), AUTO_UNIT_RANGE[1])
+    return size if memory_per_actor is None else fitting_size(cfg, size, memory_per_actor)
 
 
-def pack(variants: list[VariantConfig], variants_per_unit: int | str, min_units: int = 1) -> list[WorkUnit]:
+def pack(variants: list[VariantConfig], variants_per_unit: int | str, min_units: int = 1,
+         memory_per_actor: int | None = None) -> list[WorkUnit]:
     """Pack variants into units of at most ``variants_per_unit`` sharing a ``shape_key``.
 
     ``"auto"`` sizes each shape class's units with :func:`auto_unit_size`, then splits
@@ -98,14 +103,14 @@ def pack(variants: list[VariantConfig], variants_per_unit: int | str, min_units:
     classes: dict[tuple, list[VariantConfig]] = {}
     for v in variants:
         classes.setdefault(v.shape_key, []).append(v)
-    sizes = {k: auto_unit_size(m[0]) if variants_per_unit == "auto" else int(variants_per_unit)
+    sizes = {k: auto_unit_size(m[0], memory_per_actor) if variants_per_unit == "auto" else int(variants_per_unit)
              for k, m in classes.items()}
     counts = {k: -(-len(m) // sizes[k]) for k, m in classes.items()}
     if variants_per_unit == "auto":
         while sum(counts.values()) < min_units:
             # split the class whose units are largest, while they hold more than the smallest size
             k = max(classes, key=lambda c: len(classes[c]) / counts[c])
-            if len(classes[k]) / counts[k] <= AUTO_UNIT_RANGE[0]:
+            if len(classes[k]) / counts[k] <= min(AUTO_UNIT_RANGE[0], sizes[k]):
                 break
             counts[k] += 1
     units = []
@@ -121,6 +126,10 @@ def pack(variants: list[VariantConfig], variants_per_unit: int | str, min_units:
 def plan_units(spec: SweepSpec, variants: list[VariantConfig]) -> list[WorkUnit]:
     """The units a new sweep of ``spec`` is packed into (what ``doodl sweep`` records and
     ``--dry-run`` reports): auto-sized units are split until every actor can get two
-    (``num_actors``, or this machine's cores for a local run)."""
+    (``num_actors``, or this machine's cores for a local run), and kept to what an actor of
+    this machine may use (:func:`doodl.orchestrator.memory.actor_memory`)."""
+    from doodl.orchestrator.memory import actor_memory
+
     res = spec.resources
-    return pack(variants, res.variants_per_unit, min_units=2 * (res.num_actors or os.cpu_count() or 1))
+    return pack(variants, res.variants_per_unit, min_units=2 * (res.num_actors or os.cpu_count() or 1),
+                memory_per_actor=actor_memory(res))

@@ -30,15 +30,16 @@ from doodl.workers._batch_transforms import augment_per_variant, input_noise
 from doodl.workers._batched_mlp import BatchedMLP
 from doodl.workers.config import VariantConfig
 from doodl.workers.datasets import BatchStream, SplitData, dataset_split, variant_data
-from doodl.workers.models import build_model, flatten_params, init_params
+from doodl.workers.models import activation_count, build_model, flatten_params, init_params
 from doodl.workers.schedules import is_constant, lr_table
 from doodl.workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
 
 # Batches are sampled this many steps at a time (bounded memory for long runs).
 _SAMPLE_BLOCK = 256
-# Final evaluation runs over chunks of samples of at most this many input values across
-# the unit's variants (a CIFAR-10 unit of 64 variants would otherwise need 40 GB at once).
-_EVAL_VALUES = 1 << 24
+# Final evaluation runs over chunks of samples of at most this many values per layer across
+# the unit's variants, inputs or activations (a CIFAR-10 unit of 64 variants would otherwise
+# need 40 GB at once, and a wide MLP's hidden layers many times its inputs).
+_EVAL_VALUES = 1 << 22
 # Held-out loss and accuracy are measured at every recorded step on this many points of the
 # test split (its order is already a seeded permutation, so the first ones are a fixed
 # random subset): the curves that show, say, a train/test gap closing late (grokking).
@@ -173,6 +174,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     model = build_model(c0, shape).to(device)
     inits = [init_params(c, shape) for c in configs]
     params = {k: torch.stack([p[k] for p in inits]).to(device) for k in inits[0]}
+    del inits  # a second copy of every parameter (doodl.workers.unit_memory counts without it)
     n_params = int(sum(p[0].numel() for p in params.values()))
 
     data = [variant_data(split, c) for c in configs]
@@ -206,7 +208,8 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     # every snapshot is written into one (S, V, D) tensor: no stacking copy at the end
     snaps = torch.empty((len(snap_steps), V, c0.projection_dim or n_params), device=device)
     n_snaps = 0
-    held_out = _HeldOut(net, split, device)
+    chunk = eval_chunk(V, max(split.n_features, activation_count(c0, shape)))
+    held_out = _HeldOut(net, split, device, chunk)
     evals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     loss_h = torch.full((V, T + 1), float("nan"), device=device)
@@ -255,7 +258,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             opt.step(params, grads, frozen=None if all_alive else ~alive, lr=None if lrs is None else lrs[t])
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
-    final_metrics = _evaluate(net, split, pos_to_row, labels, valid, device)
+    final_metrics = _evaluate(net, split, pos_to_row, labels, valid, device, chunk)
     lr_h = np.repeat(np.array([[c.lr] for c in configs], dtype=np.float32), T + 1, axis=1)
     if lrs is not None:
         lr_h[:, :T] = lrs.T.cpu().numpy()
@@ -344,16 +347,19 @@ def _on_device(split: SplitData, device: torch.device) -> tuple[torch.Tensor, to
 class _HeldOut:
     """Loss and accuracy of every variant on the first ``EVAL_POINTS`` test points."""
 
-    def __init__(self, net, split: SplitData, device: torch.device):
+    def __init__(self, net, split: SplitData, device: torch.device, chunk: int):
         _, x_test = _on_device(split, device)
         n = min(EVAL_POINTS, len(split.y_test))
         self.x = x_test[:n].view(n, *split.shape.input_shape)
         self.y = torch.from_numpy(split.y_test[:n]).to(device)
         self.net = net
+        self.chunk = chunk  # points at a time: bounded activations for wide models
 
     @torch.no_grad()
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, hit = self.net.per_sample(self.x, self.y, shared=True)
+        parts = [self.net.per_sample(self.x[s : s + self.chunk], self.y[s : s + self.chunk], shared=True)
+                 for s in range(0, len(self.y), self.chunk)]
+        loss, hit = (torch.cat([p[i] for p in parts], 1) for i in (0, 1))
         return loss.mean(1), hit.mean(1)
 
 
@@ -382,14 +388,19 @@ class _BatchCorruption:
         return xb
 
 
+def eval_chunk(variants: int, values_per_sample: int) -> int:
+    """Samples per chunk of the final evaluation: at most ``_EVAL_VALUES`` values (a sample's
+    input or all its activations, whichever is more) across the variants."""
+    return max(1, _EVAL_VALUES // max(1, variants * values_per_sample))
+
+
 @torch.no_grad()
-def _evaluate(net, split, pos_to_row, labels, valid, device) -> dict[str, np.ndarray]:
+def _evaluate(net, split, pos_to_row, labels, valid, device, chunk: int) -> dict[str, np.ndarray]:
     """Full-set loss and accuracy of every variant: its own (noisy) training set and the
     sweep's held-out test split, in chunks of samples (bounded memory for image sets)."""
     x_train, x_test = _on_device(split, device)
     shape = split.shape.input_shape
     V = pos_to_row.shape[0]
-    chunk = max(1, _EVAL_VALUES // max(1, V * split.n_features))
 
     mask = torch.from_numpy(valid).to(device).float()
     tr_loss, tr_hit = [], []

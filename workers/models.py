@@ -64,3 +64,25 @@ def activation_count(cfg: VariantConfig, shape: DataShape) -> int:
         for h in hooks:
             h.remove()
     return count[0]
+
+
+def saved_activation_bytes(cfg: VariantConfig, shape: DataShape, batch: int) -> int:
+    """Bytes autograd keeps for the backward pass of one variant's training batch (the
+    tensors its operations save: layer inputs, ReLU outputs, pooling indices), counted on
+    the meta device (no memory) through :func:`torch.autograd.graph.saved_tensors_hooks`."""
+    import torch.nn.functional as F
+
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[id(t)] = t.numel() * t.element_size()  # a tensor saved by two operations counts once
+        return t
+
+    with torch.device("meta"):
+        model = build_model(cfg, shape)
+        dtype = torch.int64 if shape.vocab else torch.float32
+        x = torch.zeros((batch, *shape.input_shape), dtype=dtype)
+        y = torch.zeros(batch, dtype=torch.int64)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            F.cross_entropy(model(x), y)
+    return sum(saved.values())

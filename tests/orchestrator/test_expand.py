@@ -68,3 +68,25 @@ def test_auto_packing_splits_units_until_every_actor_can_get_work():
     assert sorted(len(u.variants) for u in pack(variants, "auto", min_units=2)) == [12, 12]
     again = pack(_digits_mlps(8, 128, 24), "auto", min_units=4)  # deterministic: resume relies on it
     assert [u.unit_id for u in again] == [u.unit_id for u in pack(variants, "auto", min_units=4)]
+
+
+def test_auto_unit_sizes_fit_the_memory_an_actor_may_use():
+    """A wide MLP whose working set alone would pack 8 variants a unit: with 600 MB per
+    actor the units shrink until each one's estimate fits; a model that fits nowhere
+    is left to the pre-flight refusal (units of one)."""
+    from doodl.workers.unit_memory import estimate_memory, estimate_unit_memory
+
+    spec = parse_spec({**tiny_spec_dict(), "dataset": {"name": "digits"}, "seeds": 16,
+                       "model": {"family": "mlp", "width": 1024, "depth": 2},
+                       "optimizer": {"name": "sgd", "lr": 0.1, "batch_size": 32, "steps": 20},
+                       "record": {"every": 2}})
+    variants = expand(spec)
+    free = pack(variants, "auto")
+    budget = 600_000_000
+    fitted = pack(variants, "auto", memory_per_actor=budget)
+    assert max(len(u.variants) for u in free) == 8
+    assert all(estimate_unit_memory(u.variants).actor_bytes <= budget for u in fitted)
+    assert max(len(u.variants) for u in fitted) < 8
+    size = max(len(u.variants) for u in fitted)
+    assert estimate_memory(variants[0], 2 * size).actor_bytes > budget  # the largest size that fits
+    assert {len(u.variants) for u in pack(variants, "auto", memory_per_actor=1)} == {1}
