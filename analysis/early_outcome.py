@@ -6,9 +6,10 @@ labels defined without the predictor:
 
 - **its outcome within its group**: the outcome mode its end state falls in
   (:mod:`doodl.analysis._outcomes`, clusters of end states, defined without any of this).
-  Leave one run out: a random forest on the other runs' *early states* (the model's outputs
-  on the probe set at ``f``, beside its train loss and accuracy there) predicts the held-out
-  run's mode. A forest, not nearest neighbours: the direction that decides a basin can be
+  Leave one run out: a random forest on the other runs' *early states* (train loss,
+  accuracy and gradient norm at ``f``, the spread of the state and the distance travelled,
+  beside the first principal components of the state itself: the model's outputs on the
+  probe set, or its parameters) predicts the held-out run's mode. A forest, not nearest neighbours: the direction that decides a basin can be
   one among many that do not (a run's nearest early state can be its mirror image across
   the ridge between two basins), and its splits find that direction. Chance: the share of the largest mode. Baseline: the same
   classifier on the loss curve up to ``f`` alone;
@@ -32,6 +33,7 @@ import numpy as np
 
 FRACTIONS = (0.05, 0.1, 0.2)
 TREES = 50
+STATE_COMPONENTS = 3  # principal components of the early state beside its scalars
 RIDGE_ALPHA = 1.0
 
 
@@ -64,11 +66,16 @@ class EarlyRun:
         return step, max(0, int(np.searchsorted(self.steps, step, side="right")) - 1)
 
 
-def early_state(run: EarlyRun, f: float) -> np.ndarray:
-    """The run's state at ``f``: its outputs on the probe set, train loss and accuracy."""
+def early_state(run: EarlyRun, f: float) -> tuple[np.ndarray, np.ndarray]:
+    """The run's state at ``f``: a few scalars (train loss, accuracy and recent gradient norm
+    there, the spread of its state's values, the distance travelled relative to the start's
+    norm) and the state itself (its outputs on the probe set, or its parameters)."""
     step, snap = run.cut(f)
-    return np.concatenate([np.asarray(run.state[snap], dtype=np.float64).ravel(),
-                           [_finite(run.loss[step]), _finite(run.acc[step])]])
+    state = np.asarray(run.state[snap], dtype=np.float64).ravel()
+    scalars = np.array([_finite(run.loss[step]), _finite(run.acc[step]),
+                        _finite(np.nanmean(run.grad_norm[max(0, step - 10): step + 1])), float(np.std(state)),
+                        _finite(run.theta_travel[snap] / max(run.theta_norm[0], 1e-12))])
+    return scalars, state
 
 
 def curve_features(run: EarlyRun, f: float, points: int = 8) -> np.ndarray:
@@ -116,15 +123,20 @@ def predict_outcomes(runs: Sequence[EarlyRun], f: float) -> OutcomeVerdict:
     if len(runs) < 3:
         return OutcomeVerdict(f, len(runs), int(labels.max()) + 1 if len(labels) else 0, float("nan"), chance,
                               float("nan"))
-    early = _leave_one_out(np.stack([early_state(r, f) for r in runs]), labels)
+    scalars, states = zip(*(early_state(r, f) for r in runs))
+    early = _leave_one_out(np.stack(scalars), labels, np.stack(states))
     curve = _leave_one_out(np.stack([curve_features(r, f) for r in runs]), labels)
     return OutcomeVerdict(f, len(runs), int(labels.max()) + 1, float(np.mean(early == labels)), chance,
                           float(np.mean(curve == labels)), early.tolist())
 
 
-def _leave_one_out(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _leave_one_out(x: np.ndarray, labels: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
     """A seeded random forest's predictions, each run left out of its own fit (a fold whose
-    runs share one outcome predicts it)."""
+    runs share one outcome predicts it). ``states`` (one row per run, often hundreds of
+    values) join ``x`` as their first :data:`STATE_COMPONENTS` principal components, fitted
+    on the fold's runs only: raw, they would drown the scalars among a forest's random
+    feature choices."""
+    from sklearn.decomposition import PCA
     from sklearn.ensemble import RandomForestClassifier
 
     out = np.empty(len(labels), dtype=labels.dtype)
@@ -133,8 +145,14 @@ def _leave_one_out(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if len(set(labels[rest].tolist())) == 1:
             out[i] = labels[rest][0]
             continue
-        model = RandomForestClassifier(n_estimators=TREES, random_state=0).fit(x[rest], labels[rest])
-        out[i] = model.predict(x[i : i + 1])[0]
+        z = x
+        if states is not None:
+            k = min(STATE_COMPONENTS, int(rest.sum()) - 1, states.shape[1])
+            if k >= 1 and np.ptp(states[rest], axis=0).max() > 0:
+                pca = PCA(n_components=k, random_state=0).fit(states[rest])
+                z = np.hstack([x, pca.transform(states)])
+        model = RandomForestClassifier(n_estimators=TREES, random_state=0).fit(z[rest], labels[rest])
+        out[i] = model.predict(z[i : i + 1])[0]
     return out
 
 
@@ -153,29 +171,33 @@ class AccuracyVerdict:
 
 def predict_final_accuracy(runs: Sequence[EarlyRun], f: float) -> AccuracyVerdict:
     """Each run's final test accuracy from its early features, its whole group left out."""
+    return accuracy_verdict(f, [r.run_id for r in runs], [r.group_id for r in runs],
+                            np.stack([early_features(r, f) for r in runs]),
+                            np.array([r.final_test_acc for r in runs], dtype=np.float64),
+                            np.array([extrapolate_accuracy(r, f) for r in runs]))
+
+
+def accuracy_verdict(f: float, run_ids: Sequence[str], group_ids: Sequence[str], x: np.ndarray, y: np.ndarray,
+                     curve: np.ndarray) -> AccuracyVerdict:
+    """Leave-one-group-out ridge predictions of ``y`` (final test accuracies) from ``x``
+    (each run's :func:`early_features`), beside chance and the ``curve`` baseline."""
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    groups = np.array([r.group_id for r in runs])
-    x = np.stack([early_features(r, f) for r in runs])
-    y = np.array([r.final_test_acc for r in runs], dtype=np.float64)
-    names = sorted(set(groups))
-    pred, chance = np.empty_like(y), np.empty_like(y)
-    for g in names:
-        out = groups == g
-        if len(names) < 2:
-            pred[out] = chance[out] = float("nan")
-            continue
-        model = make_pipeline(StandardScaler(), Ridge(alpha=RIDGE_ALPHA)).fit(x[~out], y[~out])
-        pred[out] = np.clip(model.predict(x[out]), 0.0, 1.0)
-        chance[out] = y[~out].mean()
-    curve = np.array([extrapolate_accuracy(r, f) for r in runs])
+    groups = np.asarray(group_ids)
+    names = sorted(set(groups.tolist()))
+    pred, chance = np.full_like(y, np.nan), np.full_like(y, np.nan)
+    if len(names) >= 2:
+        for g in names:
+            out = groups == g
+            model = make_pipeline(StandardScaler(), Ridge(alpha=RIDGE_ALPHA)).fit(x[~out], y[~out])
+            pred[out] = np.clip(model.predict(x[out]), 0.0, 1.0)
+            chance[out] = y[~out].mean()
     ss = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss if ss > 0 else float("nan")
+    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss if ss > 0 and len(names) >= 2 else float("nan")
     return AccuracyVerdict(f, len(names), float(np.mean(np.abs(pred - y))), float(np.mean(np.abs(chance - y))),
-                           float(np.mean(np.abs(curve - y))), r2,
-                           {r.run_id: float(p) for r, p in zip(runs, pred)})
+                           float(np.mean(np.abs(curve - y))), r2, dict(zip(run_ids, pred.tolist())))
 
 
 def extrapolate_accuracy(run: EarlyRun, f: float) -> float:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from doodl.analysis import schemas, views
-from doodl.analysis.settings import AnalysisSettings, KoopmanSettings, MorseSettings, NtkSettings, TaxonomySettings
+from doodl.analysis.settings import (AnalysisSettings, EarlySettings, KoopmanSettings, MorseSettings, NtkSettings,
+                                     TaxonomySettings)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,25 @@ def _morse_summary(groups_table, runs_table, groups) -> dict[str, float]:
     return {f"morse_{k}": v for k, v in sweep_validity(groups_table, runs_table, groups).items()}
 
 
+def _early_summary(groups_table, runs_table, groups) -> dict[str, float]:
+    """Held-out outcome accuracy over the sweep's runs (groups weighted by their runs)
+    beside chance and the curve baseline, and the final accuracy's errors, per fraction."""
+    rows = [r for r in groups_table.to_pylist() if r["error"] is None and r["group_id"] in groups]
+    if not rows:
+        return {}
+    out = {}
+    n = sum(r["n_runs"] for r in rows)
+    out["early_outcome_chance"] = sum(r["outcome_chance"] * r["n_runs"] for r in rows) / n
+    for k, f in enumerate(rows[0]["fractions"]):
+        name = views.fraction_name(f)
+        for column in ("outcome_accuracy", "outcome_baseline", "final_acc_mae", "final_acc_chance_mae",
+                       "final_acc_baseline_mae"):
+            weighted = [(r[column][k], r["n_runs"]) for r in rows if r.get(column) and r[column][k] is not None]
+            if weighted:
+                out[f"early_{column}_{name}"] = sum(v * w for v, w in weighted) / sum(w for _, w in weighted)
+    return out
+
+
 def _koopman_summary(groups_table, runs_table, groups) -> dict[str, float]:
     classes = {c for c in groups_table.column("koopman_class").to_pylist() if c is not None}
     return {"koopman_classes": float(len(classes))}
@@ -93,6 +113,12 @@ REGISTRY: dict[str, Analysis] = {a.name: a for a in (
              titled=True, group_pictures=("ntk.png",), group_view=views.ntk_group_or_seed,
              seed_view=views.ntk_group_or_seed, table_columns=views.NTK_COLUMNS,
              schemas=(schemas.NTK_GROUP_SCHEMA, schemas.NTK_RUN_SCHEMA)),
+    Analysis("early", EarlySettings, task="doodl.analysis.early_task:early_for_group",
+             method="doodl.analysis.early_task", sweep_step="doodl.analysis.early_task:sweep_step",
+             sweep_columns=("final_acc_mae", "final_acc_chance_mae", "final_acc_baseline_mae"),
+             sweep_tables=("early_predictions",), sweep_pictures=("early_outcome.png",),
+             group_view=views.early_group, seed_view=views.early_seed, table_columns=views.EARLY_COLUMNS,
+             schemas=(schemas.EARLY_GROUP_SCHEMA, schemas.EARLY_RUN_SCHEMA), summary=_early_summary),
 )}
 
 

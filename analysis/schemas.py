@@ -211,3 +211,45 @@ NTK_RUN_SCHEMA = pa.schema([
     ("velocity", _LF64),  # first entry null: no earlier kernel
     ("transition_step", pa.int64()),
 ])
+
+EARLY_GROUP_SCHEMA = pa.schema([
+    ("group_id", pa.string()),
+    ("settings_key", pa.string()),
+    ("error", pa.string()),
+    ("n_runs", _I32),
+    ("run_ids", pa.list_(pa.string())),
+    ("n_outcomes", _I32),  # outcome modes of the group's runs (clusters of their end states)
+    ("outcome_sizes", pa.list_(pa.int64())),
+    ("fractions", _LF64),  # of training: the values below are one per fraction
+    ("outcome_accuracy", _LF64),  # held out (leave one run out), from the early state
+    ("outcome_chance", _F64),  # the largest mode's share
+    ("outcome_baseline", _LF64),  # the same classifier on the loss curve alone
+    # final test accuracy predicted with the group left out (the sweep step): mean absolute error
+    ("final_acc_mae", _LF64),
+    ("final_acc_chance_mae", _LF64),  # predicting the other groups' mean
+    ("final_acc_baseline_mae", _LF64),  # the held-out accuracy curve extrapolated (a power law)
+    ("seconds", _F64),
+    ("param_fractions", _LF64),
+])
+
+EARLY_RUN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("group_id", pa.string()),
+    ("status", pa.string()),
+    ("outcome", _I32),  # its outcome mode in its group
+    ("predicted_outcome", _LI32),  # per fraction, held out
+    ("final_test_acc", _F64),
+    ("features", pa.list_(_LF64)),  # per fraction: doodl.analysis.early_outcome.early_features
+    ("extrapolated_acc", _LF64),  # per fraction: the curve-only baseline's final test accuracy
+])
+
+# reduction/early_predictions.parquet (the sweep step): each run's final test accuracy
+# predicted at each fraction with its group left out, beside the real one and the baseline's
+EARLY_PREDICTIONS_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("group_id", pa.string()),
+    ("fraction", _F64),
+    ("final_test_acc", _F64),
+    ("predicted_final_acc", _F64),
+    ("extrapolated_acc", _F64),
+])

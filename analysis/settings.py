@@ -169,3 +169,18 @@ class NtkSettings(AnalysisSettings):
     # recorded steps per run with a kernel: thinned evenly in log time (dense early)
     max_kernels: Annotated[int, Field(ge=2, le=1000, strict=True)] = 12
     seed: int = 0  # which probe points
+
+
+class EarlySettings(AnalysisSettings):
+    """How each run's end is predicted from its start (``reduce.early``;
+    :mod:`doodl.analysis.early_outcome`)."""
+
+    # the fractions of training a prediction may look at
+    fractions: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = (0.05, 0.1, 0.2)
+
+    @field_validator("fractions")
+    @classmethod
+    def _sorted_and_distinct(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("fractions must be one or more distinct values")
+        return tuple(sorted(value))

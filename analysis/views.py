@@ -25,6 +25,9 @@ TAXONOMY_COLUMNS = (
     "error")
 KOOPMAN_COLUMNS = ("group_id", "label", "koopman_class", "n_runs", "n_spectra", "n_pairs", "modulus_1", "modulus_2",
                    "modulus_3", "spread", "seconds", "warnings", "error")
+EARLY_COLUMNS = ("group_id", "label", "n_runs", "n_outcomes", "fractions", "outcome_accuracy", "outcome_chance",
+                 "outcome_baseline", "final_acc_mae", "final_acc_chance_mae", "final_acc_baseline_mae", "seconds",
+                 "error")
 NTK_COLUMNS = ("group_id", "label", "n_runs", "n_probe", "transition_step", "transition_steps", "final_distance_init",
                "seconds", "error")
 
@@ -85,3 +88,28 @@ def ntk_group_or_seed(result: dict) -> View:
     return ({"ntk_transition_step": result.get("transition_step")}, {},
             curve("ntk_distance_init", result.get("steps"), result.get("distance_init"))
             + curve("ntk_velocity", result.get("steps"), result.get("velocity")))
+
+
+def fraction_name(fraction: float) -> str:
+    """A fraction in a metric name: 0.1 -> ``f10`` (MLflow names take no dots)."""
+    return f"f{round(fraction * 100):02d}"
+
+
+def early_group(row: dict) -> View:
+    """Held-out outcome accuracy beside chance and the curve baseline, and the final test
+    accuracy's errors (group left out), one metric per fraction of training."""
+    values: dict = {"early_outcome_chance": row.get("outcome_chance"), "early_n_outcomes": row.get("n_outcomes")}
+    columns = ("outcome_accuracy", "outcome_baseline", "final_acc_mae", "final_acc_chance_mae",
+               "final_acc_baseline_mae")
+    for k, f in enumerate(row.get("fractions") or []):
+        for c in columns:
+            series = row.get(c) or []
+            values[f"early_{c}_{fraction_name(f)}"] = series[k] if k < len(series) else None
+    return values, {}, []
+
+
+def early_seed(run: dict) -> View:
+    """The run's outcome mode and, per fraction, the one predicted for it (held out)."""
+    return ({}, {"doodl.early_outcome": str(run.get("outcome")),
+                 "doodl.early_predicted_outcomes": " ".join(str(p) for p in run.get("predicted_outcome") or [])},
+            [])

@@ -27,7 +27,7 @@ from doodl.orchestrator.store import SweepStore
 from doodl.workers.config import group_label
 from doodl.workers.timestamps import READABLE_UTC, utc_timestamp
 
-SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png")  # shown first, in this order
+SWEEP_PICTURES = ("phase_diagram.png", "learning_curves.png", "koopman_classes.png", "early_outcome.png")  # first, in order
 GROUP_SHOWN = ("morse_graph.png", "morse_sets.png", "ntk.png")  # per-group pictures on the page
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a SQLite database by default
 # MLflow 3.17's UI picks GenAI or model-training pages from this query (or the user's last

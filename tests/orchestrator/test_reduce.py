@@ -64,7 +64,8 @@ def test_sweep_then_reduce_writes_a_row_per_group(reduced):
     tmp, store, _, code, out, _ = reduced
     assert ("reduce red: 4 groups; morse: reduced 2, already done 0, failed 2; "
             "taxonomy: reduced 2, already done 0, failed 2; koopman: reduced 2, already done 0, failed 2; "
-            "ntk: reduced 2, already done 0, failed 2; waiting for training 0") in out
+            "ntk: reduced 2, already done 0, failed 2; early: reduced 2, already done 0, failed 2; "
+            "waiting for training 0") in out
     assert code == 1  # some groups failed: the command says so
     groups = pq.read_table(f"{store}/red/reduction/morse.parquet").to_pylist()
     assert len(groups) == 4 and GROUP_FIELDS <= set(groups[0])

@@ -36,12 +36,12 @@ def test_unreachable_mlflow_defers_and_sync_catches_up(tmp_path, ray_session, ca
     assert "trained 3, already done 0, failed 0; logged 0 MLflow runs" in captured.out
     assert "morse: reduced 4" in captured.out and "taxonomy: reduced 4" in captured.out
     assert captured.err.count("logging is deferred: run `doodl sync outage`") == 2  # once per command
-    assert captured.err.count(f"doodl: MLflow at {bad} lacks 9 of 9 runs and 48 of 48 results") == 1
+    assert captured.err.count(f"doodl: MLflow at {bad} lacks 9 of 9 runs and 60 of 60 results") == 1
 
     good = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["sync", "outage", *store, "--tracking-uri", good]) == 0
-    # 8 runs + 4 analyses x (8 seeds + 4 groups) results
-    assert "sync outage: logged 56 MLflow runs and results" in capsys.readouterr().out
+    # 8 runs + 5 analyses x (8 seeds + 4 groups) results
+    assert "sync outage: logged 68 MLflow runs and results" in capsys.readouterr().out
     runs = _runs(tmp_path / "mlflow.db")
     children = [r for r in runs if r.data.tags.get("doodl.role") == "child"]
     groups = [r for r in runs if r.data.tags.get("doodl.role") == "group"]

@@ -231,7 +231,8 @@ def test_reduce_on_s3(s3, reduced):
     assert reduced.returncode == 0, reduced.stderr[-3000:]
     assert (f"reduce base: {N_GROUPS} groups; morse: reduced {N_GROUPS}, already done 0, failed 0; "
             f"taxonomy: reduced {N_GROUPS}, already done 0, failed 0; koopman: reduced {N_GROUPS}, already done 0, "
-            f"failed 0; ntk: reduced {N_GROUPS}, already done 0, failed 0; waiting for training 0") in reduced.stdout
+            f"failed 0; ntk: reduced {N_GROUPS}, already done 0, failed 0; early: reduced {N_GROUPS}, already done 0, "
+            f"failed 0; waiting for training 0") in reduced.stdout
 
     root = f"{s3.base}/base/reduction"
     groups = set(SweepStore(s3.uri, "base").read_variants()["group_id"].to_pylist())

@@ -9,8 +9,8 @@ from doodl.orchestrator.store import SweepStore
 from doodl.orchestrator.tracking import view_gap
 from tests.conftest import FAST_REDUCE, run_cli, tiny_spec_dict, write_spec
 
-# 8 variants (+ the parent); 4 groups x 4 analyses on the group run and its 2 seeds' runs
-RUNS, RESULTS = 9, 4 * 4 * 3
+# 8 variants (+ the parent); 4 groups x 5 analyses on the group run and its 2 seeds' runs
+RUNS, RESULTS = 9, 4 * 5 * 3
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_the_check_reads_the_view_back(refused_sweep):
     client.delete_run(child.info.run_id)
     client.set_tag(group.info.run_id, "doodl.ntk", "other-settings")
     gap = view_gap(db, "view", SweepStore(store, "view"))
-    # the deleted seed's run and its 4 results, and the group's NTK result
-    assert (gap.runs, gap.results, gap.reason) == (1, 5, None)
+    # the deleted seed's run and its 5 results, and the group's NTK result
+    assert (gap.runs, gap.results, gap.reason) == (1, 6, None)
     code, _, err = run_cli(["sync", "view", "--store", store, "--tracking-uri", db])
     assert code == 0 and view_gap(db, "view", SweepStore(store, "view")).complete, err
