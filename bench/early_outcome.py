@@ -37,18 +37,9 @@ def outcome_labels(final_acc: np.ndarray) -> np.ndarray:
 
 
 def group(data: str, width: int, seeds: int, batch: int | None):
-    from doodl.workers.config import VariantConfig
-    from doodl.workers.datasets import load_split
-    from doodl.workers.engine import train_unit
-    from tests.analysis.real_training import EVERY, LR, STEPS, data_file
+    from tests.analysis.real_training import train_result
 
-    path = data_file(data)
-    n_train = len(load_split(path, 0.2, 0).x_train)
-    cfgs = [VariantConfig(dataset=path, test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
-                          model="mlp", width=width, depth=1, optimizer="sgd", lr=LR, momentum=0.0,
-                          batch_size=batch or n_train, weight_decay=0.0, steps=STEPS, record_every=EVERY, seed=s)
-            for s in range(seeds)]
-    result = train_unit(cfgs)
+    cfgs, result = train_result(width, seeds, batch, data)
     labels = outcome_labels(result.final_metrics["final_train_acc"].astype(np.float64))
     return early_runs(result, ["g"] * seeds, labels)
 

@@ -56,14 +56,9 @@ def data_file(name: str = "two_blobs") -> str:
 
 
 @functools.cache
-def train_group(width: int, seeds: int, batch: int | None = None,
-                data: str = "two_blobs") -> tuple[list[RunTrajectory], np.ndarray]:
-    """One group: ``seeds`` runs of a one-hidden-layer ReLU network of ``width`` units on the
-    data set ``data`` (``batch=None``: full-batch gradient descent). Returns the runs (outputs
-    on the probe set, final train loss and accuracy attached) and their final train
-    accuracies. Cached per process: the results are only read."""
-    from doodl.analysis._function_space import output_features, probe_inputs
-    from doodl.analysis.morse_task import PROBE_POINTS, PROBE_SEED
+def train_result(width: int, seeds: int, batch: int | None = None, data: str = "two_blobs"):
+    """The configs and the engine's result (:class:`doodl.workers.engine.UnitResult`) of one
+    group, as :func:`train_group` describes it. Cached per process."""
     from doodl.workers.config import VariantConfig
     from doodl.workers.datasets import load_split
     from doodl.workers.engine import train_unit
@@ -74,7 +69,20 @@ def train_group(width: int, seeds: int, batch: int | None = None,
                           model="mlp", width=width, depth=1, optimizer="sgd", lr=LR, momentum=0.0,
                           batch_size=batch or n_train, weight_decay=0.0, steps=STEPS, record_every=EVERY, seed=s)
             for s in range(seeds)]
-    result = train_unit(cfgs)
+    return cfgs, train_unit(cfgs)
+
+
+@functools.cache
+def train_group(width: int, seeds: int, batch: int | None = None,
+                data: str = "two_blobs") -> tuple[list[RunTrajectory], np.ndarray]:
+    """One group: ``seeds`` runs of a one-hidden-layer ReLU network of ``width`` units on the
+    data set ``data`` (``batch=None``: full-batch gradient descent). Returns the runs (outputs
+    on the probe set, final train loss and accuracy attached) and their final train
+    accuracies. Cached per process: the results are only read."""
+    from doodl.analysis._function_space import output_features, probe_inputs
+    from doodl.analysis.morse_task import PROBE_POINTS, PROBE_SEED
+
+    cfgs, result = train_result(width, seeds, batch, data)
     probe = probe_inputs(cfgs[0].to_dict(), PROBE_POINTS, PROBE_SEED)
     acc = result.final_metrics["final_train_acc"].astype(np.float64)
     loss = result.final_metrics["final_train_loss"].astype(np.float64)

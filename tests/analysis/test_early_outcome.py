@@ -98,15 +98,9 @@ def test_real_training_outcomes_are_told_from_the_first_tenth():
     """One hidden unit on two blobs (tests/analysis/real_training.py): a unit dead at
     initialisation stays dead (train accuracy 0.5), any other solves the task. The known
     answer, each run's final train accuracy, is defined without the predictor."""
-    from doodl.workers.engine import train_unit
-    from tests.analysis.real_training import EVERY, LR, STEPS, data_file
-    from doodl.workers.config import VariantConfig
+    from tests.analysis.real_training import train_result
 
-    path = data_file("two_blobs")
-    cfgs = [VariantConfig(dataset=path, test_fraction=0.2, split_seed=0, label_noise=0.0, train_fraction=1.0,
-                          model="mlp", width=1, depth=1, optimizer="sgd", lr=LR, momentum=0.0, batch_size=32,
-                          weight_decay=0.0, steps=STEPS, record_every=EVERY, seed=s) for s in range(48)]
-    result = train_unit(cfgs)
+    cfgs, result = train_result(1, 48, 32, "two_blobs")
     solved = result.final_metrics["final_train_acc"] > 0.75
     assert 0 < (~solved).sum() < len(cfgs) / 2  # both outcomes occur, solved the larger
     verdict = predict_outcomes(early_runs(result, ["g"] * len(cfgs), (~solved).astype(int)), 0.1)
