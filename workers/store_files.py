@@ -13,6 +13,7 @@ holding any file of another extension, hidden or not) still read the folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -82,9 +83,9 @@ def create_only(fs: pafs.FileSystem, path: str, payload: bytes) -> bool:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = _tmp_name(path)
-        with open(tmp, "wb") as f:
-            f.write(payload)
         try:
+            with open(tmp, "wb") as f:  # a full disk fails here: the temporary goes too
+                f.write(payload)
             os.link(tmp, path)
             return True
         except OSError as exc:
@@ -92,7 +93,8 @@ def create_only(fs: pafs.FileSystem, path: str, payload: bytes) -> bool:
                 return False
             raise
         finally:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         return False
     with fs.open_output_stream(path) as f:

@@ -10,7 +10,7 @@
       finals/unit=UNIT_ID/part-0.parquet          │ doodl.workers.shards (the Ray actors write them),
       _commits/UNIT_ID.json                       ┘ re-exported here
       _leases/PURPOSE.json                        one driver per sweep and purpose (training, reducing, auditing)
-      _leases/PURPOSE.last                        a shared lock's last holder (tracking: MLflow run creation)
+      _leases/PURPOSE.handoff.json                a shared lock's last holder (tracking: MLflow run creation)
       _failures/UNIT_ID.json                      a unit's failed attempts: cause, attempt, time (doodl status)
       _tmp/                                       files being written into the dataset folders above and below
       reduction/NAME/groups/GROUP_ID.parquet      an analysis's row of one group (NAME: morse, taxonomy, ...)
@@ -45,7 +45,7 @@ VARIANTS = "variants.parquet"
 LEASES = "_leases"
 FAILURES = "_failures"  # a unit's failed attempts, kept by the driver
 LEASE_SUFFIX = ".json"
-HANDOFF_SUFFIX = ".last"
+HANDOFF_SUFFIX = ".handoff.json"
 REDUCTION = "reduction"
 PARQUET = ".parquet"
 GROUPS = "groups"  # reduction/NAME/groups/: one part per group

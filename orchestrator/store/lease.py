@@ -65,6 +65,14 @@ class Holder:
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: treated as stale, it protects nothing
 
+    @staticmethod
+    def owner_of(payload: bytes | None) -> str | None:
+        """The ``owner`` a lease or handoff record names (None: no record, or unreadable)."""
+        try:
+            return str(json.loads(payload)["owner"]) if payload else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
     def stale(self, now: float) -> bool:
         """Expired, or held by a process of this host that is gone."""
         return self.expires < now or (self.host == socket.gethostname() and not _alive(self.pid))
@@ -210,9 +218,9 @@ class SweepMutex:
         the wait runs out."""
         lease = SweepLease(self.store, self.purpose, **self.lease_options).acquire(wait=self.wait)
         try:
-            last = read_bytes(self.store.fs, self.handoff)
-            if last != self.id.encode():  # written first: a body that fails halfway still counts
-                write_atomic(self.store.fs, self.handoff, self.id.encode())
-            yield last is not None and last != self.id.encode()
+            last = Holder.owner_of(read_bytes(self.store.fs, self.handoff))
+            if last != self.id:  # written first: a body that fails halfway still counts
+                write_atomic(self.store.fs, self.handoff, json.dumps({"owner": self.id}).encode())
+            yield last is not None and last != self.id
         finally:
             lease.release()
