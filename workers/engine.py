@@ -39,7 +39,7 @@ _SAMPLE_BLOCK = 256
 # Final evaluation runs over chunks of samples of at most this many values per layer across
 # the unit's variants, inputs or activations (a CIFAR-10 unit of 64 variants would otherwise
 # need 40 GB at once, and a wide MLP's hidden layers many times its inputs).
-_EVAL_VALUES = 1 << 22
+_EVAL_VALUES = 1 << 24
 # Held-out loss and accuracy are measured at every recorded step on this many points of the
 # test split (its order is already a seeded permutation, so the first ones are a fixed
 # random subset): the curves that show, say, a train/test gap closing late (grokking).
@@ -208,8 +208,8 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     # every snapshot is written into one (S, V, D) tensor: no stacking copy at the end
     snaps = torch.empty((len(snap_steps), V, c0.projection_dim or n_params), device=device)
     n_snaps = 0
-    chunk = eval_chunk(V, max(split.n_features, activation_count(c0, shape)))
-    held_out = _HeldOut(net, split, device, chunk)
+    values = max(split.n_features, activation_count(c0, shape))  # a sample's largest layer, inputs or activations
+    held_out = _HeldOut(net, split, device, eval_chunk(V, values, min(EVAL_POINTS, len(split.y_test))))
     evals: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     loss_h = torch.full((V, T + 1), float("nan"), device=device)
@@ -258,7 +258,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             opt.step(params, grads, frozen=None if all_alive else ~alive, lr=None if lrs is None else lrs[t])
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
-    final_metrics = _evaluate(net, split, pos_to_row, labels, valid, device, chunk)
+    final_metrics = _evaluate(net, split, pos_to_row, labels, valid, device, values)
     lr_h = np.repeat(np.array([[c.lr] for c in configs], dtype=np.float32), T + 1, axis=1)
     if lrs is not None:
         lr_h[:, :T] = lrs.T.cpu().numpy()
@@ -388,14 +388,17 @@ class _BatchCorruption:
         return xb
 
 
-def eval_chunk(variants: int, values_per_sample: int) -> int:
-    """Samples per chunk of the final evaluation: at most ``_EVAL_VALUES`` values (a sample's
-    input or all its activations, whichever is more) across the variants."""
-    return max(1, _EVAL_VALUES // max(1, variants * values_per_sample))
+def eval_chunk(variants: int, values_per_sample: int, n: int) -> int:
+    """Samples per chunk when ``n`` samples are evaluated: at most ``_EVAL_VALUES`` values (a
+    sample's input or all its activations, whichever is more) across the variants, in chunks
+    of equal size (a small last chunk would cost a pass of its own)."""
+    cap = max(1, _EVAL_VALUES // max(1, variants * values_per_sample))
+    parts = max(1, -(-n // cap))
+    return max(1, -(-n // parts))
 
 
 @torch.no_grad()
-def _evaluate(net, split, pos_to_row, labels, valid, device, chunk: int) -> dict[str, np.ndarray]:
+def _evaluate(net, split, pos_to_row, labels, valid, device, values: int) -> dict[str, np.ndarray]:
     """Full-set loss and accuracy of every variant: its own (noisy) training set and the
     sweep's held-out test split, in chunks of samples (bounded memory for image sets)."""
     x_train, x_test = _on_device(split, device)
@@ -403,6 +406,7 @@ def _evaluate(net, split, pos_to_row, labels, valid, device, chunk: int) -> dict
     V = pos_to_row.shape[0]
 
     mask = torch.from_numpy(valid).to(device).float()
+    chunk = eval_chunk(V, values, pos_to_row.shape[1])
     tr_loss, tr_hit = [], []
     for s in range(0, pos_to_row.shape[1], chunk):
         rows = pos_to_row[:, s : s + chunk]
@@ -412,6 +416,7 @@ def _evaluate(net, split, pos_to_row, labels, valid, device, chunk: int) -> dict
         tr_hit.append(hit)
     y_test = torch.from_numpy(split.y_test).to(device)
     te_loss, te_hit = [], []
+    chunk = eval_chunk(V, values, len(y_test))
     for s in range(0, len(y_test), chunk):
         x = x_test[s : s + chunk].view(-1, *shape)
         loss, hit = net.per_sample(x, y_test[s : s + chunk], shared=True)

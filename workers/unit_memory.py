@@ -40,7 +40,9 @@ AUTOGRAD_KEEPS = 3.3
 # what any unit adds on top: the allocators' slack and pools (glibc's, pyarrow's), measured
 # on units of a few MB (bench/unit_memory.py: 15-50 MB)
 OVERHEAD = 32_000_000
-EVAL_KEEPS = 2.0  # evaluation without a backward pass: a layer's input and output at a time
+# evaluation without a backward pass, per forward value of a chunk: a layer's input and output
+# at a time, and vmap's copies of inputs shared by every variant (fitted with bench/unit_memory.py)
+EVAL_KEEPS = 4.0
 # writing a unit's shards copies its result twice more: the snapshot rows picked for the
 # Arrow column, and the Parquet bytes (parameters compress little), measured 1.4-2.4
 WRITE_COPIES = 2
@@ -108,20 +110,21 @@ def estimate_memory(cfg: VariantConfig, variants: int) -> UnitMemory:
     mlp = cfg.model == "mlp"
     parameters = (3 if mlp else 4) * V * P * FLOAT
     slots = {"sgd": 1 + (cfg.momentum != 0)}.get(cfg.optimizer, 5)
-    chunk = eval_chunk(V, max(split.n_features, A))
     # the sample counts evaluation runs at: held-out points, training sets and the test split in chunks
-    pieces = {n for total in (min(EVAL_POINTS, len(split.y_test)), len(split.y_train), len(split.y_test))
-              for n in (min(chunk, total), total % chunk) if n}
-    if mlp:  # its reused buffers, one set per sample count, all kept (see BatchedMLP._buffer)
+    pieces = {total: eval_chunk(V, max(split.n_features, A), total)
+              for total in (min(EVAL_POINTS, len(split.y_test)), len(split.y_train), len(split.y_test))}
+    held_out = pieces[min(EVAL_POINTS, len(split.y_test))]
+    if mlp:  # its reused buffers (BatchedMLP._buffer): the training batch's, the held-out chunk's
+        # and, at the end, the final evaluation's (measured: one chunk's worth stays resident)
         linear = _linear_layers(cfg, shape)
         outputs = sum(o for _, o in linear)
         backward = 2 * sum(i for i, _ in linear[1:])  # the gradient through each hidden layer and its ReLU
-        activations = V * (B * (outputs + backward) + sum(pieces) * outputs) * FLOAT
+        activations = V * (B * (outputs + backward) + (held_out + max(pieces.values())) * outputs) * FLOAT
         evaluation = 0
     else:
         activations = int(AUTOGRAD_KEEPS * V * saved_activation_bytes(cfg, shape, B))
-        evaluation = int(EVAL_KEEPS * V * max(pieces) * A * FLOAT)
-    evaluation += V * max(pieces) * split.n_features * FLOAT  # a chunk's inputs
+        evaluation = int(EVAL_KEEPS * V * max(pieces.values()) * A * FLOAT)
+    evaluation += V * max(pieces.values()) * split.n_features * FLOAT  # a chunk's inputs
     record = 2 if cfg.record_dtype == "float16" else FLOAT
     projection = D * P * FLOAT if cfg.projection_dim else 0
     snapshots = S * V * D * FLOAT + projection + 4 * V * (T + 1) * FLOAT
