@@ -14,6 +14,11 @@ operation, which the equivalence test checks against ``torch.optim`` and
 A variant whose loss turns NaN or infinite is frozen (its updates are undone), marked
 ``diverged`` and its trajectory ends at that step; the others are unaffected because
 every batched operation is independent across the variant dimension.
+
+With a :class:`doodl.workers.early_stop.StopRule`, the variants it finds doomed at its step
+end there as ``stopped``: their final metrics are measured at that step and they leave the
+stacked model (parameters, optimiser state, batch streams), so the steps that follow cost
+only the variants that go on.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from doodl.workers._batch_transforms import augment_per_variant, input_noise
 from doodl.workers._batched_mlp import BatchedMLP
 from doodl.workers.config import VariantConfig
 from doodl.workers.datasets import BatchStream, SplitData, dataset_split, variant_data
+from doodl.workers.early_stop import StopRule, unit_features
 from doodl.workers.models import activation_count, build_model, flatten_params, init_params
 from doodl.workers.schedules import is_constant, lr_table
 from doodl.workers.seeds import STREAM_AUGMENT, STREAM_INPUT_NOISE, STREAM_PROJECTION, seed_stream, torch_generator
@@ -59,8 +65,8 @@ class UnitResult:
     grad_norm: np.ndarray  # (V, T+1)
     lr: np.ndarray  # (V, T+1) learning rate used at each step (the schedule's)
     epoch: np.ndarray  # (V, T+1) int32
-    last_step: np.ndarray  # (V,) last recorded step (T, or the step of divergence)
-    status: list[str]  # "ok" | "diverged"
+    last_step: np.ndarray  # (V,) last recorded step (T, or the step it diverged or stopped at)
+    status: list[str]  # "ok" | "diverged" | "stopped"
     snapshot_steps: np.ndarray  # (S,) steps at which theta was recorded
     snapshots: np.ndarray  # (S, V, D) recorded (possibly projected) parameters, in record_dtype
     test_loss: np.ndarray  # (S, V) held-out loss at the snapshot steps (EVAL_POINTS test points)
@@ -161,9 +167,18 @@ class _Optimizer:
         for s, old in zip(state, saved):
             s[frozen] = old
 
+    def keep(self, rows: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+        """Go on with the variants ``rows`` only, whose parameters are now ``params``."""
+        for table in (self.lr, self.wd, self.buf, self.exp_avg, self.exp_avg_sq):
+            for k in table:
+                table[k] = table[k][rows]
+        self.scratch = {k: [torch.empty_like(p) for _ in self.scratch[k]] for k, p in params.items()}
 
-def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "cpu") -> UnitResult:
-    """Train all variants of a unit together and return their trajectories and finals."""
+
+def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "cpu",
+               stop: StopRule | None = None) -> UnitResult:
+    """Train all variants of a unit together and return their trajectories and finals;
+    with ``stop``, the variants it finds doomed at its step end there (``stopped``)."""
     _check_unit(configs)
     device = torch.device(device)
     c0 = configs[0]
@@ -187,18 +202,16 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     for v, d in enumerate(data):
         n = len(d.indices)
         idx_pad[v, :n], lab_pad[v, :n], valid[v, :n] = d.indices, d.labels, True
-    pos_to_row = torch.from_numpy(idx_pad).to(device)
-    labels = torch.from_numpy(lab_pad).to(device)
-    streams = [BatchStream(len(d.indices), B, c.seed) for d, c in zip(data, configs)]
-    corrupt = _BatchCorruption(configs, shape.input_shape, device)
-
     net = _batched(c0, model, params)
-    params = net.params  # the tensors the optimiser updates in place
-    opt = _Optimizer(c0, [c.lr for c in configs], [c.weight_decay for c in configs], params)
     # per-step learning rates (V, T) of the variants' schedules, from torch's own schedulers
     lrs = None
     if not all(is_constant(c) for c in configs):
         lrs = torch.from_numpy(np.stack([lr_table(c) for c in configs], axis=1)).to(device, torch.float32)
+    live = _Live(None, net, _Optimizer(c0, [c.lr for c in configs], [c.weight_decay for c in configs], net.params),
+                 [BatchStream(len(d.indices), B, c.seed) for d, c in zip(data, configs)],
+                 torch.from_numpy(idx_pad).to(device), torch.from_numpy(lab_pad).to(device), valid,
+                 _BatchCorruption(configs, shape.input_shape, device), lrs, torch.ones(V, dtype=torch.bool, device=device))
+    del params, net  # the live set's own from here on
 
     snap_steps = snapshot_steps(T, c0.record_every)
     snap_set = set(snap_steps.tolist())  # O(1) membership; `in` on the array scans it
@@ -206,59 +219,89 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     if c0.projection_dim:
         proj = torch.from_numpy(projection_matrix(n_params, c0.projection_dim, c0.projection_seed)).to(device)
     # every snapshot is written into one (S, V, D) tensor: no stacking copy at the end
-    snaps = torch.empty((len(snap_steps), V, c0.projection_dim or n_params), device=device)
+    snaps = torch.full((len(snap_steps), V, c0.projection_dim or n_params), float("nan"), device=device)
     n_snaps = 0
     values = max(split.n_features, activation_count(c0, shape))  # a sample's largest layer, inputs or activations
-    held_out = _HeldOut(net, split, device, eval_chunk(V, values, min(EVAL_POINTS, len(split.y_test))))
-    evals: list[tuple[torch.Tensor, torch.Tensor]] = []
+    n_eval = min(EVAL_POINTS, len(split.y_test))
+    held_out = _HeldOut(live.net, split, device, eval_chunk(V, values, n_eval))
+    held = torch.full((2, len(snap_steps), V), float("nan"), device=device)  # held-out loss and accuracy
 
     loss_h = torch.full((V, T + 1), float("nan"), device=device)
     acc_h = torch.full((V, T + 1), float("nan"), device=device)
     gn_h = torch.full((V, T + 1), float("nan"), device=device)
-    alive = torch.ones(V, dtype=torch.bool, device=device)
     all_alive = True  # while true, no masking is needed anywhere
     last_step = np.full(V, T, dtype=np.int64)
+    status = ["ok"] * V
+    final_params = torch.empty((V, n_params))
+    final_metrics: dict[str, np.ndarray] = {}
+    stop_at = stop.step(T) if stop is not None and T > 0 else -1
 
     block = None
     x_batch = x_train.new_empty((V * B, *x_train.shape[1:]))  # reused: see BatchedMLP._buffer
     for t in range(T + 1):
+        rows = slice(None) if live.rows is None else live.rows  # the live variants' rows in the records
         if t % _SAMPLE_BLOCK == 0:
             n_block = min(_SAMPLE_BLOCK, T + 1 - t)
-            block = torch.from_numpy(np.stack([s.take(n_block) for s in streams], axis=1)).to(device)
+            block = torch.from_numpy(np.stack([s.take(n_block) for s in live.streams], axis=1)).to(device)
         pos = block[t % _SAMPLE_BLOCK]  # (V, B) positions in each variant's training set
         # gather + index_select pick the same rows as fancy indexing, several times faster
-        rows = torch.gather(pos_to_row, 1, pos)
-        xb = torch.index_select(x_train, 0, rows.view(-1), out=x_batch).view(V, B, *shape.input_shape)
-        xb = corrupt(xb)
-        yb = torch.gather(labels, 1, pos)
+        picked = torch.gather(live.pos_to_row, 1, pos)
+        xb = torch.index_select(x_train, 0, picked.view(-1), out=x_batch).view(-1, B, *shape.input_shape)
+        xb = live.corrupt(xb)
+        yb = torch.gather(live.labels, 1, pos)
         if t in snap_set:
-            flat = net.flat()
-            if proj is not None:
+            flat = live.net.flat()
+            if live.rows is not None:
+                snaps[n_snaps, rows] = flat @ proj.T if proj is not None else flat
+            elif proj is not None:
                 torch.matmul(flat, proj.T, out=snaps[n_snaps])
             else:
                 snaps[n_snaps].copy_(flat)
+            held[:, n_snaps, rows] = torch.stack(held_out())
             n_snaps += 1
-            evals.append(held_out())
-        loss, acc = net.loss_and_grad(xb, yb)
-        grads = net.grads
+        loss, acc = live.net.loss_and_grad(xb, yb)
+        grads = live.net.grads
         gn = _grad_norm(grads)
         if all_alive:
-            loss_h[:, t], acc_h[:, t], gn_h[:, t] = loss.detach(), acc, gn
+            loss_h[rows, t], acc_h[rows, t], gn_h[rows, t] = loss.detach(), acc, gn
         else:  # record only for variants still training: a diverged one keeps its last row
-            loss_h[:, t] = torch.where(alive, loss.detach(), loss_h[:, t])
-            acc_h[:, t] = torch.where(alive, acc, acc_h[:, t])
-            gn_h[:, t] = torch.where(alive, gn, gn_h[:, t])
-        bad = alive & ~torch.isfinite(loss)
+            alive = live.alive
+            loss_h[rows, t] = torch.where(alive, loss.detach(), loss_h[rows, t])
+            acc_h[rows, t] = torch.where(alive, acc, acc_h[rows, t])
+            gn_h[rows, t] = torch.where(alive, gn, gn_h[rows, t])
+        bad = live.alive & ~torch.isfinite(loss)
         if bool(bad.any()):
-            for v in torch.nonzero(bad).flatten().tolist():
-                last_step[v] = t
-            alive = alive & ~bad
+            for v in live.original(torch.nonzero(bad).flatten()):
+                last_step[v], status[v] = t, "diverged"
+            live.alive = live.alive & ~bad
             all_alive = False
+        if t == stop_at:
+            doomed = live.alive & torch.from_numpy(stop.doomed(unit_features(
+                t, loss_h[rows].cpu().numpy(), acc_h[rows].cpu().numpy(), gn_h[rows].cpu().numpy(),
+                snap_steps[:n_snaps], snaps[:n_snaps, rows].cpu().numpy(), held[1, :n_snaps, rows].cpu().numpy())
+            )).to(device)
+            if bool(doomed.any()):
+                for v in live.original(torch.nonzero(doomed).flatten()):
+                    last_step[v], status[v] = t, "stopped"
+                live.finish(torch.nonzero(doomed).flatten(), c0, model, split, device, values, final_params,
+                            final_metrics)
+                if bool(doomed.all()):
+                    break
+                kept = torch.nonzero(~doomed).flatten()
+                live = live.part(kept, c0, model)
+                grads = {k: g[kept] for k, g in grads.items()}  # this step's update is still to come
+                block = block[:, kept]
+                x_batch = x_train.new_empty((len(kept) * B, *x_train.shape[1:]))
+                held_out = _HeldOut(live.net, split, device, eval_chunk(len(kept), values, n_eval))
+                all_alive = bool(live.alive.all())
         if t < T:
-            opt.step(params, grads, frozen=None if all_alive else ~alive, lr=None if lrs is None else lrs[t])
+            live.opt.step(live.net.params, grads, frozen=None if all_alive else ~live.alive,
+                          lr=None if live.lrs is None else live.lrs[t])
+    else:
+        live.finish(torch.arange(len(live.alive), device=device), c0, model, split, device, values, final_params,
+                    final_metrics)
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
-    final_metrics = _evaluate(net, split, pos_to_row, labels, valid, device, values)
     lr_h = np.repeat(np.array([[c.lr] for c in configs], dtype=np.float32), T + 1, axis=1)
     if lrs is not None:
         lr_h[:, :T] = lrs.T.cpu().numpy()
@@ -271,14 +314,63 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         lr=lr_h,
         epoch=epoch.astype(np.int32),
         last_step=last_step,
-        status=["ok" if s == T else "diverged" for s in last_step],
+        status=status,
         snapshot_steps=snap_steps,
         snapshots=snaps.to(getattr(torch, c0.record_dtype)).cpu().numpy(),
-        test_loss=torch.stack([e[0] for e in evals]).cpu().numpy(),
-        test_acc=torch.stack([e[1] for e in evals]).cpu().numpy(),
-        final_params=net.flat().cpu().numpy(),
+        test_loss=held[0].cpu().numpy(),
+        test_acc=held[1].cpu().numpy(),
+        final_params=final_params.numpy(),
         final_metrics=final_metrics,
     )
+
+
+@dataclass
+class _Live:
+    """The variants still in the stacked model, and what is held per variant for them:
+    ``rows``, their indices among the unit's variants (``None``: all of them)."""
+
+    rows: torch.Tensor | None
+    net: object
+    opt: _Optimizer
+    streams: list[BatchStream]
+    pos_to_row: torch.Tensor
+    labels: torch.Tensor
+    valid: np.ndarray
+    corrupt: _BatchCorruption
+    lrs: torch.Tensor | None
+    alive: torch.Tensor
+
+    def original(self, idx: torch.Tensor) -> list[int]:
+        """The unit's variant indices of live rows ``idx``."""
+        return (idx if self.rows is None else self.rows[idx]).tolist()
+
+    def net_of(self, idx: torch.Tensor, cfg: VariantConfig, model: torch.nn.Module):
+        """The live rows ``idx`` as a stacked model of their own (copies of their parameters)."""
+        named = self.net.named if isinstance(self.net, BatchedMLP) else self.net.params
+        return _batched(cfg, model, {k: p[idx].clone() for k, p in named.items()})
+
+    def finish(self, idx: torch.Tensor, cfg: VariantConfig, model: torch.nn.Module, split: SplitData,
+               device: torch.device, values: int, final_params: torch.Tensor,
+               final_metrics: dict[str, np.ndarray]) -> None:
+        """Write the final parameters and metrics of the live rows ``idx`` into the unit's."""
+        net = self.net if len(idx) == len(self.alive) else self.net_of(idx, cfg, model)
+        at = idx.tolist()
+        metrics = _evaluate(net, split, self.pos_to_row[idx], self.labels[idx], self.valid[at], device, values)
+        variants = self.original(idx)
+        final_params[variants] = net.flat().cpu()
+        for name, value in metrics.items():
+            final_metrics.setdefault(name, np.full(len(final_params), np.nan, dtype=np.float32))[variants] = value
+
+    def part(self, idx: torch.Tensor, cfg: VariantConfig, model: torch.nn.Module) -> _Live:
+        """Go on with the live rows ``idx`` only, as a stacked model of their own; the
+        optimiser and batch streams move over (this set is not used again)."""
+        at = idx.tolist()
+        net = self.net_of(idx, cfg, model)
+        self.opt.keep(idx, net.params)
+        self.corrupt.keep(at)
+        rows = idx if self.rows is None else self.rows[idx]
+        return _Live(rows, net, self.opt, [self.streams[v] for v in at], self.pos_to_row[idx], self.labels[idx],
+                     self.valid[at], self.corrupt, None if self.lrs is None else self.lrs[:, idx], self.alive[idx])
 
 
 def _grad_norm(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -378,6 +470,13 @@ class _BatchCorruption:
         if self.augmenting and len(input_shape) != 3:
             raise ValueError(f"data.augment needs image data; this data set's inputs have shape {input_shape}")
         self.device = device
+
+    def keep(self, rows: list[int]) -> None:
+        """Go on with the variants ``rows`` only (their generators keep their state)."""
+        at = {v: k for k, v in enumerate(rows)}
+        self.noise = [(at[v], std, gen) for v, std, gen in self.noise if v in at]
+        self.augment = [self.augment[v] for v in rows]
+        self.augmenting = any(g is not None for g in self.augment)
 
     def __call__(self, xb: torch.Tensor) -> torch.Tensor:
         if not (self.noise or self.augmenting):

@@ -129,7 +129,7 @@ def trajectory_table(result: UnitResult) -> pa.Table:
     T1 = result.loss.shape[1]
     keep = np.arange(T1)[None, :] < n[:, None]  # (V, T+1): each variant's steps up to its last
     status = np.full((V, T1), "ok", dtype=object)
-    status[np.arange(V), n - 1] = np.where(np.array(result.status) == "diverged", "diverged", "ok")
+    status[np.arange(V), n - 1] = result.status  # a run's last row says how it ended: ok, diverged or stopped
     cols = {
         "run_id": np.repeat(np.array(result.run_ids, dtype=object), n),
         "step": np.broadcast_to(np.arange(T1, dtype=np.int32), (V, T1))[keep],
