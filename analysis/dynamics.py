@@ -356,7 +356,8 @@ def _usable(runs: list[RunTrajectory], kind: str) -> tuple[list[RunTrajectory], 
         raise ValueError("the group has no snapshots (is record.every larger than the number of steps?)")
     ok = [r for r in runs if r.status == "ok"]
     if not ok:
-        raise ValueError("every run of the group diverged; there is no training dynamics to reduce")
+        raise ValueError("no run of the group trained to the end (diverged or stopped); there is no training "
+                         "dynamics to reduce")
     if kind == "auto":
         kind = "function" if all(r.outputs is not None for r in ok) else "late_pca"
     if kind == "function" and any(r.outputs is None for r in ok):
@@ -406,7 +407,8 @@ def _group_morse(runs: list[RunTrajectory], settings: MorseSettings) -> GroupMor
     if len(ok) >= MIN_RUNS:  # below, no held-out figure is shown: do not pay for it
         _cross_validate(ok, kind, settings, span, verdicts)
     t2 = time.perf_counter()
-    out = [verdicts.get(r.run_id) or RunVerdict(r.run_id, "diverged", [], -1, -1, []) for r in runs]
+    out = [verdicts.get(r.run_id) or RunVerdict(r.run_id, "stopped" if r.status == "stopped" else "diverged", [], -1,
+                                                -1, []) for r in runs]
     result = GroupMorse(fitted, kind, out, fitted.pair_map.n_pairs, outcomes, warnings,
                         {"fit_s": t1 - t0 - g.seconds, "morse_s": g.seconds, "validate_s": t2 - t1,
                          "total_s": t2 - t0})

@@ -35,9 +35,9 @@ def early_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
                  "fractions": fractions}
     runs = error_runs(group_id, run_ids)
     try:
-        early = _read_early_runs(sweep_root_uri, unit_ids, variants, group_id)
+        early, status = _read_early_runs(sweep_root_uri, unit_ids, variants, group_id)
         if not early:
-            raise ValueError("no run trained without diverging")
+            raise ValueError("no run trained to the end (diverged or stopped)")
         verdicts = [predict_outcomes(early, f) for f in fractions]
         sizes = np.bincount([r.outcome for r in early]).tolist()
         row.update(n_outcomes=len(sizes), outcome_sizes=sizes, outcome_chance=verdicts[0].chance,
@@ -48,7 +48,7 @@ def early_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
         for rid in run_ids:
             k = by_id.get(rid)
             if k is None:
-                runs.append({"run_id": rid, "group_id": group_id, "status": "diverged"})
+                runs.append({"run_id": rid, "group_id": group_id, "status": status.get(rid, "diverged")})
                 continue
             r = early[k]
             runs.append({"run_id": rid, "group_id": group_id, "status": "ok", "outcome": r.outcome,
@@ -66,9 +66,11 @@ def _num(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dict], group_id: str) -> list[EarlyRun]:
-    """The group's non-diverged runs as :class:`EarlyRun`: snapshots (outputs on the probe
-    set when full parameters are recorded), per-step curves, held-out accuracy, outcome."""
+def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dict], group_id: str
+                     ) -> tuple[list[EarlyRun], dict[str, str]]:
+    """The group's runs trained to the end as :class:`EarlyRun` (snapshots: outputs on the
+    probe set when full parameters are recorded; per-step curves, held-out accuracy,
+    outcome), and every run's status."""
     import pyarrow.compute as pc
 
     from doodl.analysis.dynamics import run_outcomes
@@ -76,10 +78,11 @@ def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[di
     from doodl.workers import shards
 
     projected = bool(int(variants[0].get("projection_dim") or 0))
-    trajectories = [t for t in read_group_runs(sweep_root_uri, unit_ids, variants, function_space=not projected)
-                    if t.status == "ok" and len(t.steps) >= 2]
+    every = read_group_runs(sweep_root_uri, unit_ids, variants, function_space=not projected)
+    status = {t.run_id: t.status for t in every}
+    trajectories = [t for t in every if t.status == "ok" and len(t.steps) >= 2]
     if not trajectories:
-        return []
+        return [], status
     labels = run_outcomes(trajectories).labels
     fs, root = shards.resolve_filesystem(sweep_root_uri)
     wanted = pc.field("run_id").isin([t.run_id for t in trajectories])
@@ -104,7 +107,7 @@ def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[di
             _column(curves, "train_loss", c), _column(curves, "train_acc", c), _column(curves, "grad_norm", c),
             np.array([_or_nan(test_acc.get(int(s))) for s in t.steps], dtype=np.float64),
             _or_nan(finals.get(t.run_id, {}).get("final_test_acc")), int(label)))
-    return out
+    return out, status
 
 
 def _column(table, name: str, mask: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ def koopman_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], v
         trajectories = read_group_runs(sweep_root_uri, unit_ids, variants)
         ok = [t for t in trajectories if t.status == "ok"]
         if not ok:
-            raise ValueError("every run diverged: no dynamics to decompose")
+            raise ValueError("no run trained to the end (diverged or stopped): no dynamics to decompose")
         windows = [_window(t.steps, t.theta.astype(np.float64), settings["snapshots"], settings["early_fraction"])
                    for t in ok]
         pooled = koopman_eigenvalues(windows, delays=delays, rank=rank, seed=seed)

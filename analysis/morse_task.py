@@ -30,7 +30,7 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
     read from their units' committed shards; with ``function_space``, each run also gets
     its model's softmax outputs on the sweep's probe set at every snapshot.
 
-    Only the snapshot rows are read; a run's status (``ok``/``diverged``) and its final
+    Only the snapshot rows are read; a run's status (``ok``/``diverged``/``stopped``) and its final
     train loss and accuracy come from its finals row; a run with non-finite snapshots
     counts as diverged.
     """
@@ -65,7 +65,9 @@ def read_group_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dic
         th = theta_np[idx]
         finite = np.isfinite(th).all(axis=1)
         f = final.get(rid, {})
-        run_status = "diverged" if f.get("status") == "diverged" or not finite.all() else "ok"
+        # a run stopped early keeps its status: its trajectory ends at the rule's step
+        run_status = f.get("status") if f.get("status") in ("diverged", "stopped") else \
+            "diverged" if not finite.all() else "ok"
         outputs = None
         if probe is not None and run_status == "ok":
             from doodl.analysis._function_space import output_features

@@ -89,7 +89,8 @@ def group_taxonomy(configs: list[VariantConfig], thetas: np.ndarray, finals: lis
     """All metrics and the phase of one group; ``thetas`` (S, P) are the seeds' final
     parameters and ``finals`` their finals rows (for loss and accuracy), in the same order."""
     if len(configs) < 2:
-        raise ValueError(f"needs at least 2 non-diverged seeds for mode connectivity and CKA, got {len(configs)}")
+        raise ValueError(f"needs at least 2 seeds trained to the end (not diverged or stopped) for mode connectivity "
+                         f"and CKA, got {len(configs)}")
     t0 = time.perf_counter()
     cfg = configs[0]
     split = dataset_split(cfg)

@@ -14,6 +14,10 @@ training loss, test accuracy, top Hessian eigenvalue, Hessian trace and mc beyon
 spec's ``audit.tolerances``; unmatched groups are listed. The verdict is ``drift`` when
 anything drifted (exit 1), ``ok`` otherwise (exit 0).
 
+Runs stopped early (``early_stop:``) are not compared with runs trained to the end: the
+reduction's group results come from the runs that finished, and a group left with fewer
+than two of them on either side is noted as not compared, never counted as drift.
+
 Outputs: ``STORE/SWEEP/audits/AUDIT_ID/{report.md, report.json, phase_diagrams.png}`` and
 an MLflow run (tag ``doodl.role = audit``) in the spec's experiment, tagged with its
 verdict and baseline, with the report as artifacts.
@@ -45,6 +49,7 @@ class GroupDrift:
     audited_group: str
     baseline_group: str
     findings: list[str] = field(default_factory=list)
+    note: str = ""  # what was not compared (runs stopped early), not drift
 
 
 @dataclass
@@ -79,7 +84,8 @@ class AuditReport:
         lines += ["| group | findings |", "|---|---|"]
         for g in self.groups:
             label = ", ".join(f"{k} {v}" for k, v in g.key.items()) or "(only group)"
-            lines.append(f"| {label} | {'; '.join(g.findings) or 'no drift'} |")
+            said = "; ".join(g.findings) or "no drift"
+            lines.append(f"| {label} | {said}{f' ({g.note})' if g.note else ''} |")
         if self.unmatched:
             lines += ["", "Groups without a counterpart: " + "; ".join(json.dumps(u) for u in self.unmatched)]
         return "\n".join(lines) + "\n"
@@ -90,7 +96,13 @@ def _group_rows(store: SweepStore) -> dict[str, dict]:
     variants = store.read_variants().to_pylist()
     rows: dict[str, dict] = {}
     for v in variants:
-        rows.setdefault(v["group_id"], {"config": {k: v[k] for k in MATCH_FIELDS}})
+        rows.setdefault(v["group_id"], {"config": {k: v[k] for k in MATCH_FIELDS}, "runs": 0, "stopped": 0})
+        rows[v["group_id"]]["runs"] += 1
+    finals = store.read_unit_rows("finals", sorted({v["unit_id"] for v in variants}), ["run_id", "status"])
+    group_of = {v["run_id"]: v["group_id"] for v in variants}
+    for rid, status in zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist()):
+        if status == "stopped":
+            rows[group_of[rid]]["stopped"] += 1
     for name in ("taxonomy", "morse"):
         path = store.layout.reduction_table(name)
         try:
@@ -134,6 +146,10 @@ def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: Tol
             continue
         drift = GroupDrift(dict(zip(keys, key_of(row))), gid, bid)
         a, b = row.get("taxonomy") or {}, baseline[bid].get("taxonomy") or {}
+        drift.note = _stopped_note(row, baseline[bid])
+        if drift.note and any(_too_few_finished(r) for r in (row, baseline[bid])):
+            matched.append(drift)  # no group result to compare: its runs were stopped on purpose
+            continue
         if a.get("error") or b.get("error"):
             drift.findings.append(f"taxonomy failed ({a.get('error') or b.get('error')})")
         else:
@@ -152,6 +168,21 @@ def compare(audited: dict[str, dict], baseline: dict[str, dict], tolerances: Tol
         matched.append(drift)
     unmatched += [{"sweep": "baseline", **dict(zip(keys, k))} for k in base_by_key]
     return setup_change, matched, unmatched
+
+
+def _stopped_note(audited: dict, baseline: dict) -> str:
+    """Which side stopped runs early, and what that leaves compared."""
+    parts = [f"{r['stopped']} of {r['runs']} runs stopped early in the {side}"
+             for side, r in (("audited sweep", audited), ("baseline", baseline)) if r.get("stopped")]
+    if not parts:
+        return ""
+    few = any(_too_few_finished(r) for r in (audited, baseline))
+    return "; ".join(parts) + (": not compared" if few else ": compared on the runs that finished")
+
+
+def _too_few_finished(rows: dict) -> bool:
+    """Runs stopped early left fewer than the 2 the taxonomy compares."""
+    return bool(rows.get("stopped")) and rows.get("runs", 0) - rows["stopped"] < 2
 
 
 TRUSTED_ARI = 0.8  # end basins this close to the runs' outcomes: the attractor count counts outcomes

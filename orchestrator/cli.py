@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--new-sweep", action="store_true",
                     help="if a sweep of this name exists with a different spec, start a new sweep "
                          "(id NAME-HASH) instead of refusing")
+    sw.add_argument("--predictor", metavar="SWEEP", default=None,
+                    help="early stopping with a rule fitted on SWEEP (a reduced sweep in the store): sets the "
+                         "spec's early_stop.predictor, with the section's defaults if the spec has none")
     sw.add_argument("--dry-run", action="store_true",
                     help="validate the spec and print what the sweep would train (variants, units, parameters, "
                          "estimated store size and training time); writes nothing, starts no Ray")
@@ -207,10 +210,12 @@ def _audit(args) -> int:
 
 
 def _sweep(args) -> int:
-    from doodl.orchestrator.spec import load_spec
+    from doodl.orchestrator.spec import load_spec, with_predictor
     from doodl.orchestrator.store import SweepStore
 
     spec = load_spec(args.spec)
+    if args.predictor:
+        spec = with_predictor(spec, args.predictor)
     if args.dry_run:
         from doodl.orchestrator.dry_run import format_plan, plan_sweep
 

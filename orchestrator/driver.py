@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import ray
 
 from doodl.orchestrator.actor_pool import ActorPool
+from doodl.orchestrator.early_stop import describe, stop_rule_for
 from doodl.orchestrator.expand import WorkUnit, expand, plan_units
 from doodl.orchestrator.session import Meter, connect
 from doodl.orchestrator.spec import SweepSpec
@@ -82,8 +83,13 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
     planned = plan_units(spec, variants)
     if not store.exists():  # refused before the sweep is recorded, so a smaller unit size can follow
         _check_memory(planned, address)
+    stop = stop_rule_for(spec, store)  # a resumed sweep's recorded rule; refused before anything is written
     if not store.initialise(spec, variants, planned):
         _reduce_settings_changed(store, spec)
+    if stop is not None:
+        if store.stop_rule() is None:
+            store.record_stop_rule(stop)
+        console.print(describe(stop, spec.early_stop.at))
     units = store.recorded_units(variants)  # a rerun with other resources keeps the store's units
     rows_by_unit: dict[str, list[dict]] = {}
     for row in store.read_variants().to_pylist():  # indexed once: logging looks up a unit at a time
@@ -105,7 +111,7 @@ def _run_sweep(spec: SweepSpec, store: SweepStore, variants, tracking_uri: str, 
             connect(address)
             _check_memory(todo, address)  # before an actor allocates
             train_start = time.perf_counter()
-            _train(spec, store, todo, log, outcome,
+            _train(spec, store, todo, log, outcome, stop=stop and stop["rule"],
                    already=sum(len(u.variants) for u in done), total=len(variants), show_progress=show_progress)
             outcome.train_seconds = time.perf_counter() - train_start
             if log.backlog():
@@ -156,10 +162,11 @@ def _reduce_settings_changed(store: SweepStore, spec: SweepSpec) -> None:
                   f"`doodl reduce`" + (f": it redoes {', '.join(redone)}" if redone else ": pictures only"))
 
 
-def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, already: int, total: int,
+def _train(spec, store, todo: list[WorkUnit], log: SweepLog, outcome, *, stop: dict | None, already: int, total: int,
            show_progress: bool) -> None:
-    """Train ``todo`` on a pool of actors, showing progress; on Ctrl-C the committed units stay."""
-    training = _Training(spec, store, todo, log, outcome)
+    """Train ``todo`` on a pool of actors, showing progress; on Ctrl-C the committed units stay.
+    ``stop``: the early-stopping rule (:class:`doodl.workers.early_stop.StopRule` as a dict)."""
+    training = _Training(spec, store, todo, log, outcome, stop)
     try:
         with Meter(f"sweep {store.sweep_id}", "variants", total, already=already, show=show_progress) as meter:
             training.run(meter)
@@ -180,7 +187,8 @@ class _Training:
     nothing happened for a while. Each handler keeps the queue, the retries and the
     outcome; :meth:`run` only waits for the next event."""
 
-    def __init__(self, spec, store, todo: list[WorkUnit], log: SweepLog, outcome: SweepOutcome):
+    def __init__(self, spec, store, todo: list[WorkUnit], log: SweepLog, outcome: SweepOutcome,
+                 stop: dict | None = None):
         res = spec.resources
         actor_cls = ray.remote(UnitTrainer).options(
             num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor, max_restarts=0,
@@ -193,6 +201,7 @@ class _Training:
         self.attempts = {u.unit_id: 0 for u in todo}
         self.by_id = {u.unit_id: u for u in todo}
         self.inflight: dict[ray.ObjectRef, tuple[object, str]] = {}
+        self.stop = stop
 
     def run(self, meter: Meter) -> None:
         while self.inflight or self.queue:
@@ -222,7 +231,7 @@ class _Training:
             unit = self.queue.popleft()
             self.attempts[unit.unit_id] += 1
             ref = actor.run_unit.remote(unit.unit_id, [v.to_dict() for v in unit.variants],
-                                        self.attempts[unit.unit_id])
+                                        self.attempts[unit.unit_id], self.stop)
             self.inflight[ref] = (actor, unit.unit_id)
             held += 1
 

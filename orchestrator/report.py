@@ -198,6 +198,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         group_rows.append({
             "id": gid, "label": group_label(rows[0]), "axes": {a: rows[0][a] for a in swept},
             "n_runs": len(rows), "n_ok": sum(1 for d in done if d["status"] == "ok"),
+            "n_stopped": sum(1 for d in done if d["status"] == "stopped"),
             "phase": tax.get("phase") or "", "train_loss": _fmt(tax.get("train_loss")),
             "test_acc": _fmt(tax.get("test_acc")), "hessian_top": _fmt(tax.get("hessian_top")),
             "mc": _fmt(tax.get("mc")), "cka": _fmt(tax.get("cka")),
@@ -235,7 +236,8 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         grid={a: sorted({v[a] for v in variants}, key=str) for a in swept}, n_variants=len(variants),
         counts=sorted(counts.items()), groups=group_rows, runs=runs, sweep_pictures=sweep_pics,
         audits=_audits(store), mlflow_url=f"{base_url}/#/experiments/{exp_id}{TRAINING_VIEW}" if exp_id else None,
-        failures=[r for r in runs if r["status"] not in ("ok",)],
+        failures=[r for r in runs if r["status"] not in ("ok", "stopped")],  # stopped early on purpose
+        early_stop=_early_stop_line(doc),
     )
     index = out / "index.html"
     index.write_text(html, encoding="utf-8")
@@ -249,3 +251,11 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
         except tracking_errors() as exc:
             outcome.mlflow_error = one_line(exc)
     return outcome
+
+
+def _early_stop_line(doc: dict) -> str:
+    """The sweep's early-stopping rule and its held-out figures, if it has one."""
+    from doodl.orchestrator.early_stop import describe
+
+    stop, section = doc.get("early_stop_rule"), doc.get("spec", {}).get("early_stop")
+    return describe(stop, section["at"]) if stop and section else ""

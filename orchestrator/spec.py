@@ -209,6 +209,19 @@ def reduce_spec_model() -> type[BaseModel]:
 ReduceSpec = reduce_spec_model()
 
 
+class EarlyStopSpec(_Strict):
+    """Landscape-aware early stopping (:mod:`doodl.workers.early_stop`): at ``at`` of training,
+    a run whose final test accuracy, predicted from its early features by a ridge regression
+    fitted on the ``predictor`` sweep, falls below that sweep's ``1 - keep`` quantile of
+    predicted accuracies stops there (status ``stopped``)."""
+
+    at: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    keep: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # a reduced sweep in the same store (with the early analysis at this ``at``); also
+    # ``doodl sweep --predictor SWEEP``
+    predictor: str = ""
+
+
 class ToleranceSpec(_Strict):
     """How far a metric may move between an audit and its baseline before it is drift.
 
@@ -241,6 +254,7 @@ class SweepSpec(_Strict):
     seeds: PositiveInt | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = 1
     record: RecordSpec = RecordSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    early_stop: EarlyStopSpec | None = None  # off unless given
     reduce: ReduceSpec = ReduceSpec()
     audit: AuditSpec = AuditSpec()
 
@@ -261,6 +275,14 @@ class SweepSpec(_Strict):
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def with_predictor(spec: SweepSpec, sweep_id: str) -> SweepSpec:
+    """``spec`` with early stopping fitted on ``sweep_id`` (``doodl sweep --predictor``)."""
+    if not SWEEP_NAME.match(sweep_id):
+        raise SpecError(f"--predictor: {sweep_id!r} is not a sweep id")
+    early = (spec.early_stop or EarlyStopSpec()).model_copy(update={"predictor": sweep_id})
+    return spec.model_copy(update={"early_stop": early})
 
 
 def _format_loc(loc: tuple) -> str:

@@ -1,6 +1,7 @@
 """``doodl status``: the state of a sweep's variants, read from the store alone.
 
-A variant is ``ok`` or ``diverged`` once its unit is committed (its final row says which),
+A variant is ``ok``, ``diverged`` or ``stopped`` (by the sweep's early-stopping rule) once
+its unit is committed (its final row says which),
 ``torn`` when its unit's shards are not sound, ``training`` while a driver holds the sweep's
 training lease and its unit is not yet committed, ``failed`` when it is not trained, no
 driver is at work and its unit's attempts failed (the store keeps each failed attempt's
@@ -20,7 +21,7 @@ from doodl.workers.config import group_label, shown_axes
 from doodl.workers.shards import FINAL_METRICS
 
 # the summary's columns, in this order: a committed unit's runs by their final row, else its unit's state
-STATES = ("ok", "diverged", "training", "failed", UnitState.TORN.value, UnitState.PENDING.value)
+STATES = ("ok", "diverged", "stopped", "training", "failed", UnitState.TORN.value, UnitState.PENDING.value)
 
 
 def sweep_status(store: SweepStore, verify: str = "size") -> list[dict]:

@@ -55,6 +55,32 @@ def tiny_spec_dict(name: str = "tiny", **overrides) -> dict:
     return spec
 
 
+def early_blobs_spec(name: str = "blobs", seeds: int | list[int] = 32, **overrides) -> dict:
+    """One hidden unit or eight on two blobs (tests/analysis/real_training.py): a unit dead
+    at initialisation stays dead, so the width-1 runs end in two outcomes."""
+    from tests.analysis.real_training import data_file
+
+    return {"name": name, "dataset": {"name": data_file("two_blobs"), "test_fraction": 0.2, "split_seed": 0},
+            "model": {"family": "mlp", "width": [1, 8], "depth": 1},
+            "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 32, "steps": 1000},
+            "seeds": seeds, "record": {"every": 20}, "resources": {"variants_per_unit": 32}, **overrides}
+
+
+@pytest.fixture(scope="session")
+def early_blobs(tmp_path_factory, ray_session) -> Path:
+    """The directory of a store and MLflow database (``m.db``) holding the sweep ``blobs``
+    (:func:`early_blobs_spec`), reduced with the early analysis: the known answers of
+    tests/analysis/test_early_task.py and the predictor of tests/orchestrator/test_early_stop.py."""
+    tmp = tmp_path_factory.mktemp("early")
+    spec = write_spec(tmp, early_blobs_spec())
+    common = ["--store", str(tmp / "store"), "--tracking-uri", f"sqlite:///{tmp / 'm.db'}", "--no-progress"]
+    code, _, err = run_cli(["sweep", str(spec), *common])
+    assert code == 0, err
+    code, out, err = run_cli(["reduce", "blobs", *common, "--only", "early"])
+    assert code == 0, err
+    return tmp
+
+
 def run_cli(args: list[str]) -> tuple[int, str, str]:
     """Run ``doodl ARGS`` in this process; return (exit code, stdout, stderr)."""
     import contextlib

@@ -19,6 +19,7 @@ import torch
 
 from doodl.workers import shards
 from doodl.workers.config import VariantConfig
+from doodl.workers.early_stop import StopRule
 from doodl.workers.engine import train_unit
 from doodl.workers.faults import fault_plan
 
@@ -56,17 +57,19 @@ class UnitTrainer:
         self._writing = threading.Lock()  # one unit is written at a time: at most two results in memory
         self._faults = fault_plan(self.fs, self.root, self._writing)  # test-only; read once, a no-op unless set
 
-    def run_unit(self, unit_id: str, configs: list[dict], attempt: int = 1) -> dict:
+    def run_unit(self, unit_id: str, configs: list[dict], attempt: int = 1, stop: dict | None = None) -> dict:
         """Train one unit, write its shards and marker, return a summary for the driver.
 
         Training holds the training lock; the write that follows does not, so a second call
         trains its unit meanwhile. The write lock is taken before the training lock is let
         go: writes keep the order of training, and a unit's summary means it is committed.
+        ``stop``: the sweep's early-stopping rule (:meth:`StopRule.to_dict`), if any.
         """
         start = time.perf_counter()
         with self._training:
             self._faults.before_unit(unit_id, attempt)
-            result = train_unit([VariantConfig.from_dict(c) for c in configs], self.device)
+            result = train_unit([VariantConfig.from_dict(c) for c in configs], self.device,
+                                stop=None if stop is None else StopRule.from_dict(stop))
             self._writing.acquire()
         try:
             marker = shards.write_unit(self.fs, self.root, unit_id, result, attempt=attempt)
@@ -77,6 +80,7 @@ class UnitTrainer:
             "runs": marker["runs"],
             "rows": marker["rows"],
             "diverged": sum(s == "diverged" for s in result.status),
+            "stopped": sum(s == "stopped" for s in result.status),
             "attempt": attempt,
             "seconds": time.perf_counter() - start,
             "pid": os.getpid(),

@@ -15,7 +15,6 @@ resumed sweep applies the same rule, so a retrained unit stops the same variants
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -92,7 +91,3 @@ def unit_features(step: int, loss: np.ndarray, acc: np.ndarray, grad_norm: np.nd
         out.append(early_features(run, f))
     return np.stack(out) if out else np.empty((0, 0))
 
-
-def stop_summary(status: Sequence[str]) -> dict[str, int]:
-    """Counts of the end states of a unit's variants (``ok``, ``diverged``, ``stopped``)."""
-    return {s: sum(x == s for x in status) for s in ("ok", "diverged", "stopped")}

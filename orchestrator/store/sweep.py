@@ -42,8 +42,12 @@ def doodl_version() -> str:
 
 def _result_spec(spec: SweepSpec) -> dict:
     """The parts of a spec that change training results (resources only change how fast,
-    reduce and audit settings only what is computed from the stored trajectories)."""
-    return spec.model_dump(mode="json", exclude={"resources", "reduce", "audit"})
+    reduce and audit settings only what is computed from the stored trajectories). Early
+    stopping changes them; when off it is left out, so sweeps from before it keep their ids."""
+    out = spec.model_dump(mode="json", exclude={"resources", "reduce", "audit"})
+    if out.get("early_stop") is None:
+        out.pop("early_stop", None)
+    return out
 
 
 def _differences(a, b, path: str = "") -> set[str]:
@@ -215,6 +219,18 @@ class SweepStore:
             doc["spec"] = {**doc.get("spec", {}), "reduce": wanted}
             write_atomic(self.fs, self.layout.sweep_json, json.dumps(doc, indent=1).encode())
         return changed
+
+    def record_stop_rule(self, rule: dict) -> None:
+        """Record the early-stopping rule the sweep trains with (``sweep.json``'s
+        ``early_stop_rule``): a resumed sweep applies this one, whatever its predictor sweep
+        holds by then."""
+        doc = self.read_sweep()
+        doc["early_stop_rule"] = rule
+        write_atomic(self.fs, self.layout.sweep_json, json.dumps(doc, indent=1).encode())
+
+    def stop_rule(self) -> dict | None:
+        """The recorded early-stopping rule (see :meth:`record_stop_rule`), if any."""
+        return self.read_sweep().get("early_stop_rule")
 
     def read_variants(self) -> pa.Table:
         """variants.parquet, checked: ids are used in paths, so each must be a plain hash."""

@@ -41,6 +41,9 @@ DEFAULT_TRACKING_URI = "sqlite:///doodl-mlflow.db"
 log = logging.getLogger("doodl.mlflow")
 SERVER_WORKERS = 4  # threads logging runs to a tracking server at once
 
+# a variant's end in the store -> its MLflow run status: a run stopped early was ended on purpose
+_RUN_STATUS = {"ok": "FINISHED", "stopped": "KILLED", "diverged": "FAILED"}
+
 
 class TrackingBusy(TimeoutError):
     """Another process held the sweep's run-creation lock past the wait: logging is
@@ -268,7 +271,7 @@ class MlflowSink:
             # params, metrics and the logged tag in one call; the tag is committed last, so a run
             # without it is logged again
             self.client.log_batch(child, metrics=metrics, params=params, tags=tags)
-            self.client.set_terminated(child, "FINISHED" if final["status"] == "ok" else "FAILED")
+            self.client.set_terminated(child, _RUN_STATUS.get(final["status"], "FAILED"))
             self.logged.add(rid)
 
         self._each(log_one, todo)

@@ -104,12 +104,13 @@ def log_units(sink: MlflowSink | None, store: SweepStore, rows_by_unit: dict[str
 
 @timed
 def log_sweep_done(sink: MlflowSink, store: SweepStore, unit_ids: list[str], outcome) -> None:
-    """Mark the parent run finished, with the counts of done and diverged variants."""
+    """Mark the parent run finished, with the counts of done, diverged and stopped variants."""
     if outcome.mlflow_error:
         return
     try:
         status = store.read_unit_rows("finals", unit_ids, ["status"]).column("status").to_pylist()
-        sink.log_parent({}, {"n_variants_done": len(status), "n_diverged": status.count("diverged")},
+        sink.log_parent({}, {"n_variants_done": len(status), "n_diverged": status.count("diverged"),
+                             "n_stopped": status.count("stopped")},
                         finished=True)
     except tracking_errors() as exc:
         defer(outcome, exc)

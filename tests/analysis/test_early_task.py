@@ -8,23 +8,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from tests.analysis.real_training import data_file
-from tests.conftest import run_cli, write_spec
-
 
 @pytest.fixture(scope="module")
-def reduced(tmp_path_factory, ray_session):
-    tmp = tmp_path_factory.mktemp("early")
-    spec = write_spec(tmp, {
-        "name": "blobs", "dataset": {"name": data_file("two_blobs"), "test_fraction": 0.2, "split_seed": 0},
-        "model": {"family": "mlp", "width": [1, 8], "depth": 1},
-        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "batch_size": 32, "steps": 1000},
-        "seeds": 32, "record": {"every": 20}, "resources": {"variants_per_unit": 32}})
-    common = ["--store", str(tmp / "store"), "--tracking-uri", f"sqlite:///{tmp / 'm.db'}", "--no-progress"]
-    code, _, err = run_cli(["sweep", str(spec), *common])
-    assert code == 0, err
-    code, out, err = run_cli(["reduce", "blobs", *common, "--only", "early"])
-    assert code == 0, err
+def reduced(early_blobs):
+    tmp = early_blobs
     root = tmp / "store" / "blobs" / "reduction"
     return tmp, pq.read_table(root / "early.parquet").to_pylist(), pq.read_table(
         root / "early_predictions.parquet").to_pylist(), root

@@ -118,6 +118,24 @@ def test_compare_matches_by_grid_position_and_applies_tolerances():
         assert all(not g.findings for g in groups), blind
 
 
+def test_groups_whose_runs_stopped_early_are_noted_never_counted_as_drift():
+    """Early stopping (``early_stop:``): a group with fewer than 2 runs trained to the end has no
+    taxonomy to compare; one with enough is compared on the runs that finished."""
+    base = {"a": _rows("IV-A", 0.001, 2, width=8), "b": _rows("IV-A", 0.001, 2, width=16)}
+    failed = {"error": "needs at least 2 seeds trained to the end (not diverged or stopped) ..."}
+    audited = {"x": {**_rows("IV-A", 0.001, 2, width=8), "taxonomy": failed, "runs": 3, "stopped": 3},
+               "y": {**_rows("I", 0.001, 2, width=16), "runs": 3, "stopped": 1}}
+    _, groups, _ = compare(audited, base, ToleranceSpec())
+    by_width = {g.key["width"]: g for g in groups}
+    assert by_width[8].findings == [] and by_width[8].note == "3 of 3 runs stopped early in the audited sweep: not compared"
+    assert by_width[16].note.endswith("compared on the runs that finished")
+    assert by_width[16].findings == ["phase IV-A -> I"]  # the finished runs still drift
+    # a taxonomy that failed for another reason is still drift
+    audited["x"] = {**audited["x"], "stopped": 0}
+    _, groups, _ = compare(audited, base, ToleranceSpec())
+    assert any(f.startswith("taxonomy failed") for f in groups[0].findings)
+
+
 def test_a_second_audit_of_a_spec_refuses_while_the_first_runs(audited):
     """Scheduled audits that overlap (RayCronJob has no concurrency policy): the later one
     refuses in one line, exit 2, before it trains anything; a `--fresh` audit, which trains a

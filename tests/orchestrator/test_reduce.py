@@ -210,7 +210,7 @@ def test_taxonomy_row_per_group_with_phase_and_pictures(reduced):
         assert 0 <= r["cka"] <= 1 and r["l2"] > 0 and r["hessian_top"] > 0
         assert (r["threshold_train_loss"], r["threshold_mc_tolerance"], r["threshold_cka"]) == (0.01, 2.0, 0.68)
     bad = [r for r in rows if r["error"] is not None]
-    assert all("non-diverged seeds" in r["error"] and r["phase"] is None for r in bad)
+    assert all("seeds trained to the end" in r["error"] and r["phase"] is None for r in bad)
     plots = tmp / "store" / "red" / "reduction" / "plots"
     assert (plots / "phase_diagram.png").read_bytes()[:4] == b"\x89PNG"
     assert (plots / "heatmap_hessian_top.png").exists() and (plots / "heatmap_mc.png").exists()
