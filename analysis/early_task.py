@@ -35,7 +35,7 @@ def early_for_group(sweep_root_uri: str, group_id: str, unit_ids: list[str], var
                  "fractions": fractions}
     runs = error_runs(group_id, run_ids)
     try:
-        early, status = _read_early_runs(sweep_root_uri, unit_ids, variants, group_id)
+        early, status = read_early_runs(sweep_root_uri, unit_ids, variants, group_id)
         if not early:
             raise ValueError("no run trained to the end (diverged or stopped)")
         verdicts = [predict_outcomes(early, f) for f in fractions]
@@ -66,11 +66,14 @@ def _num(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dict], group_id: str
-                     ) -> tuple[list[EarlyRun], dict[str, str]]:
-    """The group's runs trained to the end as :class:`EarlyRun` (snapshots: outputs on the
-    probe set when full parameters are recorded; per-step curves, held-out accuracy,
-    outcome), and every run's status."""
+def read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[dict], group_id: str, *,
+                    statuses: tuple[str, ...] = ("ok",), function_space: bool = True
+                    ) -> tuple[list[EarlyRun], dict[str, str]]:
+    """The group's runs of ``statuses`` as :class:`EarlyRun` (snapshots: with
+    ``function_space``, outputs on the probe set when full parameters are recorded; per-step
+    curves up to the run's end, NaN after, so a stopped run's fractions are of the full
+    length; held-out accuracy; outcome mode, -1 for a run not trained to the end), and
+    every run's status."""
     import pyarrow.compute as pc
 
     from doodl.analysis.dynamics import run_outcomes
@@ -78,12 +81,14 @@ def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[di
     from doodl.workers import shards
 
     projected = bool(int(variants[0].get("projection_dim") or 0))
-    every = read_group_runs(sweep_root_uri, unit_ids, variants, function_space=not projected)
+    every = read_group_runs(sweep_root_uri, unit_ids, variants, function_space=function_space and not projected)
     status = {t.run_id: t.status for t in every}
-    trajectories = [t for t in every if t.status == "ok" and len(t.steps) >= 2]
+    trajectories = [t for t in every if t.status in statuses and len(t.steps) >= 2]
     if not trajectories:
         return [], status
-    labels = run_outcomes(trajectories).labels
+    finished = [t for t in trajectories if t.status == "ok"]
+    outcome = dict(zip([t.run_id for t in finished], run_outcomes(finished).labels)) if finished else {}
+    total = int(variants[0]["steps"])
     fs, root = shards.resolve_filesystem(sweep_root_uri)
     wanted = pc.field("run_id").isin([t.run_id for t in trajectories])
     curves = shards.read_units(fs, root, shards.TRAJECTORIES, unit_ids,
@@ -96,7 +101,7 @@ def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[di
     curve_ids = curves.column("run_id").to_numpy(zero_copy_only=False)
     held_ids = held.column("run_id").to_numpy(zero_copy_only=False)
     out = []
-    for t, label in zip(trajectories, labels):
+    for t in trajectories:
         c, h = curve_ids == t.run_id, held_ids == t.run_id
         test_acc = dict(zip(held.column("step").to_numpy()[h].tolist(),
                             held.column("test_acc").to_numpy(zero_copy_only=False)[h].tolist()))
@@ -104,14 +109,18 @@ def _read_early_runs(sweep_root_uri: str, unit_ids: list[str], variants: list[di
         out.append(EarlyRun(
             t.run_id, group_id, np.asarray(t.steps), t.outputs if t.outputs is not None else theta,
             np.linalg.norm(theta, axis=1), np.linalg.norm(theta - theta[0], axis=1),
-            _column(curves, "train_loss", c), _column(curves, "train_acc", c), _column(curves, "grad_norm", c),
+            *(_column(curves, name, c, total) for name in ("train_loss", "train_acc", "grad_norm")),
             np.array([_or_nan(test_acc.get(int(s))) for s in t.steps], dtype=np.float64),
-            _or_nan(finals.get(t.run_id, {}).get("final_test_acc")), int(label)))
+            _or_nan(finals.get(t.run_id, {}).get("final_test_acc")), int(outcome.get(t.run_id, -1))))
     return out, status
 
 
-def _column(table, name: str, mask: np.ndarray) -> np.ndarray:
-    return table.column(name).to_numpy(zero_copy_only=False)[mask].astype(np.float64)
+def _column(table, name: str, mask: np.ndarray, total: int) -> np.ndarray:
+    """A run's curve over steps 0..total (NaN past its last step)."""
+    values = table.column(name).to_numpy(zero_copy_only=False)[mask].astype(np.float64)
+    out = np.full(total + 1, np.nan)
+    out[: len(values)] = values[: total + 1]
+    return out
 
 
 def _or_nan(value) -> float:

@@ -168,7 +168,8 @@ def _reduce(store, args, settings) -> int:
         extra.append("phases " + (", ".join(f"{p} {n}" for p, n in sorted(outcome.phases.items())) or "none"))
     if "koopman" in outcome.counts:
         extra.append(f"Koopman equivalence classes {outcome.koopman_classes}")
-    parts += [f"waiting for training {outcome.waiting}", *extra,
+    parts += [f"waiting for training {outcome.waiting}",
+              *([f"stopped early {outcome.stopped}"] if outcome.stopped else []), *extra,
               f"logged {outcome.logged_runs} MLflow results in {outcome.seconds:.1f}s "
               f"(MLflow {outcome.mlflow_seconds:.1f}s)"]
     print(f"reduce {outcome.sweep_id}: {outcome.n_groups} groups; " + "; ".join(parts))

@@ -27,6 +27,7 @@ from doodl.analysis.registry import analyses as registered
 from doodl.orchestrator.spec import ReduceSpec
 from doodl.orchestrator.store import ReductionStore, SweepLease, SweepStore, UnitState
 from doodl.orchestrator.results import sweep_columns, sweep_pictures_in_store
+from doodl.orchestrator.early_stop import write_stopped_phases
 from doodl.orchestrator.tracking import (console, log_group, log_summaries, log_units, one_line, open_group_runs,
                                    open_sink)
 from doodl.workers.config import group_label
@@ -49,6 +50,7 @@ class ReduceOutcome:
     n_groups: int
     counts: dict[str, AnalysisCounts] = field(default_factory=dict)
     waiting: int = 0  # groups with units not yet committed
+    stopped: int = 0  # groups left with fewer than 2 finished runs by early stopping: nothing to reduce
     # per analysis, its sweep-level metrics (its registry entry's ``summary``), as on the parent run
     summaries: dict[str, dict[str, float]] = field(default_factory=dict)
     phases: dict[str, int] = field(default_factory=dict)
@@ -124,6 +126,15 @@ def _run_reduce(store: SweepStore, tracking_uri: str | None, settings: ReduceSpe
     if outcome.waiting:
         console.print(f"[yellow]{outcome.waiting} group(s) have units not yet trained (or torn); "
                       "run `doodl sweep` to finish them, then reduce again[/]")
+    if store.stop_rule():
+        stopped = _stopped_groups(store, {g: groups[g] for g in ready})
+        ready = [g for g in ready if g not in stopped]
+        outcome.stopped = len(stopped)
+        if stopped:
+            predicted = write_stopped_phases(store, {g: groups[g] for g in stopped})
+            said = ", ".join(f"{r['predicted_phase']}" for r in predicted if r["predicted_phase"])
+            console.print(f"{len(stopped)} group(s) have fewer than 2 runs trained to the end (the others were "
+                          "stopped early on purpose): not reduced" + (f"; phases predicted: {said}" if said else ""))
     stores = {name: ReductionStore(store.fs, store.root, name) for name in analyses}
     params = {name: _task_settings(settings, name) for name in analyses}
     keys = {name: _key(name, params[name]) for name in analyses}
@@ -220,6 +231,17 @@ def consolidate(rstore: ReductionStore, groups: dict[str, list[dict]], title: st
     """Rebuild an analysis's all-groups tables, through its sweep-wide step if it has one."""
     step = REGISTRY[rstore.name].sweep_step
     return load(step)(rstore, groups, title) if step else rstore.consolidate()
+
+
+def _stopped_groups(store: SweepStore, groups: dict[str, list[dict]]) -> set[str]:
+    """Groups where early stopping left fewer than 2 runs trained to the end: no analysis
+    has a group's dynamics, phase or outcomes to give from one run (or none)."""
+    units = sorted({v["unit_id"] for rows in groups.values() for v in rows})
+    finals = store.read_unit_rows("finals", units, ["run_id", "status"]) if units else None
+    status = dict(zip(finals.column("run_id").to_pylist(), finals.column("status").to_pylist())) if units else {}
+    return {g for g, rows in groups.items()
+            if any(status.get(v["run_id"]) == "stopped" for v in rows)
+            and sum(status.get(v["run_id"]) == "ok" for v in rows) < 2}
 
 
 def _failed_result(gid: str, rows: list[dict], error: str) -> dict:

@@ -22,6 +22,7 @@ import yaml
 
 from doodl.orchestrator.expand import AXES
 from doodl.analysis.registry import REGISTRY
+from doodl.orchestrator.early_stop import describe, read_stopped_phases
 from doodl.orchestrator.status import sweep_status
 from doodl.orchestrator.store import SweepStore
 from doodl.workers.config import group_label
@@ -151,6 +152,7 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
     variants = store.read_variants().to_pylist()
     status = {r["run_id"]: r for r in sweep_status(store)}
     tables = {name: {r["group_id"]: r for r in _read_table(store, name)} for name in REGISTRY}
+    stopped = read_stopped_phases(store)  # groups early stopping left without a taxonomy
 
     pictures = 0
     sweep_pics = []
@@ -199,7 +201,8 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
             "id": gid, "label": group_label(rows[0]), "axes": {a: rows[0][a] for a in swept},
             "n_runs": len(rows), "n_ok": sum(1 for d in done if d["status"] == "ok"),
             "n_stopped": sum(1 for d in done if d["status"] == "stopped"),
-            "phase": tax.get("phase") or "", "train_loss": _fmt(tax.get("train_loss")),
+            "phase": tax.get("phase") or (f"{stopped[gid]['predicted_phase']} (predicted: runs stopped)"
+                                          if stopped.get(gid, {}).get("predicted_phase") else ""), "train_loss": _fmt(tax.get("train_loss")),
             "test_acc": _fmt(tax.get("test_acc")), "hessian_top": _fmt(tax.get("hessian_top")),
             "mc": _fmt(tax.get("mc")), "cka": _fmt(tax.get("cka")),
             "morse": _morse_view(morse), "koopman_class": _fmt(koop.get("koopman_class")),
@@ -255,7 +258,5 @@ def write_report(store: SweepStore, out_dir: str | Path | None = None, *, tracki
 
 def _early_stop_line(doc: dict) -> str:
     """The sweep's early-stopping rule and its held-out figures, if it has one."""
-    from doodl.orchestrator.early_stop import describe
-
     stop, section = doc.get("early_stop_rule"), doc.get("spec", {}).get("early_stop")
     return describe(stop, section["at"]) if stop and section else ""

@@ -24,8 +24,9 @@ from doodl.analysis.early_outcome import EarlyRun, early_features
 
 @dataclass(frozen=True)
 class StopRule:
-    """Stop a run at ``at`` of training when its predicted final test accuracy is below
-    ``threshold``. The prediction is ``intercept + coef . (features - mean) / scale``."""
+    """Stop a run at ``at`` of training when its score, the predicted final test accuracy
+    ``intercept + coef . (features - mean) / scale`` before it is clipped to [0, 1], is below
+    ``threshold`` (unclipped, so runs predicted beyond 1 still rank: no ties at the top)."""
 
     at: float
     threshold: float
@@ -39,14 +40,18 @@ class StopRule:
         are those the predictor was fitted on)."""
         return max(1, int(round(self.at * total_steps)))
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Predicted final test accuracy of each row of ``features`` ``(n, F)``, in [0, 1]."""
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """The unclipped prediction of each row of ``features`` ``(n, F)``."""
         z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return np.clip(self.intercept + z @ np.asarray(self.coef), 0.0, 1.0)
+        return self.intercept + z @ np.asarray(self.coef)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predicted final test accuracy of each row of ``features``, in [0, 1]."""
+        return np.clip(self.score(features), 0.0, 1.0)
 
     def doomed(self, features: np.ndarray) -> np.ndarray:
         """``(n,)`` bool: the rows to stop."""
-        return self.predict(features) < self.threshold
+        return self.score(features) < self.threshold
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -61,7 +66,7 @@ def fit_stop_rule(features: np.ndarray, final_test_acc: np.ndarray, at: float, k
                   alpha: float) -> StopRule:
     """The rule from a previous sweep's runs: a ridge regression (standardised features,
     as the ``early`` analysis's held-out model) fitted on all of them, and the threshold that
-    keeps the top ``keep`` share of those runs by their predicted final test accuracy."""
+    keeps the top ``keep`` share of those runs by their score (``keep`` 1: stop none)."""
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
@@ -71,7 +76,7 @@ def fit_stop_rule(features: np.ndarray, final_test_acc: np.ndarray, at: float, k
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     rule = StopRule(at, 0.0, tuple(scaler.mean_.tolist()), tuple(scale.tolist()), tuple(model.coef_.tolist()),
                     float(model.intercept_))
-    threshold = float(np.quantile(rule.predict(x), 1.0 - keep)) if keep < 1 else 0.0
+    threshold = float(np.quantile(rule.score(x), 1.0 - keep)) if keep < 1 else -np.inf
     return StopRule(at, threshold, rule.mean, rule.scale, rule.coef, rule.intercept)
 
 

@@ -10,6 +10,8 @@ import os
 import signal
 import time
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from doodl.orchestrator.store import SweepStore
@@ -123,3 +125,34 @@ def test_a_killed_sweep_with_early_stopping_resumes_to_the_same_store(stopped_sw
         a, b = _rows(reference, kind), _rows(got, kind)
         for column in ("run_id", "status", "step" if kind == "trajectories" else "steps"):
             assert a[column] == b[column], column
+
+
+def test_a_stopped_groups_phase_is_its_nearest_predictor_groups():
+    """Known answer: groups in three clusters of mean early features, one phase per cluster."""
+    from doodl.orchestrator.early_stop import fit_phase_model, predict_phase
+
+    rng = np.random.default_rng(0)
+    centres = {"I": [0.0, 0.0, 5.0], "III": [3.0, 0.0, 0.0], "IV-A": [0.0, 4.0, 0.0]}
+    labels = [p for p in centres for _ in range(10)]
+    means = np.array([np.array(centres[p]) + rng.normal(scale=0.2, size=3) for p in labels])
+    model = fit_phase_model(means, labels)
+    assert model["held_out_accuracy"] == 1.0 and model["chance"] == pytest.approx(1 / 3)
+    runs = np.array(centres["III"]) + rng.normal(scale=0.3, size=(3, 3))  # a new group's runs
+    assert predict_phase(model, runs) == "III"
+    shuffled = fit_phase_model(means, list(rng.permutation(labels)))  # phases unrelated to the features
+    assert shuffled["held_out_accuracy"] < shuffled["chance"] + 0.15
+
+
+def test_reduce_leaves_out_groups_early_stopping_left_with_one_run(stopped_sweep, tmp_path):
+    tmp = stopped_sweep[0]
+    spec = write_spec(tmp, early_blobs_spec("few", early_stop={"at": 0.1, "keep": 0.1, "predictor": "blobs"},
+                                            seeds=[200, 201], resources={"variants_per_unit": 4}), "few.yaml")
+    code, _, err = run_cli(["sweep", str(spec), *_common(tmp)])
+    assert code == 0, err
+    finals = _rows(SweepStore(str(tmp / "store"), "few"), "finals")
+    assert finals["status"].count("ok") < 2  # both groups: fewer than 2 runs trained to the end
+    code, out, err = run_cli(["reduce", "few", *_common(tmp), "--only", "taxonomy"])
+    assert code == 0, err
+    assert "2 group(s) have fewer than 2 runs trained to the end" in out + err and "stopped early 2" in out
+    phases = pq.read_table(tmp / "store" / "few" / "reduction" / "stopped_phases.parquet").to_pylist()
+    assert len(phases) == 2 and all(p["predicted_phase"] is None for p in phases)  # blobs has no taxonomy

@@ -108,3 +108,6 @@ def test_a_fitted_rule_recovers_a_linear_law_and_keeps_the_share_asked_for():
     assert rule.doomed(x).mean() == pytest.approx(0.6, abs=0.01)
     assert StopRule.from_dict(rule.to_dict()) == rule
     assert not fit_stop_rule(x, y, at=0.1, keep=1.0, alpha=1.0).doomed(x).any()
+    # ranked by the unclipped score: predictions past 1 do not tie at the top
+    high = fit_stop_rule(x, y + 0.6, at=0.1, keep=0.5, alpha=1e-6)
+    assert (high.predict(x) == 1.0).mean() > 0.5 and high.doomed(x).mean() == pytest.approx(0.5, abs=0.01)
