@@ -190,7 +190,7 @@ def main() -> None:
     first = next((i for i, ln in enumerate(lines) if ln.startswith("early stop at")), len(lines))
     rule = []  # the console wraps the rule's line: its continuations up to the next message
     for ln in lines[first:]:
-        if rule and (not ln.strip() or ln.startswith(("sweep ", "training ", "doodl", "20"))):
+        if rule and (not ln.strip() or ln.startswith(("sweep ", "training ", "doodl", "20", "Token"))):
             break
         rule.append(ln.strip())
     rule_line = " ".join(rule)

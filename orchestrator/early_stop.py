@@ -74,7 +74,7 @@ def fit_from_sweep(predictor: SweepStore, settings: EarlyStopSpec, dataset: str)
     x = np.array([r["features"][k] for r in rows], dtype=np.float64)
     y = np.array([r["final_test_acc"] for r in rows], dtype=np.float64)
     rule = fit_stop_rule(x, y, settings.at, settings.keep, RIDGE_ALPHA)
-    return {"rule": rule.to_dict(), "predictor": predictor.sweep_id, "n_runs": len(rows),
+    return {"rule": rule.to_dict(), "predictor": predictor.sweep_id, "keep": settings.keep, "n_runs": len(rows),
             "n_groups": len({r["group_id"] for r in rows}),
             "validation": validate(rows, x, y, k, settings.keep, rule),
             "phases": phase_model(predictor, rows, x)}
@@ -154,7 +154,7 @@ def describe(stop: dict, at: float) -> str:
             f"stop (ridge fitted on sweep {stop['predictor']!r}, {stop['n_runs']} runs in {stop['n_groups']} groups; "
             f"there with each group held out: MAE {v['mae']:.3f} vs chance {v['chance_mae']:.3f}, it stops "
             f"{v['stopped']:.0%} of runs, {v['stopped_in_bottom']:.0%} of them really in the bottom "
-            f"{v['bottom_chance']:.0%} (chance), and keeps {v['top_kept']:.0%} of the top {TOP:.0%})"
+            f"{1 - stop.get('keep', 1 - v['bottom_chance']):.0%} (chance {v['bottom_chance']:.0%}), and keeps {v['top_kept']:.0%} of the top {TOP:.0%})"
             + (f"; a stopped group's phase is its nearest predictor group's (held out there: "
                f"{p['held_out_accuracy']:.2f} vs chance {p['chance']:.2f} over {p['n_groups']} groups)"
                if (p := stop.get("phases")) else ""))

@@ -232,8 +232,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
     all_alive = True  # while true, no masking is needed anywhere
     last_step = np.full(V, T, dtype=np.int64)
     status = ["ok"] * V
-    final_params = torch.empty((V, n_params))
-    final_metrics: dict[str, np.ndarray] = {}
+    ended: list[tuple[list[int], torch.Tensor, dict[str, np.ndarray]]] = []  # (variants, params, metrics)
     stop_at = stop.step(T) if stop is not None and T > 0 else -1
 
     block = None
@@ -283,8 +282,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             if bool(doomed.any()):
                 for v in live.original(torch.nonzero(doomed).flatten()):
                     last_step[v], status[v] = t, "stopped"
-                live.finish(torch.nonzero(doomed).flatten(), c0, model, split, device, values, final_params,
-                            final_metrics)
+                ended.append(live.finish(torch.nonzero(doomed).flatten(), c0, model, split, device, values))
                 if bool(doomed.all()):
                     break
                 kept = torch.nonzero(~doomed).flatten()
@@ -298,8 +296,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
             live.opt.step(live.net.params, grads, frozen=None if all_alive else ~live.alive,
                           lr=None if live.lrs is None else live.lrs[t])
     else:
-        live.finish(torch.arange(len(live.alive), device=device), c0, model, split, device, values, final_params,
-                    final_metrics)
+        ended.append(live.finish(torch.arange(len(live.alive), device=device), c0, model, split, device, values))
 
     epoch = (np.arange(T + 1)[None, :] * B) // np.array([len(d.indices) for d in data])[:, None]
     lr_h = np.repeat(np.array([[c.lr] for c in configs], dtype=np.float32), T + 1, axis=1)
@@ -319,8 +316,7 @@ def train_unit(configs: Sequence[VariantConfig], device: torch.device | str = "c
         snapshots=snaps.to(getattr(torch, c0.record_dtype)).cpu().numpy(),
         test_loss=held[0].cpu().numpy(),
         test_acc=held[1].cpu().numpy(),
-        final_params=final_params.numpy(),
-        final_metrics=final_metrics,
+        **_finals(ended, V),
     )
 
 
@@ -350,16 +346,12 @@ class _Live:
         return _batched(cfg, model, {k: p[idx].clone() for k, p in named.items()})
 
     def finish(self, idx: torch.Tensor, cfg: VariantConfig, model: torch.nn.Module, split: SplitData,
-               device: torch.device, values: int, final_params: torch.Tensor,
-               final_metrics: dict[str, np.ndarray]) -> None:
-        """Write the final parameters and metrics of the live rows ``idx`` into the unit's."""
+               device: torch.device, values: int) -> tuple[list[int], torch.Tensor, dict[str, np.ndarray]]:
+        """The unit's variant indices of the live rows ``idx``, their final parameters and metrics."""
         net = self.net if len(idx) == len(self.alive) else self.net_of(idx, cfg, model)
         at = idx.tolist()
         metrics = _evaluate(net, split, self.pos_to_row[idx], self.labels[idx], self.valid[at], device, values)
-        variants = self.original(idx)
-        final_params[variants] = net.flat().cpu()
-        for name, value in metrics.items():
-            final_metrics.setdefault(name, np.full(len(final_params), np.nan, dtype=np.float32))[variants] = value
+        return self.original(idx), net.flat().cpu(), metrics
 
     def part(self, idx: torch.Tensor, cfg: VariantConfig, model: torch.nn.Module) -> _Live:
         """Go on with the live rows ``idx`` only, as a stacked model of their own; the
@@ -371,6 +363,20 @@ class _Live:
         rows = idx if self.rows is None else self.rows[idx]
         return _Live(rows, net, self.opt, [self.streams[v] for v in at], self.pos_to_row[idx], self.labels[idx],
                      self.valid[at], self.corrupt, None if self.lrs is None else self.lrs[:, idx], self.alive[idx])
+
+
+def _finals(ended: list[tuple[list[int], torch.Tensor, dict[str, np.ndarray]]], n: int) -> dict:
+    """``final_params`` and ``final_metrics`` of the unit's ``n`` variants from the sets that
+    ended (one set of all of them in order, as without early stopping: no copy)."""
+    if len(ended) == 1 and ended[0][0] == list(range(n)):
+        return {"final_params": ended[0][1].numpy(), "final_metrics": ended[0][2]}
+    params = torch.empty((n, ended[0][1].shape[1]), dtype=ended[0][1].dtype)
+    metrics = {name: np.full(n, np.nan, dtype=np.float32) for name in ended[0][2]}
+    for variants, flat, values in ended:
+        params[variants] = flat
+        for name, v in values.items():
+            metrics[name][variants] = v
+    return {"final_params": params.numpy(), "final_metrics": metrics}
 
 
 def _grad_norm(grads: dict[str, torch.Tensor]) -> torch.Tensor:

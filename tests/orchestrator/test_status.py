@@ -12,7 +12,7 @@ from doodl.orchestrator.store import SweepLease, SweepStore
 from tests.conftest import run_cli, tiny_spec_dict
 from tests.orchestrator.stores import train_in_process
 
-COLUMNS = ["variants", "ok", "diverged", "training", "failed", "torn", "pending"]
+COLUMNS = ["variants", "ok", "diverged", "stopped", "training", "failed", "torn", "pending"]
 # group labels as the reduction names groups (doodl.workers.config.group_label), written out
 CALM = "width 8, depth 1, noise {:g}, frac 1, lr 0.05, batch 16"
 WILD = "width 8, depth 1, noise {:g}, frac 1, lr 1e+06, batch 16"
