@@ -3,7 +3,7 @@
 ::
 
     STORE/SWEEP_ID/                               sweep_root(base, sweep_id)
-      sweep.json                                  resolved spec, doodl version, created time
+      sweep.json                                  resolved spec, doodl version, created time, early-stopping rule
       variants.parquet                            one row per variant: ids and config columns
       trajectories/unit=UNIT_ID/part-0.parquet    ┐
       snapshots/unit=UNIT_ID/part-0.parquet       │ a unit's shards and commit marker: declared by
@@ -17,7 +17,7 @@
       reduction/NAME/runs/GROUP_ID.parquet        its rows of the group's runs
       reduction/NAME.parquet                      all groups
       reduction/NAME_runs.parquet                 all runs
-      reduction/TABLE.parquet                     an analysis's other sweep-wide tables (koopman_pairs)
+      reduction/TABLE.parquet                     other sweep-wide tables (koopman_pairs, stopped_phases)
       reduction/plots/GROUP_ID/PICTURE            a group's pictures
       reduction/plots/PICTURE                     sweep-wide pictures
       audits/AUDIT_ID/report.json                 an audit's verdict (its presence: the sweep was audited)
