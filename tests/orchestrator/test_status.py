@@ -50,9 +50,9 @@ def test_summary_per_group_and_over_the_sweep(wild):
     out = _status(wild)
     assert out.splitlines()[0] == "sweep wild: 8 variants in 4 groups, 3 units"
     assert _summary(out) == {
-        CALM.format(0): [2, 2, 0, 0, 0, 0, 0], WILD.format(0): [2, 0, 2, 0, 0, 0, 0],
-        CALM.format(0.25): [2, 2, 0, 0, 0, 0, 0], WILD.format(0.25): [2, 0, 2, 0, 0, 0, 0],
-        "all groups": [8, 4, 4, 0, 0, 0, 0],
+        CALM.format(0): [2, 2, 0, 0, 0, 0, 0, 0], WILD.format(0): [2, 0, 2, 0, 0, 0, 0, 0],
+        CALM.format(0.25): [2, 2, 0, 0, 0, 0, 0, 0], WILD.format(0.25): [2, 0, 2, 0, 0, 0, 0, 0],
+        "all groups": [8, 4, 4, 0, 0, 0, 0, 0],
     }
     assert "4 diverged, 4 ok of 8 variants" in out
     store = SweepStore(str(wild), "wild")
@@ -61,7 +61,7 @@ def test_summary_per_group_and_over_the_sweep(wild):
 
 def test_all_prints_every_variant_too(wild):
     out = _status(wild, "--all")
-    assert _summary(out)["all groups"] == [8, 4, 4, 0, 0, 0, 0]
+    assert _summary(out)["all groups"] == [8, 4, 4, 0, 0, 0, 0, 0]
     for row in SweepStore(str(wild), "wild").read_variants().to_pylist():
         line = next(line for line in out.splitlines() if row["run_id"][:9] in line)
         assert ("diverged" if row["lr"] > 1 else " ok ") in line
@@ -95,5 +95,7 @@ def test_torn_pending_and_training_units(wild, tmp_path):
     with SweepLease(store, "training"):  # a driver at work: what is not committed is being trained
         out = _status(tmp_path / "store")
     assert "; training now by " in out.splitlines()[0]
-    moved = {k: [c[0], c[1], c[2], c[3] + c[6], c[4], c[5], 0] for k, c in {**expected, "all groups": total}.items()}
+    training, pending = COLUMNS.index("training"), COLUMNS.index("pending")
+    moved = {k: [n + c[pending] if i == training else 0 if i == pending else n for i, n in enumerate(c)]
+             for k, c in {**expected, "all groups": total}.items()}
     assert _summary(out) == moved and "pending:" not in out
