@@ -42,8 +42,8 @@ def test_next_unit_trains_while_the_last_is_written_and_writes_keep_training_ord
     trained_b, events = threading.Event(), []
     real_train, real_write = actor_module.train_unit, actor_module.shards.write_unit
 
-    def train(configs, device):
-        result = real_train(configs, device)
+    def train(configs, device, stop=None):
+        result = real_train(configs, device, stop=stop)
         events.append(("trained", configs[0].seed))
         if configs[0].seed == 10:
             trained_b.set()
@@ -61,7 +61,7 @@ def test_next_unit_trains_while_the_last_is_written_and_writes_keep_training_ord
     summaries = {}
     first = threading.Thread(target=lambda: summaries.setdefault("a", trainer.run_unit("a", configs["a"])))
     first.start()
-    while ("trained", 0) not in events:  # a trains first, so the order of the calls is fixed
+    while ("trained", 0) not in events and first.is_alive():  # a trains first: the order of the calls is fixed
         first.join(timeout=0.01)
     second = threading.Thread(target=lambda: summaries.setdefault("b", trainer.run_unit("b", configs["b"])))
     second.start()
