@@ -175,7 +175,7 @@ def write_stopped_phases(store: SweepStore, groups: dict[str, list[dict]]) -> li
     write ``reduction/stopped_phases.parquet``. Returns its rows."""
     from doodl.analysis.early_outcome import early_features
     from doodl.analysis.early_task import read_early_runs
-    from doodl.workers.store_files import write_atomic
+    from doodl.orchestrator.store.reduction import ReductionStore
 
     doc = store.stop_rule() or {}
     model, at = doc.get("phases"), doc.get("rule", {}).get("at")
@@ -186,9 +186,7 @@ def write_stopped_phases(store: SweepStore, groups: dict[str, list[dict]]) -> li
         phase = predict_phase(model, np.stack([early_features(r, at) for r in runs])) if model and runs else None
         out.append({"group_id": gid, "n_runs": len(rows), "n_finished": sum(s == "ok" for s in status.values()),
                     "predicted_phase": phase})
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(out, STOPPED_PHASES_SCHEMA), sink, compression="zstd")
-    write_atomic(store.fs, store.layout.reduction_table(STOPPED_PHASES), sink.getvalue().to_pybytes())
+    ReductionStore(store.fs, store.root, "early").write_table(STOPPED_PHASES, out, STOPPED_PHASES_SCHEMA)
     return out
 
 
